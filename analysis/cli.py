@@ -1,0 +1,76 @@
+"""The ``radar`` command.
+
+Every stage contributes its own sub-commands: any module named ``cli_*.py`` in ``processors``,
+``analysis``, ``models`` or ``plots`` that defines ``register(subparsers)`` is picked up. ``register``
+adds one or more parsers and sets ``func`` (called with the parsed arguments, returns an exit code).
+Heavy imports belong inside ``func`` so that ``radar --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+_PACKAGES = ("processors", "analysis", "models", "plots")
+
+
+def _command_modules() -> list[str]:
+    names = []
+    for package in _PACKAGES:
+        module = importlib.import_module(package)
+        for info in pkgutil.iter_modules(module.__path__):
+            if info.name.startswith("cli_"):
+                names.append(f"{package}.{info.name}")
+    return sorted(names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radar", description="Resonant anomaly detection searches, end to end."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_modules():
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)],
+        force=True,
+    )
+    # third-party chatter stays at WARNING unless -vv
+    for noisy in ("distributed", "bokeh", "tornado", "numba", "fsspec", "asyncio", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as error:
+        # user-facing errors (bad input, bad config): one clear line, no traceback unless -vv
+        logging.getLogger("radar").error("%s: %s", type(error).__name__, error)
+        if args.verbose > 1:
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
