@@ -51,7 +51,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         force=True,
     )
     # third-party chatter stays at WARNING unless -vv
-    for noisy in ("distributed", "bokeh", "tornado", "numba", "fsspec", "asyncio", "matplotlib"):
+    for noisy in ("distributed", "bokeh", "tornado", "numba", "numexpr", "fsspec", "asyncio", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
 
 

@@ -20,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-size", type=int, default=10_000, help="events per Dask partition")
     parser.add_argument("--jet-radius", type=float, default=1.0, help="anti-kt radius R")
     parser.add_argument("--trigger-pt", type=float, default=1200.0, help="leading-jet pT threshold [GeV]")
-    parser.add_argument("--tau-convention", choices=("contrib", "lhco", "lhco_peer"), default="contrib",
-                        help="N-subjettiness axes/distances: fastjet-contrib KT_Axes in (y, phi) [default]; "
-                        "'lhco': kt axes in (eta, phi) as the pyjet-era LHCO tools; 'lhco_peer': also without "
-                        "the 2pi wrap of dphi, reproducing the peer reclustering files (validation only)")
+    parser.add_argument("--tau-convention", default="kt",
+                        help="N-subjettiness: 'kt' = fastjet-contrib KT_Axes + NormalizedMeasure, computed "
+                        "columnarly [default]; 'contrib' = call fastjet-contrib njettiness; 'lhco' = kt axes in "
+                        "(eta, phi) as the pyjet-era LHCO tools; 'lhco_peer' = also without the 2pi wrap of "
+                        "dphi, reproducing the peer-reclustering files (validation only)")
     parser.add_argument("--tree", default="events", help="ROOT tree name")
     parser.add_argument("--root-layout", choices=("flat", "delphes"), default="flat")
     parser.add_argument("--branch-prefix", default="part_", help="flat ROOT layout: particle branch prefix")

@@ -11,11 +11,13 @@ Conventions (GeV, radians):
 - trigger: at least one jet with pT > 1.2 TeV and |η| < 2.5 (configurable), and at least two jets;
 - the two leading-pT jets make the dijet system; for the features they are ordered by mass
   (J1 = lighter jet, J2 = heavier jet);
-- N-subjettiness τ1..τ3 per jet, β = 1, R0 = R, normalised by Σ pT · R0, with kt exclusive axes:
-  ``tau_convention="contrib"`` (default) uses fastjet-contrib ``Nsubjettiness`` (``KT_Axes``,
-  distances in rapidity–φ); ``"lhco"`` computes the same sum columnarly with pp-kt (R = jet radius)
-  exclusive axes and distances in η–φ, the pyjet-era LHC Olympics convention; ``"lhco_peer"`` also
-  drops the 2π wrap of Δφ, reproducing the LHCO peer reclustering bit for bit (validation only).
+- N-subjettiness τ1..τ3 per jet, β = 1, R0 = R, normalised by Σ pT · R0, with exclusive-kt axes.
+  ``tau_convention="kt"`` (default) is fastjet-contrib's ``Nsubjettiness`` with ``KT_Axes`` and
+  ``NormalizedMeasure`` (ΔR in rapidity–φ), computed with flat numpy over the kt axes of the whole
+  chunk (equal to contrib to rounding, about twice as fast end to end); ``"contrib"`` calls
+  fastjet-contrib ``njettiness`` itself (any ``tau_axes``); ``"lhco"`` uses pp-kt axes with R = jet
+  radius and ΔR in η–φ (the pyjet-era LHC Olympics tools); ``"lhco_peer"`` also drops the 2π wrap
+  of Δφ, reproducing the LHCO peer-reclustering files bit for bit (their bug; validation only).
 - ``ht``: scalar pT sum of the jets with pT > ``ht_jet_pt_min`` and |η| < ``ht_jet_eta_max``;
   ``met``: magnitude of the negative vector pT sum of all visible particles.
 """
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 PASS, NO_JETS, ONE_JET, FAIL_TRIGGER = 0, 1, 2, 3
 STATUS_NAMES = {PASS: "passed", NO_JETS: "no_jets", ONE_JET: "one_jet", FAIL_TRIGGER: "failed_trigger"}
 
-TAU_CONVENTIONS = ("contrib", "lhco", "lhco_peer")
+TAU_CONVENTIONS = ("kt", "contrib", "lhco", "lhco_peer")
 
 FEATURE_FIELDS = (
     "mjj", "mj1", "mj2", "delta_mj", "tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2", "delta_r_jj",
@@ -58,7 +60,7 @@ class JetConfig:
     tau_beta: float = 1.0
     tau_r0: float | None = None  # None: R0 = jet radius
     tau_axes: str = "KT_Axes"
-    tau_convention: str = "contrib"  # see TAU_CONVENTIONS
+    tau_convention: str = "kt"  # see TAU_CONVENTIONS
     ht_jet_pt_min: float = 30.0
     ht_jet_eta_max: float = 2.5
 
@@ -96,60 +98,101 @@ def _quiet_fastjet():
                 os.close(fd)
 
 
-def _momenta(records: ak.Array) -> ak.Array:
-    """Re-wrap any array with px/py/pz/E or pt/eta/phi/mass fields as vector Momentum4D."""
-    fields = {name: records[name] for name in records.fields}
-    return ak.zip(fields, with_name="Momentum4D")
+def _flat_kinematics(records: ak.Array) -> dict[str, np.ndarray]:
+    """px, py, pz, E of a (possibly nested) fastjet record array, flattened to numpy, plus pt, phi."""
+    flat = records
+    while flat.ndim > 1:
+        flat = ak.flatten(flat, axis=1)
+    out = {name: np.asarray(ak.to_numpy(flat[name]), dtype=np.float64) for name in ("px", "py", "pz", "E")}
+    out["pt"] = np.hypot(out["px"], out["py"])
+    out["phi"] = np.arctan2(out["py"], out["px"])
+    return out
 
 
-def _tau_lhco(constituents: ak.Array, axes_by_n: list[ak.Array], r0: float, wrap_phi: bool) -> list[ak.Array]:
-    """τN = Σ_i pT_i min_k ΔR(i, axis_k) / (Σ_i pT_i R0), ΔR in η–φ; 0 for jets with < N constituents.
+def _longitudinal(k: dict[str, np.ndarray], kind: str) -> np.ndarray:
+    """Rapidity (``kind="rapidity"``) or pseudorapidity (``"eta"``) from flat kinematics."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "rapidity":
+            return 0.5 * np.log((k["E"] + k["pz"]) / (k["E"] - k["pz"]))
+        return np.arcsinh(k["pz"] / k["pt"])
 
-    ``wrap_phi=False`` reproduces the missing 2π wrap of Δφ in the LHCO peer-reclustering code (a bug:
-    jets straddling φ = ±π get unphysical τ); it exists only to validate against those files.
+
+def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
+    """N-subjettiness with exclusive-kt axes, computed with flat numpy over all jets of a chunk.
+
+    τN = Σ_i pT_i min_k ΔR(i, axis_k) / (Σ_i pT_i R0), 0 for jets with fewer than N constituents.
+    ``constituents``: events × jets × particles. Returns (n_jets_total, 3), jets in input order.
+
+    ``"kt"``: fastjet-contrib's ``KT_Axes`` + ``NormalizedMeasure`` (kt with R = 1000, ΔR in y–φ);
+    ``"lhco"``: pp-kt with R = jet radius, ΔR in η–φ; ``"lhco_peer"``: as ``lhco`` but without the 2π
+    wrap of Δφ (the bug of the LHCO peer-reclustering code, for validation only).
     """
-    norm = ak.sum(constituents.pt, axis=-1) * r0
-    n_constituents = ak.num(constituents, axis=-1)
-    taus = []
-    for n, axes in enumerate(axes_by_n, start=1):
-        particle, axis = ak.unzip(ak.cartesian([constituents, axes], axis=2, nested=True))
-        if wrap_phi:
-            distance = particle.deltaR(axis)
-        else:
-            distance = np.sqrt((particle.eta - axis.eta) ** 2 + (particle.phi - axis.phi) ** 2)
-        tau = ak.sum(constituents.pt * ak.fill_none(ak.min(distance, axis=-1), 0.0), axis=-1)
-        tau = tau / ak.where(norm > 0, norm, 1.0)
-        taus.append(ak.where(n_constituents >= n, tau, 0.0))
-    return taus
-
-
-def _nsubjettiness(constituents: ak.Array, config: JetConfig) -> np.ndarray:
-    """τ1, τ2, τ3 of each jet. ``constituents``: events × 2 jets × particles. Returns (events, 2, 3)."""
     import fastjet
 
-    n_events = len(constituents)
-    if n_events == 0:
-        return np.zeros((0, 2, 3))
-    if config.tau_convention == "contrib":
-        # the general-event ClusterSequence runs contrib Nsubjettiness on each innermost list (= each jet)
-        jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
-        with _quiet_fastjet():
-            sequence = fastjet.ClusterSequence(constituents, jet_def)
-            tau = sequence.njettiness(
-                measure_definition="NormalizedMeasure", axes_definition=config.tau_axes,
-                njets=[1, 2, 3], beta=config.tau_beta, R0=config.r0,
-            )
-        return np.asarray(ak.to_numpy(tau)).reshape(n_events, 2, 3)
-    # "lhco" / "lhco_peer": exclusive pp-kt axes with R = jet radius, distances in η–φ
-    kt_def = fastjet.JetDefinition(fastjet.kt_algorithm, config.jet_radius)
+    convention = config.tau_convention
+    kt_radius = 1000.0 if convention == "kt" else config.jet_radius
+    metric = "rapidity" if convention == "kt" else "eta"
+    kt_def = fastjet.JetDefinition(fastjet.kt_algorithm, kt_radius)
     with _quiet_fastjet():
         sequence = fastjet.ClusterSequence(constituents, kt_def)
         with warnings.catch_warnings():
             # fastjet's python layer warns for nested (event × jet) inputs even with the kt algorithm
             warnings.filterwarnings("ignore", message="dcut and exclusive jets")
-            axes_by_n = [_momenta(sequence.exclusive_jets_up_to(n)) for n in (1, 2, 3)]
-    taus = _tau_lhco(constituents, axes_by_n, config.r0, wrap_phi=config.tau_convention == "lhco")
-    return np.stack([np.asarray(ak.to_numpy(t)) for t in taus], axis=-1).reshape(n_events, 2, 3)
+            axes_by_n = [sequence.exclusive_jets_up_to(n) for n in (1, 2, 3)]
+
+    counts = ak.to_numpy(ak.flatten(ak.num(constituents, axis=2), axis=None))
+    n_jets = len(counts)
+    jet_of = np.repeat(np.arange(n_jets), counts)
+    particles = _flat_kinematics(constituents)
+    p_long = _longitudinal(particles, metric)
+    norm = np.bincount(jet_of, weights=particles["pt"], minlength=n_jets) * config.r0
+    taus = np.zeros((n_jets, 3))
+    for n, axes in enumerate(axes_by_n, start=1):
+        n_axes = ak.to_numpy(ak.flatten(ak.num(axes, axis=2), axis=None))
+        kin = _flat_kinematics(axes)
+        a_long = _longitudinal(kin, metric)
+        # (n_jets, n) tables of axis coordinates; missing axes are +inf away
+        first = np.concatenate([[0], np.cumsum(n_axes)[:-1]])
+        long_table = np.full((n_jets, n), np.inf)
+        phi_table = np.zeros((n_jets, n))
+        for k in range(n):
+            has = n_axes > k
+            long_table[has, k] = a_long[first[has] + k]
+            phi_table[has, k] = kin["phi"][first[has] + k]
+        d_long = p_long[:, None] - long_table[jet_of]
+        d_phi = particles["phi"][:, None] - phi_table[jet_of]
+        if convention != "lhco_peer":
+            d_phi = np.mod(d_phi + np.pi, 2 * np.pi) - np.pi
+        min_dr = np.sqrt(np.min(d_long**2 + d_phi**2, axis=1))
+        tau = np.bincount(jet_of, weights=particles["pt"] * min_dr, minlength=n_jets)
+        taus[:, n - 1] = np.where((norm > 0) & (counts >= n), tau / np.where(norm > 0, norm, 1.0), 0.0)
+    return taus
+
+
+def _tau_contrib(constituents: ak.Array, config: JetConfig) -> np.ndarray:
+    """τ1..τ3 from fastjet-contrib Nsubjettiness (``NormalizedMeasure``, ``config.tau_axes``)."""
+    import fastjet
+
+    # the general-event ClusterSequence runs contrib Nsubjettiness on each innermost list (= each jet)
+    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
+    with _quiet_fastjet():
+        sequence = fastjet.ClusterSequence(constituents, jet_def)
+        tau = sequence.njettiness(
+            measure_definition="NormalizedMeasure", axes_definition=config.tau_axes,
+            njets=[1, 2, 3], beta=config.tau_beta, R0=config.r0,
+        )
+    return np.asarray(ak.to_numpy(ak.flatten(tau, axis=1)), dtype=np.float64).reshape(-1, 3)
+
+
+def nsubjettiness(constituents: ak.Array, config: JetConfig) -> np.ndarray:
+    """τ1, τ2, τ3 of each jet. ``constituents``: events × jets × particles. Returns (events, jets, 3)."""
+    n_events = len(constituents)
+    n_per_event = ak.to_numpy(ak.num(constituents, axis=1))
+    if n_events == 0 or n_per_event.sum() == 0:
+        return np.zeros((n_events, int(n_per_event.max(initial=0)), 3))
+    compute = _tau_contrib if config.tau_convention == "contrib" else _tau_columnar
+    taus = compute(constituents, config)
+    return taus.reshape(n_events, -1, 3)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -173,68 +216,72 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
             ak.typetracer.touch_data(particles[name])
         return ak.Array(empty_chunk_result().layout.to_typetracer(forget_length=True))
     n_events = len(particles)
-    inputs = ak.zip(
-        {"pt": particles.pt, "eta": particles.eta, "phi": particles.phi,
-         "mass": ak.zeros_like(particles.pt)},
-        with_name="Momentum4D",
-    )
+    counts = ak.to_numpy(ak.num(particles, axis=1))
+    pt = np.asarray(ak.to_numpy(ak.flatten(particles.pt)), dtype=np.float64)
+    eta = np.asarray(ak.to_numpy(ak.flatten(particles.eta)), dtype=np.float64)
+    phi = np.asarray(ak.to_numpy(ak.flatten(particles.phi)), dtype=np.float64)
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    energy = np.sqrt(px**2 + py**2 + pz**2)  # massless
+    inputs = ak.unflatten(ak.zip({"px": px, "py": py, "pz": pz, "E": energy}, with_name="Momentum4D"), counts)
+
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
     with _quiet_fastjet():
         sequence = fastjet.ClusterSequence(inputs, jet_def)
         jets = sequence.inclusive_jets()
         constituents = sequence.constituents()
-    jets = _momenta(jets)
-    order = ak.argsort(jets.pt, axis=1, ascending=False, stable=True)
-    jets = jets[order]
-    constituents = constituents[order]
     n_jets = ak.to_numpy(ak.num(jets, axis=1))
+    jet = _flat_kinematics(jets)
+    jet_eta = _longitudinal(jet, "eta")
+    jet_pt_lists = ak.unflatten(jet["pt"], n_jets)
+    order = ak.argsort(jet_pt_lists, axis=1, ascending=False, stable=True)
 
-    triggered = ak.to_numpy(ak.any((jets.pt > config.trigger_pt) & (abs(jets.eta) < config.trigger_eta), axis=1))
+    # trigger and HT on flat jet arrays
+    event_of_jet = np.repeat(np.arange(n_events), n_jets)
+    trigger_jet = (jet["pt"] > config.trigger_pt) & (np.abs(jet_eta) < config.trigger_eta)
+    triggered = np.bincount(event_of_jet, weights=trigger_jet, minlength=n_events) > 0
+    ht_jet = (jet["pt"] > config.ht_jet_pt_min) & (np.abs(jet_eta) < config.ht_jet_eta_max)
+    ht = np.bincount(event_of_jet, weights=jet["pt"] * ht_jet, minlength=n_events)
+    met = np.hypot(np.bincount(np.repeat(np.arange(n_events), counts), weights=px, minlength=n_events),
+                   np.bincount(np.repeat(np.arange(n_events), counts), weights=py, minlength=n_events))
+
     status = np.full(n_events, PASS, dtype=np.int8)
     status[~triggered] = FAIL_TRIGGER
     status[n_jets < 2] = ONE_JET
     status[n_jets == 0] = NO_JETS
     passed = status == PASS
 
-    # missing transverse momentum of the visible particles and HT, for every event
-    met = np.hypot(ak.to_numpy(ak.sum(inputs.px, axis=1)), ak.to_numpy(ak.sum(inputs.py, axis=1)))
-    ht_jets = (jets.pt > config.ht_jet_pt_min) & (abs(jets.eta) < config.ht_jet_eta_max)
-    ht = ak.to_numpy(ak.sum(jets.pt[ht_jets], axis=1))
-
     columns = {name: np.full(n_events, np.nan) for name in FEATURE_FIELDS}
     columns["met"] = met
     columns["ht"] = ht
     if passed.any():
-        lead = jets[passed][:, :2]
-        j_a, j_b = lead[:, 0], lead[:, 1]
-        lead_constituents = _momenta(constituents[passed][:, :2])
-        tau = _nsubjettiness(lead_constituents, config)  # (n, 2, 3) in pT order
-        mass = np.stack([ak.to_numpy(j_a.mass), ak.to_numpy(j_b.mass)], axis=1)
-        # massless constituents can give m² slightly < 0 from rounding
-        mass = np.nan_to_num(np.maximum(mass, 0.0))
-        lighter = np.argmin(mass, axis=1)  # pT-leading jet wins ties
+        lead_index = order[passed][:, :2]  # the two leading-pT jets of each passing event
+        first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
+        flat_index = first_jet[:, None] + ak.to_numpy(lead_index)  # (n, 2) into the flat jet arrays
+        lead = {name: values[flat_index] for name, values in jet.items()}
+        lead["eta"] = jet_eta[flat_index]
+        lead["m"] = np.sqrt(np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0))
+        tau = nsubjettiness(constituents[passed][lead_index], config)  # (n, 2, 3) in pT order
+        dijet = {name: lead[name][:, 0] + lead[name][:, 1] for name in ("px", "py", "pz", "E")}
+        mjj = np.sqrt(np.maximum(dijet["E"] ** 2 - dijet["px"] ** 2 - dijet["py"] ** 2 - dijet["pz"] ** 2, 0.0))
+        d_phi = np.mod(lead["phi"][:, 0] - lead["phi"][:, 1] + np.pi, 2 * np.pi) - np.pi
+        lighter = np.argmin(lead["m"], axis=1)  # the pT-leading jet wins ties
         rows = np.arange(len(lighter))
-        light, heavy = lighter, 1 - lighter
-        pt = np.stack([ak.to_numpy(j_a.pt), ak.to_numpy(j_b.pt)], axis=1)
-        eta = np.stack([ak.to_numpy(j_a.eta), ak.to_numpy(j_b.eta)], axis=1)
+        light, heavy = (rows, lighter), (rows, 1 - lighter)
         tau21 = _ratio(tau[:, :, 1], tau[:, :, 0])
         tau32 = _ratio(tau[:, :, 2], tau[:, :, 1])
-        dijet = j_a + j_b
         values = {
-            "mjj": ak.to_numpy(dijet.mass),
-            "mj1": mass[rows, light], "mj2": mass[rows, heavy],
-            "tau21_j1": tau21[rows, light], "tau21_j2": tau21[rows, heavy],
-            "tau32_j1": tau32[rows, light], "tau32_j2": tau32[rows, heavy],
-            "delta_r_jj": ak.to_numpy(j_a.deltaR(j_b)),
-            "pt_j1": pt[rows, light], "pt_j2": pt[rows, heavy],
-            "eta_j1": eta[rows, light], "eta_j2": eta[rows, heavy],
+            "mjj": mjj,
+            "mj1": lead["m"][light], "mj2": lead["m"][heavy],
+            "tau21_j1": tau21[light], "tau21_j2": tau21[heavy],
+            "tau32_j1": tau32[light], "tau32_j2": tau32[heavy],
+            "delta_r_jj": np.hypot(lead["eta"][:, 0] - lead["eta"][:, 1], d_phi),
+            "pt_j1": lead["pt"][light], "pt_j2": lead["pt"][heavy],
+            "eta_j1": lead["eta"][light], "eta_j2": lead["eta"][heavy],
         }
         values["delta_mj"] = values["mj2"] - values["mj1"]
         for name, value in values.items():
             columns[name][passed] = value
-    return ak.zip(
-        {**columns, "status": status, "n_jets": n_jets.astype(np.int32)}, depth_limit=1
-    )
+    return ak.zip({**columns, "status": status, "n_jets": n_jets.astype(np.int32)}, depth_limit=1)
 
 
 def empty_chunk_result() -> ak.Array:
