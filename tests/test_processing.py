@@ -159,6 +159,17 @@ def test_local_cluster_matches_in_process(tmp_path, lhco_tiny):
     assert list(sync.columns) == list(FEATURE_COLUMNS)
 
 
+def test_existing_scheduler_address(tmp_path, lhco_tiny):
+    """--scheduler ADDRESS: the same job on an already running Dask cluster."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        table = process_files([lhco_tiny], tmp_path / "remote.parquet", scheduler=cluster.scheduler_address,
+                              chunk_size=500)
+    assert len(table) == 1000
+    assert (tmp_path / "remote.hists.root").exists()
+
+
 # --- bad input --------------------------------------------------------------------------------------------
 
 
