@@ -1,0 +1,198 @@
+"""Background-template methods behind one interface, selectable by name.
+
+A *template* learns the background in the sidebands (SB) and produces background-like events in the
+signal region (SR); the CWoLa classifier then separates the template from SR data. Every method is a
+class registered under a name::
+
+    from models import templates
+    cls = templates.get("cathode")            # every module in this package is imported on first use
+    template = cls(seed=1).fit(sideband, simulation=None)
+    mjj = templates.draw_mjj_kde(signal_region["mjj"].to_numpy(), n=400_000, seed=1)
+    events, weights = template.sample(len(mjj), mjj)
+
+A new method is one module in ``models/templates/`` whose class carries ``@register("name")``; nothing
+else changes (``available()`` lists it, ``radar search`` finds it by name, the registry tests run it).
+
+The :class:`Template` protocol
+------------------------------
+``__init__(features=LHCO_FEATURES, *, seed=0, device="auto", **kwargs)``
+    ``features``: feature-table columns the template models (m_JJ is always the conditional, never one of
+    them). ``kwargs`` configure the method's networks (e.g. ``epochs``, ``n_blocks``, ``hidden``).
+``fit(sideband, simulation=None) -> self``
+    ``sideband``: a feature table (:mod:`processors.features`, GeV) holding only SB events, with the
+    ``features`` columns and ``mjj``. ``simulation``: a feature table of simulated background covering SB
+    and SR (needed by SALAD and FETA, ignored by CATHODE and CURTAINs).
+``sample(n, mjj) -> (events, weights)``
+    ``mjj`` (n,) GeV: the SR masses of the requested events (usually :func:`draw_mjj_kde`). Returns a
+    DataFrame of ``n`` rows with columns ``features + ["mjj"]`` and per-event weights of shape (n,)
+    (ones for sampling methods; likelihood-ratio weights for SALAD).
+``TINY_KWARGS`` (class attribute, optional)
+    kwargs that make ``fit`` run in seconds on a few hundred events; used by the registry tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from processors.features import LHCO_FEATURES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Registry", "Template", "available", "draw_mjj_kde", "get", "register", "table_arrays"]
+
+
+class Registry:
+    """Name → class registry for one family of methods living in one package.
+
+    The package's modules (those not starting with ``_``) are imported the first time :meth:`get` or
+    :meth:`available` is called, which is when their ``@register`` decorators run. A module that fails
+    to import is logged and reported by :meth:`get`, without hiding the other methods.
+    """
+
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind = kind
+        self.package = package
+        self._classes: dict[str, type] = {}
+        self._broken: dict[str, str] = {}
+        self._discovered = False
+
+    def register(self, name: str) -> Callable[[type], type]:
+        """Class decorator: make the class available as ``name``."""
+        if not name or not isinstance(name, str):
+            raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
+
+        def decorator(cls: type) -> type:
+            known = self._classes.get(name)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered to {known.__module__}.{known.__qualname__}"
+                )
+            self._classes[name] = cls
+            cls.registry_name = name
+            return cls
+
+        return decorator
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_"):
+                continue
+            try:
+                importlib.import_module(f"{self.package}.{info.name}")
+            except Exception as error:  # a broken method must not hide the others
+                self._broken[info.name] = f"{type(error).__name__}: {error}"
+                log.error("cannot import %s module %s.%s: %s", self.kind, self.package, info.name, error)
+
+    def get(self, name: str) -> type:
+        """The class registered as ``name``; ValueError listing the known names otherwise."""
+        self._discover()
+        try:
+            return self._classes[name]
+        except KeyError:
+            broken = f"; modules that failed to import: {self._broken}" if self._broken else ""
+            raise ValueError(
+                f"unknown {self.kind} method {name!r}; available: {self.available()}{broken}"
+            ) from None
+
+    def available(self) -> list[str]:
+        """Sorted registered names."""
+        self._discover()
+        return sorted(self._classes)
+
+
+_registry = Registry("template", __name__)
+register = _registry.register
+get = _registry.get
+available = _registry.available
+
+
+@runtime_checkable
+class Template(Protocol):
+    """Background template (see the module docstring for the full contract)."""
+
+    def __init__(
+        self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto", **kwargs: Any
+    ) -> None: ...
+
+    def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> Template: ...
+
+    def sample(self, n: int, mjj: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]: ...
+
+
+def draw_mjj_kde(
+    mjj_sr: np.ndarray,
+    n: int,
+    seed: int,
+    *,
+    bounds: tuple[float, float] | None = None,
+    bw_method: str | float | None = None,
+) -> np.ndarray:
+    """Draw ``n`` m_JJ values (GeV) from a Gaussian KDE of the SR masses ``mjj_sr`` (N,).
+
+    Draws that land outside ``bounds`` (default: the min and max of ``mjj_sr``, i.e. the SR edges as
+    populated) are redrawn a few times and the last stragglers clipped to the edges, so every value lies
+    inside the SR without a pile-up at its edges. ``bw_method``: as :class:`scipy.stats.gaussian_kde`
+    (Scott's rule by default). Returns (n,) float64.
+    """
+    from scipy.stats import gaussian_kde
+
+    mjj_sr = np.asarray(mjj_sr, dtype=np.float64).reshape(-1)
+    if len(mjj_sr) < 2 or not np.isfinite(mjj_sr).all():
+        raise ValueError(
+            f"draw_mjj_kde: need >= 2 finite SR m_JJ values, got {len(mjj_sr)} "
+            f"({int((~np.isfinite(mjj_sr)).sum())} non-finite)"
+        )
+    if n < 0:
+        raise ValueError(f"draw_mjj_kde: n must be >= 0, got {n}")
+    lo, hi = bounds if bounds is not None else (float(mjj_sr.min()), float(mjj_sr.max()))
+    rng = np.random.default_rng(seed)
+    kde = gaussian_kde(mjj_sr, bw_method=bw_method)
+    out = kde.resample(n, seed=rng).reshape(-1)
+    for _ in range(10):
+        outside = np.flatnonzero((out < lo) | (out > hi))
+        if not outside.size:
+            break
+        out[outside] = kde.resample(outside.size, seed=rng).reshape(-1)
+    return np.clip(out, lo, hi)
+
+
+def table_arrays(
+    table: pd.DataFrame, features: Sequence[str], what: str, *, min_events: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) and m_JJ (N,) GeV of a feature table, validated for a training.
+
+    Raises ValueError naming ``what`` (e.g. "CATHODE sideband"), the column and the event rows when a
+    column is missing, a value is NaN/inf, m_JJ is not positive, or there are fewer than ``min_events``.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{what}: expected a pandas DataFrame feature table, got {type(table).__name__}")
+    features = list(features)
+    if "mjj" in features:
+        raise ValueError(f"{what}: 'mjj' is the conditional and cannot also be a modelled feature")
+    missing = [c for c in [*features, "mjj"] if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what}: missing columns {missing}; has {list(table.columns)}")
+    if len(table) < min_events:
+        raise ValueError(f"{what}: {len(table)} events, need at least {min_events}")
+    x = table[features].to_numpy(dtype=np.float64)
+    m = table["mjj"].to_numpy(dtype=np.float64)
+    for name, col in zip([*features, "mjj"], [*x.T, m]):
+        bad = ~np.isfinite(col) if name != "mjj" else ~(np.isfinite(col) & (col > 0))
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"{what}: column {name!r} has {rows.size} {'non-positive or ' if name == 'mjj' else ''}"
+                f"NaN/inf values (rows {rows[:5].tolist()}{' ...' if rows.size > 5 else ''})"
+            )
+    return x, m

@@ -1,0 +1,465 @@
+"""Conditional normalising flows p(x | m_JJ) on nflows: MAF (CATHODE's) and autoregressive RQS.
+
+:class:`ConditionalFlow` learns the density of features ``x`` (N, D) given the dijet mass ``m`` (N,) in
+GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
+
+- Features go through :class:`models.preprocessing.Preprocessor` (min-max → logit → standardise) and
+  its log-Jacobian is added back, so :meth:`ConditionalFlow.log_prob` is a density in the original
+  feature space. The conditional is ``(log m - mean) / std`` (:class:`models.preprocessing.MassScaler`).
+- ``kind="maf"`` (default, CATHODE's architecture): ``n_blocks`` × [MADE (two hidden layers of
+  ``hidden`` units, affine) → batch norm → feature reversal], Adam with ``lr = 1e-4``.
+  ``kind="rqs"``: the same stack with rational-quadratic spline MADEs (``n_bins`` bins, linear tails).
+- Early stopping on the validation loss (``patience`` epochs) and an ensemble of the ``n_best_epochs``
+  epochs with the lowest validation loss: ``log_prob`` averages their probabilities, ``sample`` draws
+  from that mixture.
+- A training whose loss becomes NaN/inf is stopped, logged and restarted with another seed (at most
+  ``max_restarts`` times); :attr:`ConditionalFlow.n_failed` counts them. It never continues silently.
+- Deterministic given ``seed``: weights come from ``torch.manual_seed`` inside a forked RNG (the
+  global torch RNG is left alone) and batches from a dedicated ``torch.Generator``.
+
+Losses in :attr:`ConditionalFlow.history` are negative log-likelihoods per event in the preprocessed
+space (the preprocessing Jacobian is a constant of the data, so it does not affect training).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models.device import resolve_device
+from models.preprocessing import MassScaler, Preprocessor
+from processors.io import atomic_output
+
+log = logging.getLogger(__name__)
+
+FORMAT = "radar.ConditionalFlow/1"
+KINDS = ("maf", "rqs")
+_EVAL_BATCH = 65536
+
+
+class TrainingDiverged(RuntimeError):
+    """A training produced a non-finite loss."""
+
+
+def build_flow(
+    n_features: int,
+    *,
+    kind: str = "maf",
+    n_blocks: int = 15,
+    hidden: int = 128,
+    n_bins: int = 8,
+    tail_bound: float = 5.0,
+    context_features: int = 1,
+) -> torch.nn.Module:
+    """The nflows model: ``n_blocks`` × [autoregressive MADE → BatchNorm → reversal], normal base.
+
+    MADEs have two hidden layers of ``hidden`` ReLU units and see the conditional in the first layer
+    (as CATHODE's MADE). Returns an :class:`nflows.flows.Flow`; ``log_prob(z, context)`` with
+    ``z`` (N, n_features) and ``context`` (N, context_features).
+    """
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.autoregressive import (
+        MaskedAffineAutoregressiveTransform,
+        MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+    )
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.normalization import BatchNorm
+    from nflows.transforms.permutations import ReversePermutation
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
+    if n_features < 1 or n_blocks < 1 or hidden < 1:
+        raise ValueError(f"need n_features, n_blocks, hidden >= 1, got {n_features}, {n_blocks}, {hidden}")
+    layers: list[torch.nn.Module] = []
+    for _ in range(n_blocks):
+        common = dict(
+            features=n_features,
+            hidden_features=hidden,
+            context_features=context_features,
+            num_blocks=1,
+            use_residual_blocks=False,
+            random_mask=False,
+        )
+        if kind == "maf":
+            layers.append(MaskedAffineAutoregressiveTransform(**common))
+        else:
+            layers.append(
+                MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                    num_bins=n_bins,
+                    tails="linear",
+                    tail_bound=tail_bound,
+                    **common,
+                )
+            )
+        norm = BatchNorm(n_features)
+        # nflows starts the running variance at 0, which makes eval-mode densities of the first epochs
+        # meaningless; the inputs are standardised, so 1 is the right prior.
+        norm.running_var.fill_(1.0)
+        layers.append(norm)
+        layers.append(ReversePermutation(n_features))
+    return Flow(CompositeTransform(layers), StandardNormal([n_features]))
+
+
+class ConditionalFlow:
+    """Density p(x | m) of D features given m_JJ (GeV); see the module docstring.
+
+    Attributes after :meth:`fit`: ``history`` (``train_loss``, ``val_loss`` lists per epoch,
+    ``best_epochs``, ``seed_used``), ``n_failed`` (trainings that hit NaN/inf and were restarted),
+    ``preprocessor``, ``mass_scaler``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        *,
+        kind: str = "maf",
+        n_blocks: int = 15,
+        hidden: int = 128,
+        n_bins: int = 8,
+        epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 1e-4,
+        patience: int = 10,
+        n_best_epochs: int = 10,
+        val_fraction: float = 0.2,
+        device: str = "auto",
+        seed: int = 0,
+        max_restarts: int = 3,
+        progress: bool = False,
+        tail_bound: float = 5.0,
+        grad_clip: float | None = None,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        if epochs < 1 or batch_size < 1 or n_best_epochs < 1:
+            raise ValueError(
+                f"need epochs, batch_size, n_best_epochs >= 1, got {epochs}, {batch_size}, {n_best_epochs}"
+            )
+        self.config: dict[str, Any] = dict(
+            n_features=int(n_features),
+            kind=kind,
+            n_blocks=int(n_blocks),
+            hidden=int(hidden),
+            n_bins=int(n_bins),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            patience=int(patience),
+            n_best_epochs=int(n_best_epochs),
+            val_fraction=float(val_fraction),
+            device=str(device),
+            seed=int(seed),
+            max_restarts=int(max_restarts),
+            progress=bool(progress),
+            tail_bound=float(tail_bound),
+            grad_clip=None if grad_clip is None else float(grad_clip),
+            weight_decay=float(weight_decay),
+        )
+        self.n_features = int(n_features)
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.preprocessor: Preprocessor | None = None
+        self.mass_scaler: MassScaler | None = None
+        self.members: list[torch.nn.Module] = []
+        self.history: dict[str, Any] = {
+            "train_loss": [],
+            "val_loss": [],
+            "best_epochs": [],
+            "seed_used": None,
+        }
+        self.n_failed = 0
+        self._n_sample_calls = 0
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _new_model(self) -> torch.nn.Module:
+        c = self.config
+        return build_flow(
+            self.n_features,
+            kind=c["kind"],
+            n_blocks=c["n_blocks"],
+            hidden=c["hidden"],
+            n_bins=c["n_bins"],
+            tail_bound=c["tail_bound"],
+        ).to(self.device)
+
+    def _check_xm(self, x: np.ndarray, m: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float64)
+        m = np.asarray(m, dtype=np.float64).reshape(-1)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"{what}: x must have shape (N, {self.n_features}), got {x.shape}")
+        if len(m) != len(x):
+            raise ValueError(f"{what}: x has {len(x)} events but m has {len(m)}")
+        return x, m
+
+    def _require_fit(self) -> None:
+        if not self.members:
+            raise RuntimeError("ConditionalFlow is not fitted: call fit(x, m) first (or load a saved one)")
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
+
+    # -- training ----------------------------------------------------------------------------------------
+    def fit(
+        self,
+        x: np.ndarray,
+        m: np.ndarray,
+        x_val: np.ndarray | None = None,
+        m_val: np.ndarray | None = None,
+        *,
+        preprocessor: Preprocessor | None = None,
+    ) -> ConditionalFlow:
+        """Train on features ``x`` (N, D) given ``m`` (N,) GeV.
+
+        Without ``x_val``/``m_val`` a random ``val_fraction`` of the events (seeded) is held out for
+        early stopping and epoch selection. ``preprocessor``: an already fitted
+        :class:`~models.preprocessing.Preprocessor` to share (e.g. between ANODE's two flows); by
+        default one is fitted on the training plus validation features.
+        """
+        x, m = self._check_xm(x, m, "ConditionalFlow.fit")
+        if x_val is None:
+            if m_val is not None:
+                raise ValueError("ConditionalFlow.fit: m_val given without x_val")
+            rng = np.random.default_rng(self.seed)
+            perm = rng.permutation(len(x))
+            n_val = max(1, int(round(self.config["val_fraction"] * len(x))))
+            if len(x) - n_val < 2:
+                raise ValueError(f"ConditionalFlow.fit: too few events ({len(x)}) to split off validation")
+            val_idx, train_idx = perm[:n_val], perm[n_val:]
+            x, m, x_val, m_val = x[train_idx], m[train_idx], x[val_idx], m[val_idx]
+        else:
+            if m_val is None:
+                raise ValueError("ConditionalFlow.fit: x_val given without m_val")
+            x_val, m_val = self._check_xm(x_val, m_val, "ConditionalFlow.fit (validation)")
+        if len(x) < 2 or len(x_val) < 1:
+            raise ValueError(
+                f"ConditionalFlow.fit: need >= 2 training and >= 1 validation events, got "
+                f"{len(x)} and {len(x_val)}"
+            )
+        both = np.concatenate([x, x_val])
+        if preprocessor is None:
+            preprocessor = Preprocessor().fit(both)
+        elif not preprocessor.fitted:
+            preprocessor.fit(both)
+        self.preprocessor = preprocessor
+        self.mass_scaler = MassScaler().fit(np.concatenate([m, m_val]))
+        z, _ = preprocessor.transform(x)
+        z_val, _ = preprocessor.transform(x_val)
+        data = (self._tensor(z), self._tensor(self.mass_scaler.transform(m)))
+        val = (self._tensor(z_val), self._tensor(self.mass_scaler.transform(m_val)))
+
+        self.n_failed = 0
+        max_restarts = self.config["max_restarts"]
+        for attempt in range(max_restarts + 1):
+            seed = self.seed + 7919 * attempt
+            try:
+                self._train(data, val, seed)
+                break
+            except TrainingDiverged as error:
+                self.n_failed += 1
+                log.warning(
+                    "flow training (seed %d) failed: %s; %s",
+                    seed,
+                    error,
+                    "restarting with another seed" if attempt < max_restarts else "giving up",
+                )
+        else:
+            raise RuntimeError(
+                f"ConditionalFlow.fit: all {max_restarts + 1} trainings hit a non-finite loss "
+                f"(seeds {self.seed} + 7919*k); try a lower lr, grad_clip or check the inputs"
+            )
+        return self
+
+    def _train(
+        self, data: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], seed: int
+    ) -> None:
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self._new_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=c["lr"], weight_decay=c["weight_decay"])
+        generator = torch.Generator().manual_seed(seed)
+        z, ctx = data
+        n, batch = len(z), c["batch_size"]
+        min_batch = max(2, batch // 8)
+        history: dict[str, Any] = {"train_loss": [], "val_loss": [], "best_epochs": [], "seed_used": seed}
+        best: list[tuple[float, int, dict[str, torch.Tensor]]] = []
+        best_loss, waited = math.inf, 0
+        bar = tqdm(range(c["epochs"]), desc="flow", unit="epoch", disable=not c["progress"], leave=False)
+        for epoch in bar:
+            model.train()
+            order = torch.randperm(n, generator=generator).to(self.device)
+            total = torch.zeros((), device=self.device)
+            n_seen = 0
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                if len(idx) < min_batch and start > 0:
+                    continue  # batch norm on a tiny remainder batch gives wild statistics: skip it
+                n_seen += len(idx)
+                loss = -model.log_prob(z[idx], context=ctx[idx]).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c["grad_clip"] is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), c["grad_clip"])
+                optimizer.step()
+                total += loss.detach() * len(idx)
+            train_loss = float(total) / max(n_seen, 1)
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(f"non-finite training loss at epoch {epoch}")
+            val_loss = float(-self._log_prob_z(model, *val).mean())
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(f"non-finite validation loss at epoch {epoch}")
+            history["train_loss"].append(train_loss)
+            history["val_loss"].append(val_loss)
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            log.debug("epoch %d: train %.5f val %.5f", epoch, train_loss, val_loss)
+            if len(best) < c["n_best_epochs"] or val_loss < best[-1][0]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best.append((val_loss, epoch, state))
+                best.sort(key=lambda item: (item[0], item[1]))
+                del best[c["n_best_epochs"] :]
+            if val_loss < best_loss:
+                best_loss, waited = val_loss, 0
+            else:
+                waited += 1
+                if c["patience"] > 0 and waited >= c["patience"]:
+                    log.info("early stopping at epoch %d (best val loss %.5f)", epoch, best_loss)
+                    break
+        bar.close()
+        self.members = []
+        for _, _, state in best:
+            member = copy.deepcopy(model)
+            member.load_state_dict(state)
+            member.eval()
+            self.members.append(member)
+        history["best_epochs"] = [epoch for _, epoch, _ in best]
+        self.history = history
+
+    @torch.no_grad()
+    def _log_prob_z(self, model: torch.nn.Module, z: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        out = (
+            torch.cat(
+                [
+                    model.log_prob(z[s : s + _EVAL_BATCH], context=ctx[s : s + _EVAL_BATCH])
+                    for s in range(0, len(z), _EVAL_BATCH)
+                ]
+            )
+            if len(z)
+            else torch.zeros(0)
+        )
+        model.train(was_training)
+        return out
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def log_prob(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """log p(x | m) in the original feature space, shape (N,), float64.
+
+        The ensemble density is the mean of the members' probabilities. Features outside the training
+        range are clipped to it first (see :mod:`models.preprocessing`).
+        """
+        self._require_fit()
+        x, m = self._check_xm(x, m, "ConditionalFlow.log_prob")
+        z, logdet = self.preprocessor.transform(x)
+        zt, ctx = self._tensor(z), self._tensor(self.mass_scaler.transform(m))
+        per_member = torch.stack([self._log_prob_z(member, zt, ctx) for member in self.members])
+        log_mean = torch.logsumexp(per_member.double(), dim=0) - math.log(len(self.members))
+        return log_mean.cpu().numpy() + logdet
+
+    @torch.no_grad()
+    def sample(self, m: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """One sample of x for each condition value in ``m`` (N,) GeV; returns (N, D).
+
+        Each sample comes from an ensemble member drawn uniformly (the mixture that :meth:`log_prob`
+        describes). ``seed=None`` derives a seed from the flow's seed and a call counter, so repeated
+        calls differ but a rerun reproduces them.
+        """
+        self._require_fit()
+        m = MassScaler._check(m, "ConditionalFlow.sample")
+        if seed is None:
+            seed = self.seed * 1_000_003 + 17 + self._n_sample_calls
+            self._n_sample_calls += 1
+        generator = torch.Generator().manual_seed(int(seed))
+        n = len(m)
+        which = torch.randint(len(self.members), (n,), generator=generator)
+        noise = torch.randn(n, self.n_features, generator=generator, dtype=torch.float32)
+        ctx = torch.as_tensor(self.mass_scaler.transform(m), dtype=torch.float32)
+        z = torch.empty(n, self.n_features, dtype=torch.float32)
+        for k, member in enumerate(self.members):
+            idx = torch.nonzero(which == k).reshape(-1)
+            for s in range(0, len(idx), _EVAL_BATCH):
+                part = idx[s : s + _EVAL_BATCH]
+                out, _ = member._transform.inverse(
+                    noise[part].to(self.device), context=ctx[part].to(self.device)
+                )
+                z[part] = out.cpu()
+        return self.preprocessor.inverse(z.double().numpy())
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Config, preprocessing, ensemble weights (CPU tensors) and history: ``torch.save``-able and
+        loadable with ``weights_only=True``."""
+        self._require_fit()
+        return {
+            "format": FORMAT,
+            "config": dict(self.config),
+            "preprocessor": self.preprocessor.state_dict(),
+            "mass_scaler": self.mass_scaler.state_dict(),
+            "members": [
+                {k: v.detach().cpu() for k, v in member.state_dict().items()} for member in self.members
+            ],
+            "history": self.history,
+            "n_failed": self.n_failed,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | None = None) -> ConditionalFlow:
+        if state.get("format") != FORMAT:
+            raise ValueError(
+                f"not a saved ConditionalFlow (format {state.get('format')!r}, expected {FORMAT!r})"
+            )
+        config = dict(state["config"])
+        if device is not None:
+            config["device"] = device
+        flow = cls(**config)
+        flow.preprocessor = Preprocessor.from_state_dict(state["preprocessor"])
+        flow.mass_scaler = MassScaler.from_state_dict(state["mass_scaler"])
+        flow.members = []
+        for weights in state["members"]:
+            member = flow._new_model()
+            member.load_state_dict(weights)
+            member.eval()
+            flow.members.append(member)
+        flow.history = state["history"]
+        flow.n_failed = int(state["n_failed"])
+        return flow
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted flow to ``path`` (``torch.save``, atomically)."""
+        with atomic_output(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> ConditionalFlow:
+        """Read a flow written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no saved ConditionalFlow")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return cls.from_state_dict(state, device=device)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{path}: cannot restore a ConditionalFlow ({error})") from error

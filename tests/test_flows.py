@@ -1,0 +1,281 @@
+"""Flows and their preprocessing, zuko style: every flow kind on tiny data with epochs of 1-3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import flows as flows_module
+from models.flows import KINDS, ConditionalFlow, build_flow
+from models.preprocessing import MassScaler, Preprocessor
+
+TINY = dict(n_blocks=2, hidden=16, epochs=1, batch_size=64, n_bins=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks run fastest on one thread (and leave the shared cores to others)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_data(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three features that depend on m (GeV): a jet-mass-like, a tau-ratio-like and a skewed one."""
+    rng = np.random.default_rng(seed)
+    m = rng.uniform(2500.0, 4500.0, n)
+    x = np.column_stack(
+        [
+            rng.normal(0.1 * m, 40.0),
+            rng.beta(2.0, 3.0, n),
+            rng.gamma(2.0, 50.0, n) * (m / 3500.0),
+        ]
+    )
+    return x, m
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def fitted(request, data):
+    x, m = data
+    return ConditionalFlow(3, kind=request.param, seed=3, **TINY).fit(x, m)
+
+
+# -- preprocessing ---------------------------------------------------------------------------------------
+def test_preprocessing_round_trip(data):
+    x, _ = data
+    pre = Preprocessor().fit(x)
+    z, logdet = pre.transform(x)
+    assert z.shape == x.shape and logdet.shape == (len(x),)
+    assert np.isfinite(z).all() and np.isfinite(logdet).all()
+    back = pre.inverse(z)
+    np.testing.assert_allclose(back, x, rtol=1e-6, atol=1e-6 * (x.max(0) - x.min(0)).max())
+    # standardised in logit space
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(z.std(0), 1.0, rtol=1e-9)
+
+
+def test_preprocessing_edges_are_finite(data):
+    x, _ = data
+    pre = Preprocessor().fit(x)
+    edges = np.stack([x.min(0), x.max(0)])
+    z, logdet = pre.transform(edges)
+    assert np.isfinite(z).all() and np.isfinite(logdet).all()
+    np.testing.assert_allclose(pre.inverse(z), edges, rtol=1e-9)
+    # outside the training range: clipped to the edges, still finite
+    z_out, logdet_out = pre.transform(edges + np.array([[-1.0], [1.0]]) * (x.max(0) - x.min(0)))
+    np.testing.assert_allclose(z_out, z)
+    np.testing.assert_allclose(logdet_out, logdet)
+
+
+def test_preprocessing_logdet_matches_autograd(data):
+    x, _ = data
+    pre = Preprocessor().fit(x)
+    rows = torch.as_tensor(x[:6], dtype=torch.float64)
+    _, logdet = pre.transform(x[:6])
+    for i, row in enumerate(rows):
+        jac = torch.autograd.functional.jacobian(lambda r: pre.transform(r[None])[0][0], row)
+        assert jac.shape == (3, 3)
+        sign, expected = torch.linalg.slogdet(jac)
+        assert sign.item() > 0
+        assert logdet[i] == pytest.approx(expected.item(), rel=1e-9, abs=1e-9)
+    # the torch path returns the same log-det
+    torch_logdet = pre.transform(rows)[1].numpy()
+    np.testing.assert_allclose(torch_logdet, logdet, rtol=1e-12)
+
+
+def test_preprocessing_state_dict_round_trip(data):
+    x, _ = data
+    pre = Preprocessor(eps=1e-4, names=["a", "b", "c"]).fit(x)
+    again = Preprocessor.from_state_dict(pre.state_dict())
+    np.testing.assert_array_equal(again.transform(x)[0], pre.transform(x)[0])
+    np.testing.assert_array_equal(again.transform(x)[1], pre.transform(x)[1])
+
+
+def test_preprocessing_rejects_nan_and_constant_columns(data):
+    x, _ = data
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"feature 1 \(b\).*events \[7\]"):
+        Preprocessor(names=["a", "b", "c"]).fit(bad)
+    const = x.copy()
+    const[:, 2] = 5.0
+    with pytest.raises(ValueError, match="feature 2 is constant"):
+        Preprocessor().fit(const)
+
+
+def test_mass_scaler_is_standardised_log_mass(data):
+    _, m = data
+    scaler = MassScaler().fit(m)
+    c = scaler.transform(m)
+    assert c.shape == (len(m), 1)
+    assert abs(c.mean()) < 1e-9 and c.std() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="m_JJ"):
+        scaler.transform(np.array([3000.0, -1.0]))
+
+
+# -- flows ---------------------------------------------------------------------------------------------
+def test_log_prob_and_sample_shapes(fitted, data):
+    x, m = data
+    logp = fitted.log_prob(x, m)
+    assert logp.shape == (len(x),) and logp.dtype == np.float64
+    assert np.isfinite(logp).all()
+    samples = fitted.sample(m[:50], seed=1)
+    assert samples.shape == (50, 3)
+    assert np.isfinite(samples).all()
+    # invertibility: what the flow generates it can evaluate
+    assert np.isfinite(fitted.log_prob(samples, m[:50])).all()
+    assert len(fitted.history["train_loss"]) == 1 and len(fitted.history["val_loss"]) == 1
+    assert fitted.n_failed == 0
+
+
+def test_edge_values_give_finite_log_prob(fitted, data):
+    x, m = data
+    edges = np.stack([x.min(0), x.max(0)])
+    logp = fitted.log_prob(edges, np.array([m.min(), m.max()]))
+    assert np.isfinite(logp).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_transform_is_invertible(kind):
+    torch.manual_seed(0)
+    model = build_flow(3, kind=kind, n_blocks=2, hidden=16, n_bins=4).eval()
+    z = torch.randn(64, 3)
+    ctx = torch.randn(64, 1)
+    with torch.no_grad():
+        u, logdet_fwd = model._transform(z, context=ctx)
+        back, logdet_inv = model._transform.inverse(u, context=ctx)
+    torch.testing.assert_close(back, z, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logdet_fwd, -logdet_inv, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_reach_every_parameter(kind):
+    torch.manual_seed(0)
+    model = build_flow(3, kind=kind, n_blocks=2, hidden=16, n_bins=4)
+    loss = -model.log_prob(torch.randn(128, 3), context=torch.randn(128, 1)).mean()
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_dimensional_flow_is_normalised(kind):
+    rng = np.random.default_rng(5)
+    m = rng.uniform(3000.0, 4000.0, 600)
+    x = rng.gamma(3.0, 20.0, 600)[:, None] + 0.01 * m[:, None]
+    flow = ConditionalFlow(1, kind=kind, n_blocks=2, hidden=16, n_bins=4, epochs=3, batch_size=64, seed=1)
+    flow.fit(x, m)
+    lo, hi = flow.preprocessor.lo[0], flow.preprocessor.hi[0]
+    grid = np.linspace(lo, hi, 20001)
+    for mass in (3200.0, 3800.0):
+        density = np.exp(flow.log_prob(grid[:, None], np.full(len(grid), mass)))
+        assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_flow_learns_the_dependence_on_the_mass(kind):
+    rng = np.random.default_rng(8)
+    m = rng.uniform(2500.0, 3500.0, 1500)
+    x = rng.normal((m - 3000.0) / 5.0, 10.0)[:, None]  # mean -100 ... +100 across the mass range
+    flow = ConditionalFlow(1, kind=kind, n_blocks=2, hidden=16, n_bins=4, epochs=4, lr=5e-3, batch_size=128)
+    flow.fit(x, m)
+    low = flow.sample(np.full(500, 2600.0), seed=1)[:, 0].mean()
+    high = flow.sample(np.full(500, 3400.0), seed=1)[:, 0].mean()
+    assert high - low == pytest.approx(160.0, abs=50.0)
+
+
+def test_save_load_gives_identical_log_prob(fitted, data, tmp_path):
+    x, m = data
+    path = fitted.save(tmp_path / "flow.pt")
+    again = ConditionalFlow.load(path)
+    np.testing.assert_array_equal(again.log_prob(x, m), fitted.log_prob(x, m))
+    np.testing.assert_array_equal(again.sample(m[:20], seed=4), fitted.sample(m[:20], seed=4))
+    assert again.history == fitted.history
+    assert again.config == fitted.config
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_seed_same_numbers(kind, data):
+    x, m = data
+    a = ConditionalFlow(3, kind=kind, seed=11, **TINY).fit(x, m)
+    b = ConditionalFlow(3, kind=kind, seed=11, **TINY).fit(x, m)
+    c = ConditionalFlow(3, kind=kind, seed=12, **TINY).fit(x, m)
+    np.testing.assert_array_equal(a.log_prob(x, m), b.log_prob(x, m))
+    np.testing.assert_array_equal(a.sample(m[:20]), b.sample(m[:20]))
+    assert not np.array_equal(a.log_prob(x, m), c.log_prob(x, m))
+    # successive default-seeded draws differ
+    assert not np.array_equal(a.sample(m[:20]), a.sample(m[:20]))
+
+
+def test_ensemble_keeps_the_best_epochs(data):
+    x, m = data
+    flow = ConditionalFlow(3, n_blocks=1, hidden=8, epochs=4, n_best_epochs=2, patience=0, batch_size=64)
+    flow.fit(x, m)
+    val = np.array(flow.history["val_loss"])
+    assert len(flow.members) == 2
+    assert sorted(flow.history["best_epochs"]) == sorted(np.argsort(val, kind="stable")[:2].tolist())
+
+
+def test_early_stopping_stops_patience_epochs_after_the_best(data):
+    x, m = data
+    flow = ConditionalFlow(3, n_blocks=1, hidden=8, epochs=60, patience=2, lr=3e-3, batch_size=64)
+    flow.fit(x, m)
+    val = flow.history["val_loss"]
+    assert len(val) < 60
+    assert len(val) - 1 - int(np.argmin(val)) == 2
+
+
+def test_non_finite_loss_is_caught_and_restarted(data, monkeypatch):
+    x, m = data
+    calls = []
+    original = flows_module.build_flow
+
+    def poisoned_first(*args, **kwargs):
+        model = original(*args, **kwargs)
+        if not calls:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        calls.append(1)
+        return model
+
+    monkeypatch.setattr(flows_module, "build_flow", poisoned_first)
+    flow = ConditionalFlow(3, seed=2, **TINY).fit(x, m)
+    assert flow.n_failed == 1
+    assert flow.history["seed_used"] != 2
+    assert np.isfinite(flow.log_prob(x, m)).all()
+
+
+def test_every_training_failing_raises(data, monkeypatch):
+    x, m = data
+    original = flows_module.build_flow
+
+    def always_nan(*args, **kwargs):
+        model = original(*args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(flows_module, "build_flow", always_nan)
+    with pytest.raises(RuntimeError, match="all 2 trainings hit a non-finite loss"):
+        ConditionalFlow(3, max_restarts=1, **TINY).fit(x, m)
+
+
+def test_bad_inputs_are_rejected(data):
+    x, m = data
+    with pytest.raises(ValueError, match="shape"):
+        ConditionalFlow(2, **TINY).fit(x, m)
+    with pytest.raises(ValueError, match="400 events but m has 399"):
+        ConditionalFlow(3, **TINY).fit(x, m[:-1])
+    with pytest.raises(ValueError, match="unknown flow kind"):
+        ConditionalFlow(3, kind="glow")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ConditionalFlow(3, **TINY).log_prob(x, m)
