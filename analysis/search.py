@@ -1,0 +1,679 @@
+"""A weakly supervised resonant search: methods x injections x seeds → scores, metrics, models.
+
+One *unit* is one (method, injection, seed). Each unit prepares its data deterministically from the
+config (the injection and the test split depend only on ``data_seed`` and the injection; the seed
+varies the trainings), runs its method and writes, atomically, into
+``RUN/<method>/inj_<injection>/seed_<seed>/``:
+
+- ``scores.parquet``: one row per data event in the m_JJ range — ``mjj, score, label, weight, in_sr,
+  role``. ``role`` says how the score was made: ``data`` / ``template`` (out-of-fold: the event was in
+  the training folds of the other models), ``extra`` (mean of the k fold models: the event was not
+  trained on), ``density`` (ANODE: density-ratio score).
+- ``test_scores.parquet``: the labelled SR test set ``mjj, score, label, weight``.
+- ``models/``: the fold classifiers; ``metrics.json`` last (its presence marks the unit finished).
+
+The run directory also gets ``config.yaml`` (resolved), ``manifest.json`` (inputs' sha256, config,
+seeds, versions, unit status) and ``metrics_table.csv``/``.md`` (median and 16-84 % band over seeds).
+
+Methods (:func:`available_methods`): ``cathode``, ``cwola_hunting``, ``anode``, ``iad``,
+``supervised``. New ones register with :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.config import SearchConfig, config_from_dict, validate_config, validate_data
+from analysis.datasets import feature_matrix, inject_signal, split_indices
+from analysis.regions import Regions
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class PreparedData:
+    """Tables for one injection (GeV feature tables, index reset).
+
+    data: the search data in the m_JJ range (background + injected signal; ``label`` = truth or -1).
+    test: labelled SR test set (may be empty). signal_supervised: SR signal for supervised training.
+    iad_template: external perfect SR background template (None: half of the data's SR background).
+    """
+
+    data: pd.DataFrame
+    test: pd.DataFrame
+    signal_supervised: pd.DataFrame | None
+    simulation: pd.DataFrame | None
+    iad_template: pd.DataFrame | None
+    injection: dict = field(default_factory=dict)
+
+
+_CACHE: dict[tuple, PreparedData] = {}
+
+
+def _read(paths: list[Path]) -> pd.DataFrame:
+    from processors.features import read_feature_table
+
+    return pd.concat([read_feature_table(p) for p in paths], ignore_index=True)
+
+
+def _base_regions(cfg: SearchConfig) -> Regions:
+    return Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range),
+                   sideband_width=cfg.regions.sideband_width)
+
+
+def load_inputs(cfg: SearchConfig) -> dict[str, pd.DataFrame | None]:
+    """Read every input table named in the config (no selection)."""
+    def read_one(value: str | None) -> pd.DataFrame | None:
+        return _read([cfg.path(value)]) if value else None
+
+    return {
+        "data": _read([cfg.path(p) for p in cfg.input.data]),
+        "signal": read_one(cfg.input.signal),
+        "simulation": read_one(cfg.input.simulation),
+        "test": read_one(cfg.input.test),
+        "iad_template": read_one(cfg.input.iad_template),
+    }
+
+
+def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None = None) -> PreparedData:
+    """Build the data of one injection: m_JJ range, test hold-out, signal injection (seed ``data_seed``)."""
+    key = (cfg.digest(), injection)
+    if key in _CACHE:
+        return _CACHE[key]
+    inputs = inputs or load_inputs(cfg)
+    regions = _base_regions(cfg)
+    data = inputs["data"]
+    data = data[regions.in_range(data["mjj"].to_numpy())].reset_index(drop=True)
+    signal = inputs["signal"]
+    if injection is not None and cfg.input.drop_data_signal and (data["label"] == 1).any():
+        log.info("dropping %d label-1 events from input.data before injecting from input.signal",
+                 int((data["label"] == 1).sum()))
+        data = data[data["label"] != 1].reset_index(drop=True)
+    seed = cfg.data_seed
+    f_inj, f_test, f_sup = cfg.signal_split
+    if inputs["test"] is not None:
+        test = inputs["test"]
+        test = test[regions.signal_region(test["mjj"].to_numpy())].reset_index(drop=True)
+        sig_parts = split_indices(len(signal), (f_inj, 0.0, f_sup), seed) if signal is not None else None
+    else:
+        (held,) = split_indices(len(data), (cfg.test_fraction,), seed)
+        keep = np.ones(len(data), bool)
+        keep[held] = False
+        test = data.iloc[held]
+        test = test[regions.signal_region(test["mjj"].to_numpy())]
+        data = data[keep].reset_index(drop=True)
+        sig_parts = split_indices(len(signal), (f_inj, f_test, f_sup), seed) if signal is not None else None
+        if signal is not None:
+            sig_test = signal.iloc[sig_parts[1]]
+            test = pd.concat([test, sig_test[regions.signal_region(sig_test["mjj"].to_numpy())]])
+        test = test.reset_index(drop=True)
+    signal_supervised = None
+    if signal is not None:
+        sup = signal.iloc[sig_parts[2]]
+        signal_supervised = sup[regions.signal_region(sup["mjj"].to_numpy())].reset_index(drop=True)
+    in_sr = regions.signal_region(data["mjj"].to_numpy())
+    if injection is None:
+        info = {"injection": None, "n_injected": int((data["label"] == 1).sum()),
+                "n_sig_sr": int(((data["label"] == 1) & in_sr).sum()),
+                "n_bkg_sr": int(((data["label"] != 1) & in_sr).sum())}
+    else:
+        pool = signal.iloc[sig_parts[0]].reset_index(drop=True)
+        if cfg.injection_mode == "n_sig":
+            inj = inject_signal(data, pool, n_sig=int(injection), regions=regions, seed=seed)
+        else:
+            inj = inject_signal(data, pool, s_over_b=float(injection), regions=regions, seed=seed)
+        data = inj.table
+        info = {"injection": injection, "n_injected": inj.n_injected, "n_sig_sr": inj.n_sig_sr,
+                "n_bkg_sr": inj.n_bkg_sr}
+    info["s_over_b_sr"] = info["n_sig_sr"] / max(info["n_bkg_sr"], 1)
+    template = inputs["iad_template"]
+    if template is not None:
+        template = template[regions.signal_region(template["mjj"].to_numpy()) & (template["label"] != 1)]
+        template = template.reset_index(drop=True)
+    prepared = PreparedData(data=data, test=test, signal_supervised=signal_supervised,
+                            simulation=inputs["simulation"], iad_template=template, injection=info)
+    _CACHE[key] = prepared
+    return prepared
+
+
+# -------------------------------------------------------------------------------------------- methods
+@dataclass
+class MethodOutput:
+    """What a method returns: one score per data event, how it was made, and test-set scores."""
+
+    scores: np.ndarray
+    role: np.ndarray
+    test_scores: np.ndarray
+    classification_auc: float | None = None
+    classification_auc_sigma: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class UnitContext:
+    cfg: SearchConfig
+    prepared: PreparedData
+    method: str
+    seed: int
+    model_dir: Path | None
+
+    @property
+    def regions(self) -> Regions:
+        return self.cfg.regions_for(self.method)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.cfg.features)
+
+
+MethodFunction = Callable[[UnitContext], MethodOutput]
+_METHODS: dict[str, MethodFunction] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFunction], MethodFunction]:
+    """Decorator: make ``func(ctx) -> MethodOutput`` selectable as ``methods: [name]``."""
+    def wrap(func: MethodFunction) -> MethodFunction:
+        _METHODS[name] = func
+        return func
+    return wrap
+
+
+def available_methods() -> list[str]:
+    return sorted([*_METHODS, *SCORE_COMBINATIONS])
+
+
+def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np.ndarray | None,
+              X1: np.ndarray, rows1: np.ndarray | None) -> MethodOutput:
+    """k-fold class 0 vs class 1; every data event and the test set get a score.
+
+    rows0/rows1: data row indices of the class-0/1 events (None: the class is not made of data rows).
+    """
+    from analysis.cwola import kfold_scores
+    from analysis.metrics import auc, auc_null_sigma
+
+    cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
+    trained = np.zeros(len(data), bool)
+    for rows in (rows0, rows1):
+        if rows is not None:
+            trained[rows] = True
+    rest = np.flatnonzero(~trained)
+    X_extra = np.concatenate([feature_matrix(data.iloc[rest], ctx.features, "data"),
+                              feature_matrix(test, ctx.features, "test") if len(test) else
+                              np.empty((0, len(ctx.features)))])
+    settings = dict(cfg.classifier.settings)
+    settings.setdefault("device", cfg.execution.device)
+    if cfg.classifier.name == "hgb":
+        # one task per core: OpenMP threads beyond threads_per_task only oversubscribe the machine
+        settings.setdefault("n_threads", cfg.execution.threads_per_task)
+    result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=cfg.k_folds, seed=ctx.seed,
+                          X_extra=X_extra, save_dir=ctx.model_dir, **settings)
+    scores = np.full(len(data), np.nan)
+    role = np.full(len(data), "extra", dtype=object)
+    scores[rest] = result.scores_extra[: len(rest)]
+    if rows0 is not None:
+        scores[rows0], role[rows0] = result.scores0, "template"
+    if rows1 is not None:
+        scores[rows1], role[rows1] = result.scores1, "data"
+    y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
+    s = np.concatenate([result.scores0, result.scores1])
+    w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1))])
+    return MethodOutput(scores=scores, role=role, test_scores=result.scores_extra[len(rest):],
+                        classification_auc=auc(y, s, w),
+                        classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
+                        extra={"n_class0": len(X0), "n_class1": len(X1)})
+
+
+@register_method("iad")
+def idealized_ad(ctx: UnitContext) -> MethodOutput:
+    """Idealized AD: a perfect SR background template (truth labels) vs SR data.
+
+    Template: ``input.iad_template`` if given, else a random half (seed ``data_seed``, the same for all
+    seeds) of the data's SR background, removed from the data side.
+    """
+    data = ctx.prepared.data
+    sr_rows = np.flatnonzero(ctx.regions.signal_region(data["mjj"].to_numpy()))
+    if ctx.prepared.iad_template is not None:
+        X0 = feature_matrix(ctx.prepared.iad_template, ctx.features, "input.iad_template")
+        return _classify(ctx, X0, None, None, feature_matrix(data.iloc[sr_rows], ctx.features, "data"), sr_rows)
+    bkg_sr = sr_rows[data["label"].to_numpy()[sr_rows] == 0]
+    if len(bkg_sr) < 2 * ctx.cfg.k_folds:
+        raise ValueError(f"iad: the data has {len(bkg_sr)} SR events labelled background; the idealized "
+                         "template needs truth labels (or give input.iad_template)")
+    half, _ = split_indices(len(bkg_sr), (0.5, 0.5), ctx.cfg.data_seed + 17)
+    rows0 = bkg_sr[half]
+    rows1 = np.setdiff1d(sr_rows, rows0)
+    return _classify(ctx, feature_matrix(data.iloc[rows0], ctx.features), None, rows0,
+                     feature_matrix(data.iloc[rows1], ctx.features), rows1)
+
+
+@register_method("supervised")
+def supervised(ctx: UnitContext) -> MethodOutput:
+    """Supervised upper bound: SR background of the data (truth label 0) vs held-out SR signal."""
+    data, sig = ctx.prepared.data, ctx.prepared.signal_supervised
+    if sig is None or len(sig) < ctx.cfg.k_folds:
+        raise ValueError("supervised: needs input.signal with SR events in the supervised share of signal_split")
+    sr = ctx.regions.signal_region(data["mjj"].to_numpy())
+    rows0 = np.flatnonzero(sr & (data["label"].to_numpy() == 0))
+    return _classify(ctx, feature_matrix(data.iloc[rows0], ctx.features), None, rows0,
+                     feature_matrix(sig, ctx.features, "signal"), None)
+
+
+@register_method("cwola_hunting")
+def cwola_hunting(ctx: UnitContext) -> MethodOutput:
+    """CWoLa Hunting: (narrow) sideband data (label 0) vs SR data (label 1)."""
+    mjj = ctx.prepared.data["mjj"].to_numpy()
+    rows0 = np.flatnonzero(ctx.regions.sideband(mjj))
+    rows1 = np.flatnonzero(ctx.regions.signal_region(mjj))
+    data = ctx.prepared.data
+    return _classify(ctx, feature_matrix(data.iloc[rows0], ctx.features), None, rows0,
+                     feature_matrix(data.iloc[rows1], ctx.features), rows1)
+
+
+def _flow_settings(ctx: UnitContext) -> dict[str, Any]:
+    settings = dict(ctx.cfg.flow)
+    settings.setdefault("device", ctx.cfg.execution.device)
+    return settings
+
+
+#: background templates (models/templates) selectable as methods: template vs SR data
+TEMPLATE_METHODS = ("cathode", "salad", "curtains", "feta", "combined_events")
+#: methods made after the units from other methods' scores (analysis.combine), not trained
+SCORE_COMBINATIONS = ("combined_scores",)
+_SIMULATION_TEMPLATES = ("salad", "curtains", "feta")
+
+
+def _method_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
+    """``method_settings[name]`` of the config: constructor keyword arguments of that method."""
+    return dict(ctx.cfg.method_settings.get(name, {}))
+
+
+def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
+    """Constructor keyword arguments of template ``name``: the flow settings feed CATHODE (and FETA's base
+    flow, and the members of a combination); SALAD, CURTAINs and FETA get the SR from the config."""
+    kwargs = _method_settings(ctx, name)
+    if name == "cathode":
+        return {**_flow_settings(ctx), **kwargs}
+    kwargs.setdefault("device", ctx.cfg.execution.device)
+    if name in _SIMULATION_TEMPLATES:
+        kwargs.setdefault("signal_region", tuple(ctx.cfg.regions.sr))
+    if name == "feta":
+        kwargs.setdefault("base_kwargs", {k: v for k, v in _flow_settings(ctx).items() if k != "device"})
+    if name == "combined_events":
+        given = kwargs.get("member_kwargs") or {}
+        members = kwargs.get("members", ("salad", "cathode", "curtains", "feta"))
+        kwargs["member_kwargs"] = {m: {**_template_kwargs(ctx, m), **given.get(m, {})} for m in members}
+    return kwargs
+
+
+def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
+    """Any registered template vs SR data: fit on SB data (and simulation), sampled at SR m_JJ values drawn
+    from a KDE of SR data (``cathode_oversampling`` × N_SR events), then the k-fold classifier."""
+    from analysis.metrics import ks_per_feature
+    from models.templates import draw_mjj_kde
+    from models.templates import get as get_template
+
+    data = ctx.prepared.data
+    mjj = data["mjj"].to_numpy()
+    sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
+    template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed, **_template_kwargs(ctx, name))
+    template.fit(data[sb].reset_index(drop=True), ctx.prepared.simulation)
+    n = int(round(ctx.cfg.cathode_oversampling * sr.sum()))
+    samples, weights = template.sample(n, draw_mjj_kde(mjj[sr], n, ctx.seed))
+    X0 = feature_matrix(samples, ctx.features, f"{name} samples")
+    weights = np.asarray(weights, dtype="float64")
+    rows1 = np.flatnonzero(sr)
+    out = _classify(ctx, X0, weights, None, feature_matrix(data.iloc[rows1], ctx.features), rows1)
+    true_bkg = data[sr & (data["label"].to_numpy() == 0)]
+    if len(true_bkg):
+        out.extra["template_ks"] = ks_per_feature(samples, true_bkg, ctx.features, wa=weights)
+    out.extra["n_template"] = n
+    out.extra["flow_trainings_failed"] = int(getattr(template, "n_failed", 0))
+    for attr in ("n_clipped", "clip_value", "oversampling", "n_trainings"):
+        if getattr(template, attr, None) is not None:
+            out.extra[attr] = getattr(template, attr)
+    _save_flow_model(ctx, template, f"{name}_template.pt")
+    return out
+
+
+for _name in TEMPLATE_METHODS:
+    register_method(_name)(functools.partial(_template_method, name=_name))
+
+
+@register_method("ranode")
+def ranode(ctx: UnitContext) -> MethodOutput:
+    """R-ANODE: mixture fit w p_S + (1-w) p_B in the SR (p_B from the SB, fixed); score log p_S - log p_B."""
+    from models.densities import get as get_density
+
+    data, test = ctx.prepared.data, ctx.prepared.test
+    mjj = data["mjj"].to_numpy()
+    sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
+    kwargs = _method_settings(ctx, "ranode")
+    kwargs.setdefault("device", ctx.cfg.execution.device)
+    kwargs.setdefault("bkg_kwargs", {k: v for k, v in _flow_settings(ctx).items() if k != "device"})
+    density = get_density("ranode")(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
+    density.fit(data[sb].reset_index(drop=True), data[sr].reset_index(drop=True))
+    scores = np.asarray(density.score(data), dtype="float64")
+    test_scores = np.asarray(density.score(test), dtype="float64") if len(test) else np.empty(0)
+    _save_flow_model(ctx, density, "ranode_density.pt")
+    return MethodOutput(scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores,
+                        extra={"flow_trainings_failed": density.n_failed, "flow_trainings": density.n_trainings,
+                               "signal_fraction": density.w_})
+
+
+@register_method("anode")
+def anode(ctx: UnitContext) -> MethodOutput:
+    """ANODE: density ratio p_data(x|m)/p_bkg(x|m) from two flows (SR data, SB data); no classifier."""
+    from models.densities import get as get_density
+
+    data, test = ctx.prepared.data, ctx.prepared.test
+    mjj = data["mjj"].to_numpy()
+    sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
+    density = get_density("anode")(features=tuple(ctx.features), seed=ctx.seed, **_flow_settings(ctx))
+    density.fit(data[sb].reset_index(drop=True), data[sr].reset_index(drop=True))
+
+    def finite(s):
+        s = np.asarray(s, dtype="float64")
+        bad = ~np.isfinite(s)
+        if bad.any():
+            log.warning("anode: %d non-finite scores set to the lowest finite score", int(bad.sum()))
+            s = np.where(bad, np.nanmin(np.where(bad, np.nan, s)) if (~bad).any() else 0.0, s)
+        return s
+
+    scores = finite(density.score(data))
+    test_scores = finite(density.score(test)) if len(test) else np.empty(0)
+    _save_flow_model(ctx, density, "anode_density.pt")
+    return MethodOutput(scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores,
+                        extra={"flow_trainings_failed": int(getattr(density, "n_failed", 0))})
+
+
+def _save_flow_model(ctx: UnitContext, model: Any, name: str) -> None:
+    if ctx.model_dir is not None and hasattr(model, "save"):
+        model.save(ctx.model_dir / name)
+
+
+# ---------------------------------------------------------------------------------------------- units
+def _injection_tag(injection: float | None) -> str:
+    if injection is None:
+        return "inj_asis"
+    value = float(injection)
+    return f"inj_{int(value)}" if value.is_integer() else f"inj_{value:g}"
+
+
+def unit_dir(run_dir: Path, method: str, injection: float | None, seed: int) -> Path:
+    return Path(run_dir) / method / _injection_tag(injection) / f"seed_{seed}"
+
+
+def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection: float | None,
+             seed: int) -> dict:
+    """Run one (method, injection, seed) and write its outputs into its unit directory; return metrics.
+
+    Takes plain values so that it can run as a Dask task in another process.
+    """
+    from analysis.metrics import auc, classifier_metrics
+    from processors.io import atomic_output, write_json
+
+    cfg = config_from_dict(cfg_dict, base_dir=base_dir)
+    if cfg.execution.threads_per_task:
+        import torch
+
+        torch.set_num_threads(int(cfg.execution.threads_per_task))
+    out_dir = unit_dir(Path(run_dir), method, injection, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    prepared = prepare_data(cfg, injection)
+    ctx = UnitContext(cfg=cfg, prepared=prepared, method=method, seed=seed,
+                      model_dir=(out_dir / "models") if cfg.save_models else None)
+    if ctx.model_dir is not None:
+        ctx.model_dir.mkdir(exist_ok=True)
+    output = _METHODS[method](ctx)
+    data, test = prepared.data, prepared.test
+    if len(output.scores) != len(data) or not np.isfinite(output.scores).all():
+        raise RuntimeError(f"{method}: expected a finite score for each of {len(data)} data events")
+    in_sr = ctx.regions.signal_region(data["mjj"].to_numpy())
+    scores = pd.DataFrame({"mjj": data["mjj"].to_numpy(), "score": output.scores,
+                           "label": data["label"].to_numpy(), "weight": data["weight"].to_numpy(),
+                           "in_sr": in_sr, "role": pd.Categorical(output.role.astype(str))})
+    with atomic_output(out_dir / "scores.parquet") as tmp:
+        scores.to_parquet(tmp, index=False)
+    test_frame = pd.DataFrame({"mjj": test["mjj"].to_numpy(), "score": output.test_scores,
+                               "label": test["label"].to_numpy(), "weight": test["weight"].to_numpy()})
+    with atomic_output(out_dir / "test_scores.parquet") as tmp:
+        test_frame.to_parquet(tmp, index=False)
+    metrics: dict[str, Any] = {"method": method, "injection": injection, "seed": seed, **prepared.injection,
+                               "n_data": len(data), "n_data_sr": int(in_sr.sum())}
+    labels = test["label"].to_numpy()
+    if len(test) and set(np.unique(labels)) >= {0.0, 1.0}:
+        sel = np.isin(labels, (0, 1))
+        metrics["test"] = classifier_metrics(labels[sel], output.test_scores[sel],
+                                             rel_error=cfg.fpr_floor_rel_error, rejection=cfg.rejection)
+    else:
+        metrics["test"] = None
+        log.warning("%s: the test set has no labelled signal and background; no test metrics", method)
+    sr_labels = data["label"].to_numpy()[in_sr]
+    if set(np.unique(sr_labels)) >= {0.0, 1.0}:
+        sel = np.isin(sr_labels, (0, 1))
+        metrics["auc_sr_data_truth"] = auc(sr_labels[sel], output.scores[in_sr][sel])
+    metrics["classification_auc"] = output.classification_auc
+    metrics["classification_auc_null_sigma"] = output.classification_auc_sigma
+    metrics.update(output.extra)
+    metrics["seconds"] = time.perf_counter() - t0
+    write_json(out_dir / "metrics.json", metrics)  # last: marks the unit finished
+    log.info("%s %s seed %d done in %.0f s", method, _injection_tag(injection), seed, metrics["seconds"])
+    return metrics
+
+
+def load_scores(run_dir: str | Path, method: str, injection: float | None, seed: int,
+                test: bool = False) -> pd.DataFrame:
+    """Scores of one finished unit: data (``mjj, score, label, weight, in_sr, role``) or the test set."""
+    path = unit_dir(Path(run_dir), method, injection, seed) / ("test_scores.parquet" if test else "scores.parquet")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no scores for ({method}, {injection}, seed {seed}); is the unit finished?")
+    return pd.read_parquet(path)
+
+
+def unit_finished(run_dir: Path, method: str, injection: float | None, seed: int) -> bool:
+    return (unit_dir(run_dir, method, injection, seed) / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ the run
+def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: bool) -> dict[tuple, dict | str]:
+    """Run units; returns {unit: metrics dict or an error string}."""
+    results: dict[tuple, dict | str] = {}
+    args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(units), desc="search units", disable=not progress or not units)
+    if cfg.execution.mode == "sync":
+        for unit in units:
+            bar.update()
+            try:
+                results[unit] = run_unit(*args, *unit)
+            except Exception as error:  # one failed training must not stop the others
+                log.exception("unit %s failed", unit)
+                results[unit] = f"{type(error).__name__}: {error}"
+        bar.close()
+        return results
+    import os
+
+    from distributed import Client, LocalCluster, as_completed
+
+    ex = cfg.execution
+    if ex.scheduler:
+        client, cluster = Client(ex.scheduler), None
+    else:
+        n_workers = ex.workers or max(1, min(len(units), os.cpu_count() or 1))
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=ex.processes,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = {client.submit(run_unit, *args, *unit, pure=False, key=f"radar-unit-{'-'.join(map(str, unit))}-{time.time_ns()}"): unit
+                   for unit in units}
+        for future in as_completed(futures):
+            unit = futures[future]
+            bar.update()
+            try:
+                results[unit] = future.result()
+            except Exception as error:
+                log.error("unit %s failed: %s: %s", unit, type(error).__name__, error)
+                results[unit] = f"{type(error).__name__}: {error}"
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
+
+def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
+    """Aggregate finished units: per (method, injection) medians and 16-84 % bands over seeds."""
+    import json
+
+    from analysis.metrics import summarise
+
+    rows = []
+    for method in cfg.methods:
+        for injection in cfg.injections:
+            units = []
+            for seed in cfg.seeds:
+                path = unit_dir(run_dir, method, injection, seed) / "metrics.json"
+                if path.exists():
+                    units.append(json.loads(path.read_text()))
+            if not units:
+                continue
+            row: dict[str, Any] = {"method": method, "injection": injection, "n_sig_sr": units[0]["n_sig_sr"],
+                                   "s_over_b_sr": units[0]["s_over_b_sr"], "n_seeds": len(units)}
+            for name, getter in (("max_sic", lambda u: (u["test"] or {}).get("max_sic")),
+                                 ("sic_at_rejection", lambda u: (u["test"] or {}).get("sic_at_rejection")),
+                                 ("auc", lambda u: (u["test"] or {}).get("auc")),
+                                 ("classification_auc", lambda u: u.get("classification_auc"))):
+                s = summarise(getter(u) for u in units)
+                row[f"{name}_median"], row[f"{name}_p16"], row[f"{name}_p84"] = s["median"], s["p16"], s["p84"]
+            rows.append(row)
+    return rows
+
+
+def _write_table(run_dir: Path, rows: list[dict]) -> None:
+    from analysis.metrics import markdown_table
+    from processors.io import atomic_output
+
+    frame = pd.DataFrame(rows)
+    with atomic_output(run_dir / "metrics_table.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    def band(r: dict, n: str) -> str:
+        return f"{r[n + '_median']:.2f} [{r[n + '_p16']:.2f}, {r[n + '_p84']:.2f}]"
+
+    pretty = []
+    for r in rows:
+        pretty.append({"method": r["method"], "injection": r["injection"], "n_sig_sr": r["n_sig_sr"],
+                       "S/B_SR": f"{100 * r['s_over_b_sr']:.3f} %", "seeds": r["n_seeds"],
+                       "max SIC": band(r, "max_sic"), "SIC@R": band(r, "sic_at_rejection"), "AUC": band(r, "auc"),
+                       "template-vs-data AUC": band(r, "classification_auc")})
+    with atomic_output(run_dir / "metrics_table.md") as tmp:
+        tmp.write_text(markdown_table(pretty))
+
+
+def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = False,
+               progress: bool = True) -> dict[str, Any]:
+    """Run every (method, injection, seed) of ``cfg``; returns the manifest (also written to the run dir).
+
+    Validation (config and data) happens before any training. ``resume`` skips finished units; without
+    it, a run directory holding finished units is an error unless ``overwrite``.
+    """
+    import datetime
+    import json
+
+    import yaml
+
+    from processors.io import atomic_output, file_sha256, package_versions, write_json
+
+    validate_config(cfg)
+    _CACHE.clear()
+    inputs = load_inputs(cfg)
+    validate_data(cfg, inputs["data"], inputs["signal"], inputs["test"])
+    if any(m in cfg.methods for m in ("iad", "supervised")):
+        _check_truth_inputs(cfg, inputs)
+    run_dir = cfg.output_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    digest = cfg.digest()
+    manifest_path = run_dir / "manifest.json"
+    if saved.exists() and manifest_path.exists() and not overwrite:
+        old = json.loads(manifest_path.read_text()).get("config_digest")
+        if old != digest:
+            raise ValueError(f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
+                             f"{digest[:12]}); use another output directory or --overwrite")
+    units = [(m, i, s) for m in cfg.methods if m not in SCORE_COMBINATIONS
+             for i in cfg.injections for s in cfg.seeds]
+    finished = [u for u in units if unit_finished(run_dir, *u)]
+    if finished and not resume and not overwrite:
+        raise ValueError(f"{run_dir}: {len(finished)} units already finished; use --resume to continue "
+                         "or --overwrite to redo them")
+    todo = [u for u in units if not (resume and u in finished)]
+    resolved = cfg.to_dict()
+    resolved["input"] = {k: ([str(cfg.path(p)) for p in v] if isinstance(v, list) else
+                             (str(cfg.path(v)) if isinstance(v, str) else v)) for k, v in resolved["input"].items()}
+    resolved["output"] = str(run_dir)
+    with atomic_output(saved) as tmp:
+        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
+    files = [p for p in cfg.input.data] + [v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test,
+                                                         cfg.input.iad_template) if v]
+    manifest: dict[str, Any] = {
+        "config": resolved, "config_digest": digest, "seeds": cfg.seeds, "data_seed": cfg.data_seed,
+        "inputs": {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files},
+        "versions": package_versions(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "units_skipped": [list(u) for u in units if u not in todo],
+    }
+    write_json(manifest_path, {**manifest, "status": "running"})
+    log.info("search %s: %d units to run (%d already finished) in %s", cfg.name, len(todo),
+             len(units) - len(todo), run_dir)
+    # prepared data is cached per process: prime it here for the synchronous mode
+    if cfg.execution.mode == "sync":
+        for injection in cfg.injections:
+            prepare_data(cfg, injection, inputs)
+    results = _execute(cfg, run_dir, todo, progress)
+    if "combined_scores" in cfg.methods:
+        from analysis.combine import write_combined_units
+
+        write_combined_units(run_dir, combination_members(cfg), cfg.injections, cfg.seeds,
+                             rejection=cfg.rejection, rel_error=cfg.fpr_floor_rel_error)
+    failed = {"/".join(map(str, u)): r for u, r in results.items() if isinstance(r, str)}
+    rows = metrics_table(run_dir, cfg)
+    if rows:
+        _write_table(run_dir, rows)
+    manifest.update({
+        "status": "failed" if failed else "finished",
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "units_run": [list(u) for u in todo], "n_failed": len(failed), "failures": failed,
+        "seconds": {"/".join(map(str, u)): r["seconds"] for u, r in results.items() if isinstance(r, dict)},
+    })
+    write_json(manifest_path, manifest)
+    return {**manifest, "table": rows}
+
+
+def combination_members(cfg: SearchConfig) -> list[str]:
+    """Members of the score-level combination: ``method_settings.combined_scores.members``, else every
+    template method of the run (the interplay paper combines SALAD, CATHODE, CURTAINs and FETA)."""
+    given = cfg.method_settings.get("combined_scores", {}).get("members")
+    if given:
+        return list(given)
+    return [m for m in cfg.methods if m in TEMPLATE_METHODS and m != "combined_events"]
+
+
+def _check_truth_inputs(cfg: SearchConfig, inputs: dict) -> None:
+    labels = inputs["data"]["label"].to_numpy()
+    if "iad" in cfg.methods and inputs["iad_template"] is None and not (labels == 0).any():
+        raise ValueError("method iad: input.data has no events labelled background (label 0) and no "
+                         "input.iad_template is given; the idealized template needs truth labels")
+    if "supervised" in cfg.methods and (inputs["signal"] is None or not (labels == 0).any()):
+        raise ValueError("method supervised: needs input.signal and background-labelled input.data")

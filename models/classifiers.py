@@ -1,0 +1,360 @@
+"""The CWoLa classifiers: a torch MLP with early stopping and an epoch ensemble, and an HGB ensemble.
+
+Both speak one small API: ``fit(X, y, sample_weight)`` then ``predict_proba(X)`` returning P(y=1) with
+shape ``(N,)``. Classes are re-weighted so that each carries half of the total weight (the "class
+weights" of the interplay paper), so template/data size imbalances (oversampled templates) do not bias
+the classifier towards one class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def balanced_weights(y: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Per-event weights (N,) scaled so that class 0 and class 1 each sum to N/2."""
+    y = np.asarray(y).astype(int)
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype="float64").copy()
+    if w.shape != y.shape:
+        raise ValueError(f"sample_weight has shape {w.shape}, expected {y.shape} (one per event)")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be 0 or 1, got values {np.unique(y)[:10]}")
+    out = np.empty_like(w)
+    for cls in (0, 1):
+        sel = y == cls
+        total = w[sel].sum()
+        if not sel.any() or total <= 0:
+            raise ValueError(f"class {cls} has no events (or zero total weight): cannot train a classifier")
+        out[sel] = w[sel] * (0.5 * len(y) / total)
+    return out
+
+
+def stratified_validation_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with ``val_fraction`` of each class in val, reproducible with ``seed``."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for cls in (0, 1):
+        idx = np.flatnonzero(np.asarray(y) == cls)
+        idx = rng.permutation(idx)
+        n_val = max(1, int(round(val_fraction * len(idx)))) if len(idx) > 1 else 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _as_2d(X: Any, name: str = "X") -> np.ndarray:
+    array = np.asarray(X, dtype="float64")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, n_features), got {array.shape}")
+    if not np.isfinite(array).all():
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        raise ValueError(f"{name} has {len(bad)} rows with NaN/inf features (first rows {bad[:5].tolist()})")
+    return array
+
+
+class MLPClassifier:
+    """CWoLa MLP: ``hidden`` ReLU layers, Adam, weighted BCE, early stopping, ensemble of best epochs.
+
+    Inputs are standardised with the training mean/std. After training, the ``n_best_epochs`` epochs
+    with the lowest validation loss are kept and their sigmoid outputs averaged.
+    """
+
+    name = "mlp"
+
+    def __init__(self, hidden: tuple[int, ...] = (64, 64, 64), epochs: int = 100, batch_size: int = 128,
+                 lr: float = 1e-3, patience: int = 10, n_best_epochs: int = 10, val_fraction: float = 0.2,
+                 device: str = "auto", seed: int = 0, progress: bool = False, weight_decay: float = 0.0):
+        self.hidden = tuple(int(h) for h in hidden)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.patience = int(patience)
+        self.n_best_epochs = int(n_best_epochs)
+        self.val_fraction = float(val_fraction)
+        self.device = device
+        self.seed = int(seed)
+        self.progress = progress
+        self.weight_decay = float(weight_decay)
+        self.states_: list[dict] = []
+        self.history_: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+
+    def _build(self, n_features: int):
+        import torch
+
+        layers: list[torch.nn.Module] = []
+        width = n_features
+        for h in self.hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        layers.append(torch.nn.Linear(width, 1))
+        return torch.nn.Sequential(*layers)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+            w_val: np.ndarray | None = None) -> MLPClassifier:
+        """Train on ``X`` (N, F), labels ``y`` (N,) in {0, 1}, optional weights (N,)."""
+        import torch
+
+        from models.device import resolve_device
+
+        X = _as_2d(X)
+        y = np.asarray(y).astype(int)
+        w = balanced_weights(y, sample_weight)
+        if X_val is None:
+            tr, va = stratified_validation_split(y, self.val_fraction, self.seed)
+            X_val, y_val, w_val = X[va], y[va], w[va]
+            X, y, w = X[tr], y[tr], w[tr]
+        else:
+            X_val = _as_2d(X_val, "X_val")
+            y_val = np.asarray(y_val).astype(int)
+            w_val = balanced_weights(y_val, w_val)
+        device = resolve_device(self.device)
+        self.mean_ = X.mean(axis=0)
+        self.std_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+
+        def tensor(a, dtype=torch.float32):
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+
+        xt, yt, wt = tensor((X - self.mean_) / self.std_), tensor(y), tensor(w)
+        xv, yv, wv = tensor((X_val - self.mean_) / self.std_), tensor(y_val), tensor(w_val)
+        # fork the global RNG so that concurrent fits in threads (Dask) stay reproducible
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self._build(X.shape[1]).to(device)
+        optimiser = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+        rng = np.random.default_rng(self.seed + 7919)
+        n = len(xt)
+        self.states_, self.history_ = [], {"train_loss": [], "val_loss": []}
+        all_states: list[tuple[float, dict]] = []
+        best, since_best = np.inf, 0
+        epochs = range(self.epochs)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc="MLP", leave=False)
+        for epoch in epochs:
+            model.train()
+            order = torch.as_tensor(rng.permutation(n), device=device)
+            total = torch.zeros((), device=device)
+            wsum = torch.zeros((), device=device)
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                logits = model(xt[idx]).squeeze(-1)
+                wb = wt[idx]
+                loss = (loss_fn(logits, yt[idx]) * wb).sum() / wb.sum()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += loss.detach() * wb.sum()
+                wsum += wb.sum()
+            model.eval()
+            with torch.no_grad():
+                val_loss = float((loss_fn(model(xv).squeeze(-1), yv) * wv).sum() / wv.sum())
+            if not np.isfinite(val_loss):
+                log.warning("MLP epoch %d: non-finite validation loss, stopping this training", epoch)
+                break
+            self.history_["train_loss"].append(float(total / wsum.clamp_min(1e-12)))
+            self.history_["val_loss"].append(val_loss)
+            all_states.append((val_loss, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
+            if val_loss < best - 1e-7:
+                best, since_best = val_loss, 0
+            else:
+                since_best += 1
+                if since_best >= self.patience:
+                    log.debug("MLP early stop at epoch %d (best val loss %.5f)", epoch, best)
+                    break
+        if not all_states:
+            raise RuntimeError("MLP training produced no finite epoch (diverged at the first epoch)")
+        order_best = np.argsort([v for v, _ in all_states], kind="stable")[: max(1, self.n_best_epochs)]
+        self.best_epochs_ = sorted(int(i) for i in order_best)
+        self.states_ = [all_states[i][1] for i in self.best_epochs_]
+        self.n_features_ = X.shape[1]
+        self._model = model
+        return self
+
+    def predict_proba(self, X: np.ndarray, batch: int = 65536) -> np.ndarray:
+        """P(y=1) for each row of ``X`` (N, F): mean over the kept epochs, shape (N,)."""
+        import torch
+
+        if not self.states_:
+            raise RuntimeError("MLPClassifier.predict_proba called before fit/load")
+        X = _as_2d(X)
+        model = self._model if getattr(self, "_model", None) is not None else self._build(self.n_features_)
+        device = next(model.parameters()).device
+        xs = torch.as_tensor((X - self.mean_) / self.std_, dtype=torch.float32, device=device)
+        out = np.zeros(len(X))
+        model.eval()
+        with torch.no_grad():
+            for state in self.states_:
+                model.load_state_dict(state)
+                for start in range(0, len(xs), batch):
+                    out[start:start + batch] += torch.sigmoid(model(xs[start:start + batch]).squeeze(-1)).cpu().numpy()
+        return out / len(self.states_)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"hidden": list(self.hidden), "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "patience": self.patience, "n_best_epochs": self.n_best_epochs,
+                "val_fraction": self.val_fraction, "seed": self.seed, "weight_decay": self.weight_decay}
+
+    def save(self, path: str | Path) -> Path:
+        """Save the kept epoch weights and scaler (torch file, loadable with weights_only=True)."""
+        import torch
+
+        from processors.io import atomic_output
+
+        payload = {"params": self.get_params(), "mean": self.mean_.tolist(), "std": self.std_.tolist(),
+                   "n_features": self.n_features_, "states": self.states_, "best_epochs": self.best_epochs_,
+                   "history": self.history_}
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> MLPClassifier:
+        import torch
+
+        from models.device import resolve_device
+
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        params = dict(payload["params"])
+        params["hidden"] = tuple(params["hidden"])
+        clf = cls(device=device, **params)
+        clf.mean_ = np.asarray(payload["mean"])
+        clf.std_ = np.asarray(payload["std"])
+        clf.n_features_ = int(payload["n_features"])
+        clf.states_ = payload["states"]
+        clf.best_epochs_ = list(payload["best_epochs"])
+        clf.history_ = payload["history"]
+        clf._model = clf._build(clf.n_features_).to(resolve_device(device))
+        return clf
+
+
+class HGBClassifier:
+    """Ensemble of sklearn ``HistGradientBoostingClassifier`` with different seeds (mean probability).
+
+    Each member uses sklearn's early stopping on its own validation split (``val_fraction``), or on
+    ``X_val`` when given. ``n_threads`` caps OpenMP threads per fit (None: sklearn's default).
+    """
+
+    name = "hgb"
+
+    def __init__(self, n_models: int = 5, max_iter: int = 200, learning_rate: float = 0.1,
+                 max_leaf_nodes: int = 31, min_samples_leaf: int = 20, l2_regularization: float = 0.0,
+                 n_iter_no_change: int = 10, val_fraction: float = 0.2, seed: int = 0,
+                 n_threads: int | None = None, device: str = "auto", progress: bool = False):
+        self.n_models = int(n_models)
+        self.max_iter = int(max_iter)
+        self.learning_rate = float(learning_rate)
+        self.max_leaf_nodes = int(max_leaf_nodes)
+        self.min_samples_leaf = int(min_samples_leaf)
+        self.l2_regularization = float(l2_regularization)
+        self.n_iter_no_change = int(n_iter_no_change)
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+        self.n_threads = n_threads
+        self.device = device  # accepted for API symmetry; trees run on the CPU
+        self.progress = progress
+        self.models_: list = []
+
+    def _threads(self):
+        if self.n_threads is None:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=int(self.n_threads), user_api="openmp")
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+            w_val: np.ndarray | None = None) -> HGBClassifier:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        X = _as_2d(X)
+        y = np.asarray(y).astype(int)
+        w = balanced_weights(y, sample_weight)
+        val_kwargs: dict[str, Any] = {}
+        if X_val is not None:
+            val_kwargs = {"X_val": _as_2d(X_val, "X_val"), "y_val": np.asarray(y_val).astype(int),
+                          "sample_weight_val": balanced_weights(np.asarray(y_val).astype(int), w_val)}
+        self.models_ = []
+        with self._threads():
+            for i in range(self.n_models):
+                model = HistGradientBoostingClassifier(
+                    max_iter=self.max_iter, learning_rate=self.learning_rate,
+                    max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
+                    l2_regularization=self.l2_regularization, early_stopping=True,
+                    validation_fraction=None if val_kwargs else self.val_fraction,
+                    n_iter_no_change=self.n_iter_no_change, random_state=self.seed * 1000 + i,
+                )
+                model.fit(X, y, sample_weight=w, **val_kwargs)
+                self.models_.append(model)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Mean P(y=1) over the ensemble members, shape (N,)."""
+        if not self.models_:
+            raise RuntimeError("HGBClassifier.predict_proba called before fit/load")
+        X = _as_2d(X)
+        with self._threads():
+            return np.mean([m.predict_proba(X)[:, 1] for m in self.models_], axis=0)
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("n_models", "max_iter", "learning_rate", "max_leaf_nodes",
+                                             "min_samples_leaf", "l2_regularization", "n_iter_no_change",
+                                             "val_fraction", "seed", "n_threads")}
+
+    def save(self, path: str | Path) -> Path:
+        """Pickle the fitted ensemble (sklearn models have no weights-only format; load only trusted files)."""
+        from processors.io import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            pickle.dump({"params": self.get_params(), "models": self.models_}, handle)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> HGBClassifier:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)  # noqa: S301 - radar's own output
+        clf = cls(**payload["params"])
+        clf.models_ = payload["models"]
+        return clf
+
+
+_CLASSIFIERS: dict[str, type] = {"mlp": MLPClassifier, "hgb": HGBClassifier}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get_classifier`."""
+    return sorted(_CLASSIFIERS)
+
+
+def get_classifier(name: str, **kwargs: Any) -> MLPClassifier | HGBClassifier:
+    """A fresh classifier by name ("mlp" | "hgb") with keyword settings."""
+    try:
+        cls = _CLASSIFIERS[name]
+    except KeyError:
+        raise ValueError(f"unknown classifier {name!r}; available: {available()}") from None
+    return cls(**copy.deepcopy(kwargs))
+
+
+def classifier_suffix(name: str) -> str:
+    """File suffix for saved models of classifier ``name``."""
+    return ".pt" if name == "mlp" else ".pkl"
+
+
+def load_classifier(name: str, path: str | Path, device: str = "auto"):
+    """Load a classifier saved by ``.save`` (``name`` as in :func:`get_classifier`)."""
+    return _CLASSIFIERS[name].load(path, device=device)

@@ -1,0 +1,121 @@
+"""Every registered classifier on tiny data: shapes, learning, seed determinism, save/load, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.cwola import fold_assignment, kfold_scores, out_of_fold_scores
+from analysis.metrics import auc
+from models.classifiers import (
+    MLPClassifier,
+    available,
+    balanced_weights,
+    get_classifier,
+    load_classifier,
+    stratified_validation_split,
+)
+
+TINY = {"mlp": {"epochs": 3, "batch_size": 64, "patience": 2, "n_best_epochs": 2, "hidden": (16, 16)},
+        "hgb": {"n_models": 2, "max_iter": 30, "n_threads": 1}}
+
+
+def two_blobs(n: int = 600, shift: float = 1.5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(0, 1, (n, 3)), rng.normal(shift, 1, (n, 3))])
+    y = np.concatenate([np.zeros(n), np.ones(n)])
+    return X, y
+
+
+@pytest.mark.parametrize("name", available())
+def test_classifier_learns_separable_blobs(name):
+    X, y = two_blobs()
+    clf = get_classifier(name, seed=1, **TINY[name]).fit(X, y)
+    p = clf.predict_proba(X[:50])
+    assert p.shape == (50,)
+    assert np.all((p >= 0) & (p <= 1))
+    Xt, yt = two_blobs(seed=5)
+    assert auc(yt, clf.predict_proba(Xt)) > 0.85
+
+
+@pytest.mark.parametrize("name", available())
+def test_classifier_same_seed_same_scores(name):
+    X, y = two_blobs(300)
+    a = get_classifier(name, seed=3, **TINY[name]).fit(X, y).predict_proba(X)
+    b = get_classifier(name, seed=3, **TINY[name]).fit(X, y).predict_proba(X)
+    c = get_classifier(name, seed=4, **TINY[name]).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("name", available())
+def test_classifier_save_load_round_trip(name, tmp_path):
+    X, y = two_blobs(300)
+    clf = get_classifier(name, seed=0, **TINY[name]).fit(X, y)
+    path = clf.save(tmp_path / f"model.{name}")
+    loaded = load_classifier(name, path, device="cpu")
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", available())
+def test_classifier_rejects_nan_features(name):
+    X, y = two_blobs(100)
+    X[7, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        get_classifier(name, **TINY[name]).fit(X, y)
+
+
+def test_unknown_classifier_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown classifier 'bdt'"):
+        get_classifier("bdt")
+
+
+def test_balanced_weights_give_each_class_half():
+    y = np.array([0] * 30 + [1] * 10)
+    w = balanced_weights(y, np.linspace(0.5, 2, 40))
+    assert w[y == 0].sum() == pytest.approx(20) and w[y == 1].sum() == pytest.approx(20)
+    with pytest.raises(ValueError, match="class 1 has no events"):
+        balanced_weights(np.zeros(5))
+
+
+def test_validation_split_is_stratified_and_reproducible():
+    y = np.array([0] * 100 + [1] * 20)
+    tr, va = stratified_validation_split(y, 0.25, seed=2)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 120
+    assert (y[va] == 1).sum() == 5 and (y[va] == 0).sum() == 25
+    tr2, va2 = stratified_validation_split(y, 0.25, seed=2)
+    np.testing.assert_array_equal(va, va2)
+
+
+def test_mlp_keeps_best_epochs_and_respects_patience():
+    X, y = two_blobs(200)
+    clf = MLPClassifier(epochs=40, patience=2, n_best_epochs=3, hidden=(8,), batch_size=32, lr=0.05, seed=0).fit(X, y)
+    n_run = len(clf.history_["val_loss"])
+    assert n_run <= 40 and len(clf.states_) == min(3, n_run)
+    best = np.argsort(clf.history_["val_loss"], kind="stable")[:3]
+    assert clf.best_epochs_ == sorted(best.tolist())
+
+
+def test_mlp_uses_explicit_validation_set():
+    X, y = two_blobs(200)
+    Xv, yv = two_blobs(50, seed=9)
+    clf = MLPClassifier(epochs=2, hidden=(8,), seed=0).fit(X, y, X_val=Xv, y_val=yv)
+    assert len(clf.history_["val_loss"]) == 2
+
+
+def test_out_of_fold_scores_use_models_that_did_not_see_the_event():
+    X0, _ = two_blobs(200, seed=1)
+    X1 = X0[:150] + 0.0  # identical copies in both classes: a memorising model would score them 0.5
+    folds = fold_assignment(100, 5, 0)
+    assert np.bincount(folds).tolist() == [20] * 5
+    s_data, s_extra = out_of_fold_scores(X0, None, X1, classifier="hgb", k_folds=3, seed=0,
+                                         X_extra=X0[:7], **TINY["hgb"])
+    assert s_data.shape == (150,) and s_extra.shape == (7,)
+    assert np.isfinite(s_data).all()
+    result = kfold_scores(X0, X1, classifier="hgb", k_folds=3, seed=0, keep_models=True, **TINY["hgb"])
+    np.testing.assert_array_equal(result.scores1, s_data)
+    # event i of class 1 is scored by the model of its own fold, which did not train on fold i
+    for i in np.flatnonzero(result.folds1 == 0)[:3]:
+        assert result.models[0].predict_proba(X1[i:i + 1])[0] == pytest.approx(result.scores1[i])
+    with pytest.raises(ValueError, match="k_folds must be >= 2"):
+        kfold_scores(X0, X1, k_folds=1)
