@@ -1,0 +1,234 @@
+"""Comparison studies of background-template methods (the interplay paper, sections 3-4).
+
+- :func:`template_ks`: per-feature Kolmogorov-Smirnov distance (and an approximate p-value) of each
+  template against the true SR background (needs truth labels).
+- :func:`score_correlations`: Pearson or Spearman correlation matrices of the anomaly scores of the
+  methods, separately on true background and on true signal events.
+- :func:`top_overlap`: for each pair of methods, the fraction of the top ``p`` % most signal-like
+  events that both select, with the random baseline (``p`` itself: two independent random selections
+  of a fraction p of the events share a fraction p of them).
+- :func:`auc_vs_truth`: AUC of a classifier separating a template from true SR background at zero
+  injection, against the spread of the same classifier separating two halves of the true background
+  ("truth vs truth"): a template whose AUC sits inside that spread leaks no fake signal.
+
+All inputs are plain arrays/tables; nothing here trains a template. :func:`write_comparison` runs the
+studies that its inputs allow and writes their tables (CSV + Markdown) atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = ["auc_vs_truth", "effective_size", "score_correlations", "template_ks", "top_overlap",
+           "write_comparison"]
+
+Sample = tuple[pd.DataFrame, np.ndarray | None]
+
+
+def effective_size(weights: np.ndarray | None, n: int) -> float:
+    """Kish effective number of events (sum w)^2 / sum w^2 (n for unit weights)."""
+    if weights is None:
+        return float(n)
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w.sum() ** 2 / np.sum(w * w)) if np.sum(w * w) > 0 else 0.0
+
+
+def _check_sample(name: str, events: pd.DataFrame, weights: np.ndarray | None, features: Sequence[str]) -> np.ndarray:
+    missing = [f for f in features if f not in events.columns]
+    if missing:
+        raise ValueError(f"{name}: missing columns {missing}; has {list(events.columns)}")
+    w = np.ones(len(events)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(events),) or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name}: weights must be finite, >= 0 and one per event ({len(events)}), got {w.shape}")
+    return w
+
+
+def template_ks(templates: Mapping[str, Sample], true_background: pd.DataFrame,
+                features: Sequence[str]) -> pd.DataFrame:
+    """KS distance per feature of each (weighted) template vs the true SR background.
+
+    Returns a long table with columns ``method, feature, ks, p_value, n_eff`` (the p-value uses the
+    asymptotic Kolmogorov distribution with the templates' Kish effective sizes).
+    """
+    from scipy.special import kolmogorov
+
+    from analysis.metrics import weighted_ks
+
+    features = list(features)
+    _check_sample("true background", true_background, None, features)
+    n_b = len(true_background)
+    rows = []
+    for name, (events, weights) in templates.items():
+        w = _check_sample(f"template {name}", events, weights, features)
+        n_eff = effective_size(w, len(events))
+        scale = np.sqrt(n_eff * n_b / (n_eff + n_b)) if n_eff + n_b > 0 else 0.0
+        for f in features:
+            d = weighted_ks(events[f].to_numpy(), true_background[f].to_numpy(), w, None)
+            rows.append({"method": name, "feature": f, "ks": d, "p_value": float(kolmogorov(scale * d)),
+                         "n_eff": n_eff})
+    return pd.DataFrame(rows)
+
+
+def score_correlations(scores: Mapping[str, np.ndarray] | pd.DataFrame, labels: np.ndarray,
+                       method: str = "spearman") -> dict[str, pd.DataFrame]:
+    """Correlation matrices of the methods' scores (one entry per method, aligned on the same events)
+    on true background (``labels == 0``) and on true signal (``labels == 1``).
+
+    Returns ``{"background": DataFrame, "signal": DataFrame}`` (methods x methods); a class with fewer
+    than 3 events gives an all-NaN matrix.
+    """
+    if method not in ("pearson", "spearman", "kendall"):
+        raise ValueError(f"score_correlations: unknown method {method!r}")
+    frame = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in dict(scores).items()})
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(frame):
+        raise ValueError(f"score_correlations: {len(labels)} labels for {len(frame)} scored events")
+    out = {}
+    for name, value in (("background", 0), ("signal", 1)):
+        part = frame[labels == value]
+        out[name] = (part.corr(method=method) if len(part) >= 3 else
+                     pd.DataFrame(np.nan, index=frame.columns, columns=frame.columns))
+    return out
+
+
+def top_overlap(scores: Mapping[str, np.ndarray] | pd.DataFrame, percents: Sequence[float] = (1.0, 5.0, 10.0),
+                mask: np.ndarray | None = None) -> pd.DataFrame:
+    """Overlap of the top ``p`` % most signal-like events between every pair of methods.
+
+    ``scores``: one array per method over the same N events; ``mask`` (N,) bool restricts the events
+    (e.g. SR data, or true background only). Returns columns ``method_a, method_b, percent, n_top,
+    overlap`` (fraction of method a's top events also in method b's) and ``random`` (the expectation for
+    two independent random selections, p / 100).
+    """
+    frame = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in dict(scores).items()})
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
+        if len(mask) != len(frame):
+            raise ValueError(f"top_overlap: mask has {len(mask)} entries for {len(frame)} events")
+        frame = frame[mask]
+    n = len(frame)
+    rows = []
+    for p in percents:
+        if not 0.0 < p <= 100.0:
+            raise ValueError(f"top_overlap: percent must lie in (0, 100], got {p}")
+        k = max(1, int(round(n * p / 100.0)))
+        # ties broken by event order (stable sort) so the selection is deterministic
+        top = {m: set(np.argsort(-frame[m].to_numpy(), kind="stable")[:k]) for m in frame.columns}
+        for a, b in combinations(frame.columns, 2):
+            rows.append({"method_a": a, "method_b": b, "percent": float(p), "n_top": k,
+                         "overlap": len(top[a] & top[b]) / k, "random": k / n})
+    return pd.DataFrame(rows)
+
+
+def auc_vs_truth(template: Sample, true_background: pd.DataFrame, features: Sequence[str], *,
+                 n_repeats: int = 5, seed: int = 0, classifier: str = "hgb", k_folds: int = 5,
+                 **clf_kwargs: Any) -> dict[str, Any]:
+    """Template-vs-true-background AUC against the truth-vs-truth spread, at equal sample sizes.
+
+    For each repeat r (seed ``seed + r``) the true SR background is split in halves H1, H2. The
+    truth-vs-truth AUC is the out-of-fold AUC (``k_folds``-fold, :func:`analysis.cwola.kfold_scores`)
+    of H1 vs H2; the template AUC that of a random |H1|-event subsample of the template (weights kept)
+    vs H2. Returns ``template_auc`` and ``truth_auc`` (lists), their medians, the truth mean and std,
+    ``band`` = truth mean ± 2 std and ``inside`` (template median <= upper band edge: a template that
+    leaks signal-like or unphysical structure is *more* separable than truth).
+    """
+    from analysis.cwola import kfold_scores
+    from analysis.datasets import feature_matrix
+    from analysis.metrics import auc, auc_null_sigma
+
+    events, weights = template
+    w_t = _check_sample("template", events, weights, features)
+    X_t = feature_matrix(events, list(features), "template")
+    X_b = feature_matrix(true_background, list(features), "true background")
+    if len(X_b) < 4 * k_folds:
+        raise ValueError(f"auc_vs_truth: {len(X_b)} true background events, need >= {4 * k_folds}")
+    if n_repeats < 2:
+        raise ValueError(f"auc_vs_truth: need n_repeats >= 2 for a spread, got {n_repeats}")
+    truth, tmpl = [], []
+    for r in range(n_repeats):
+        rng = np.random.default_rng(seed + r)
+        perm = rng.permutation(len(X_b))
+        h1, h2 = perm[: len(perm) // 2], perm[len(perm) // 2:]
+        sub = rng.choice(len(X_t), size=len(h1), replace=len(h1) > len(X_t))
+        for X0, w0, out in ((X_b[h1], None, truth), (X_t[sub], w_t[sub], tmpl)):
+            res = kfold_scores(X0, X_b[h2], w0, None, classifier=classifier, k_folds=k_folds, seed=seed + r,
+                               **clf_kwargs)
+            y = np.concatenate([np.zeros(len(X0)), np.ones(len(h2))])
+            w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(h2))])
+            out.append(auc(y, np.concatenate([res.scores0, res.scores1]), w))
+    mean, std = float(np.mean(truth)), float(np.std(truth, ddof=1))
+    band = (mean - 2.0 * std, mean + 2.0 * std)
+    median_t = float(np.median(tmpl))
+    return {"template_auc": tmpl, "truth_auc": truth, "template_median": median_t,
+            "truth_median": float(np.median(truth)), "truth_mean": mean, "truth_std": std, "band": band,
+            "null_sigma": auc_null_sigma(len(h2), len(h1)), "inside": bool(median_t <= band[1])}
+
+
+def write_comparison(out_dir: str | Path, *, features: Sequence[str],
+                     templates: Mapping[str, Sample] | None = None, true_background: pd.DataFrame | None = None,
+                     scores: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
+                     percents: Sequence[float] = (1.0, 5.0, 10.0), overlap_mask: np.ndarray | None = None,
+                     auc_repeats: int = 0, seed: int = 0,
+                     plots: bool = True, style: str = "atlas", **clf_kwargs: Any) -> dict[str, Path]:
+    """Run the studies the inputs allow and write ``template_ks``, ``score_correlations_{background,signal}``,
+    ``top_overlap`` and ``auc_vs_truth`` tables (CSV and Markdown) plus, with ``plots``, their figures
+    (:mod:`plots.compare`) into ``out_dir``. ``auc_repeats`` > 1 runs :func:`auc_vs_truth` per template;
+    ``overlap_mask`` restricts the top-p % overlap to some events (e.g. ``labels == 0``: background only).
+    Returns {name: path} of the files written.
+    """
+    from analysis.metrics import markdown_table
+    from processors.io import atomic_output, write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+
+    def table(name: str, frame: pd.DataFrame, index: bool = False) -> None:
+        with atomic_output(out_dir / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=index)
+        shown = frame.reset_index() if index else frame
+        with atomic_output(out_dir / f"{name}.md") as tmp:
+            tmp.write_text(markdown_table(shown.round(4).astype(object).to_dict("records")))
+        written[name] = out_dir / f"{name}.csv"
+
+    ks = corr = overlap = None
+    aucs: dict[str, dict] = {}
+    if templates and true_background is not None:
+        ks = template_ks(templates, true_background, features)
+        table("template_ks", ks)
+        if auc_repeats > 1:
+            for name, sample in templates.items():
+                aucs[name] = auc_vs_truth(sample, true_background, features, n_repeats=auc_repeats, seed=seed,
+                                          **clf_kwargs)
+            written["auc_vs_truth"] = write_json(out_dir / "auc_vs_truth.json", aucs)
+    if scores and labels is not None and len(scores) >= 2:
+        corr = score_correlations(scores, labels)
+        for part, frame in corr.items():
+            table(f"score_correlations_{part}", frame, index=True)
+        overlap = top_overlap(scores, percents, mask=overlap_mask)
+        table("top_overlap", overlap)
+    if plots:
+        from plots import compare as plots_compare
+        from plots.style import save_figure
+
+        figures = []
+        if ks is not None:
+            figures.append(("template_ks", plots_compare.plot_template_ks(ks, style=style)))
+        if corr is not None:
+            figures.append(("score_correlations", plots_compare.plot_correlation_matrices(corr, style=style)))
+            figures.append(("top_overlap", plots_compare.plot_top_overlap(overlap, style=style)))
+        if aucs:
+            figures.append(("auc_vs_truth", plots_compare.plot_auc_vs_truth(aucs, style=style)))
+        for stem, fig in figures:
+            for path in save_figure(fig, out_dir / stem):
+                written[f"figure:{path.name}"] = path
+    return written

@@ -1,0 +1,443 @@
+"""CURTAINs (Raine, Klein, Sengupta, Golling; arXiv:2203.09470): a conditional invertible transformer that
+morphs sideband events from one m_JJ value to another, applied to move sideband (SB) events into the
+signal region (SR).
+
+The transformer ``T(z; m_from, m_to)`` is a masked affine autoregressive flow (nflows) acting on the
+preprocessed features ``z`` (:class:`models.preprocessing.Preprocessor`) and conditioned on both
+standardised log masses. It starts as the identity (see :func:`identity_maf`).
+
+Objective (documented choice). The original CURTAINs minimises a Sinkhorn (optimal-transport) distance
+between a batch of transformed events and a batch of target events. radar uses the same structure with
+a maximum-mean-discrepancy distance, which is cheap and differentiable without extra packages:
+
+    L = MMD²( {(T(z_i; m_i, m_j'), s(m_j'))}, {(z_j', s(m_j'))} ) + λ_OT · mean_i |T(z_i; m_i, m_j') - z_i|²
+
+where ``(z_i, m_i)`` is a batch of SB events, ``(z_j', m_j')`` a batch of other SB events (half of the
+pairs cross from one sideband to the other), ``s`` the standardised log mass that is appended to the
+features so that the kernel compares *conditional* distributions, and the transport-cost term (weight
+``ot_weight``) is the optimal-transport regulariser: of all maps that match the distributions it
+prefers the one that moves events least, which is what makes the interpolation into the SR sensible.
+The kernel is a sum of Gaussians with widths ``bandwidths`` (in units of the standardised features).
+
+Sampling: each requested event takes a random SB event (both sidebands by default, ``source``) and
+moves it to the requested SR mass, so asking for more events than there are SB events oversamples (each
+SB event is reused with different target masses). CURTAINs-F (flows for flows) is not implemented.
+
+This module also holds the pieces shared by the transport-based templates (FETA) and R-ANODE:
+:func:`infer_signal_region`, :func:`identity_maf`, :func:`train_model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from models.device import resolve_device
+from models.flows import TrainingDiverged
+from models.preprocessing import MassScaler, Preprocessor
+from models.templates import register, table_arrays
+from processors.features import LHCO_FEATURES
+from processors.io import atomic_output
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CurtainsTemplate", "TrainResult", "identity_maf", "infer_signal_region", "mmd2", "train_model"]
+
+
+# ------------------------------------------------------------------------------------------ shared helpers
+GAP_FACTOR = 20.0
+
+
+def infer_signal_region(mjj_sideband: np.ndarray) -> tuple[float, float]:
+    """The SR as the widest gap between consecutive sorted sideband masses (GeV) → (lo, hi).
+
+    Used when a template is not told the SR: the sideband table holds both sidebands, so the SR is the
+    hole between them. Raises ValueError when there are fewer than 2 masses or when no gap stands out
+    (wider than ``GAP_FACTOR`` times the mean spacing: e.g. only one sideband was given); pass the SR
+    explicitly (``signal_region=``) then.
+    """
+    m = np.sort(np.asarray(mjj_sideband, dtype=np.float64).reshape(-1))
+    if len(m) < 2:
+        raise ValueError(f"infer_signal_region: need >= 2 sideband masses, got {len(m)}")
+    gaps = np.diff(m)
+    k = int(np.argmax(gaps))
+    mean_spacing = (m[-1] - m[0]) / (len(m) - 1)
+    if gaps[k] < GAP_FACTOR * mean_spacing:
+        raise ValueError(
+            f"infer_signal_region: no gap between two sidebands in the sideband m_JJ values ({len(m)} events, "
+            f"{m[0]:.0f}-{m[-1]:.0f} GeV; widest gap {gaps[k]:.1f} GeV at {m[k]:.0f} GeV); give both sidebands "
+            "or pass signal_region=(lo, hi)"
+        )
+    return float(m[k]), float(m[k + 1])
+
+
+def identity_maf(n_features: int, *, n_blocks: int, hidden: int, context_features: int) -> torch.nn.Module:
+    """``n_blocks`` masked affine autoregressive transforms with feature reversals between them (and a
+    final reversal when needed so that the order of the outputs is that of the inputs), which starts as
+    the identity.
+
+    The MADE output layers start with tiny weights and a bias giving scale 1 and shift 0, so the
+    transport flows of CURTAINs and FETA begin by moving nothing. Returns an nflows
+    ``CompositeTransform``; ``transform(z, context)`` → (z', log|det|) with z (N, D), context (N, C).
+    """
+    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.permutations import ReversePermutation
+
+    layers: list[torch.nn.Module] = []
+    unit_scale = math.log(math.e - 1.0)  # softplus(unit_scale) = 1
+    for block in range(n_blocks):
+        if block:
+            layers.append(ReversePermutation(n_features))
+        maf = MaskedAffineAutoregressiveTransform(
+            features=n_features, hidden_features=hidden, context_features=context_features,
+            num_blocks=1, use_residual_blocks=False, random_mask=False,
+        )
+        final = maf.autoregressive_net.final_layer
+        with torch.no_grad():
+            final.weight.mul_(1e-2)
+            final.bias.zero_()
+            final.bias.view(n_features, 2)[:, 0] = unit_scale  # output layout: (feature, [scale, shift])
+        layers.append(maf)
+    if (n_blocks - 1) % 2:  # an odd number of reversals would swap the features at initialisation
+        layers.append(ReversePermutation(n_features))
+    return CompositeTransform(layers)
+
+
+def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float]) -> torch.Tensor:
+    """Biased squared maximum mean discrepancy between samples ``a`` (N, D) and ``b`` (M, D) with a sum of
+    Gaussian kernels of widths ``bandwidths``. Zero for identical samples, > 0 otherwise."""
+    both = torch.cat([a, b])
+    d2 = torch.cdist(both, both).pow(2)
+    kernel = sum(torch.exp(-d2 / (2.0 * h * h)) for h in bandwidths)
+    n = len(a)
+    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2.0 * kernel[:n, n:].mean()
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_model`: the best-epoch modules (eval mode), losses, failure counts."""
+
+    members: list[torch.nn.Module]
+    history: dict[str, Any] = field(default_factory=dict)
+    n_failed: int = 0
+    n_trainings: int = 0
+
+
+def train_model(
+    build: Callable[[], torch.nn.Module],
+    batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    val_loss: Callable[[torch.nn.Module], float],
+    n_train: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    patience: int = 10,
+    n_best: int = 1,
+    max_restarts: int = 3,
+    weight_decay: float = 0.0,
+    grad_clip: float | None = None,
+    divergence: float | None = None,
+    what: str = "model",
+    progress: bool = False,
+) -> TrainResult:
+    """Mini-batch AdamW training with early stopping, best-epoch ensemble and restarts on failure.
+
+    ``build()`` makes a fresh module (called under ``torch.manual_seed`` of the attempt's seed inside a
+    forked RNG; if it has a ``param_groups()`` method, its result is given to the optimiser); ``batch_loss(module, idx)`` gives the loss of the training events ``idx`` (a LongTensor
+    of indices in ``[0, n_train)``); ``val_loss(module)`` the validation loss (module in eval mode).
+
+    A training *fails* when a loss is NaN/inf or (with ``divergence``) the validation loss rises more
+    than ``divergence`` above its first value; it is logged and restarted with seed ``seed + 7919 k``
+    (at most ``max_restarts`` times), counted in ``n_failed``; ``n_trainings`` counts all attempts.
+    RuntimeError when every attempt fails. The ``n_best`` epochs of lowest validation loss are returned.
+    """
+    n_failed = 0
+    for attempt in range(max_restarts + 1):
+        attempt_seed = seed + 7919 * attempt
+        try:
+            members, history = _train_once(build, batch_loss, val_loss, n_train, epochs=epochs,
+                                           batch_size=batch_size, lr=lr, seed=attempt_seed, patience=patience,
+                                           n_best=n_best, weight_decay=weight_decay, grad_clip=grad_clip,
+                                           divergence=divergence, what=what, progress=progress)
+            return TrainResult(members, history, n_failed, attempt + 1)
+        except TrainingDiverged as error:
+            n_failed += 1
+            log.warning("%s training (seed %d) failed: %s; %s", what, attempt_seed, error,
+                        "restarting with another seed" if attempt < max_restarts else "giving up")
+    raise RuntimeError(f"{what}: all {max_restarts + 1} trainings failed (seeds {seed} + 7919*k); "
+                       "try a lower lr, grad_clip or check the inputs")
+
+
+def _train_once(build, batch_loss, val_loss, n_train, *, epochs, batch_size, lr, seed, patience, n_best,
+                weight_decay, grad_clip, divergence, what, progress):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build()
+    params = [p for p in model.parameters() if p.requires_grad]
+    # a module may ask for its own parameter groups (e.g. R-ANODE's signal fraction with a larger lr)
+    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": params}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    min_batch = max(2, batch_size // 8)
+    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "best_epochs": [], "seed_used": seed}
+    best: list[tuple[float, int, dict[str, torch.Tensor]]] = []
+    best_loss, waited, first_val = math.inf, 0, None
+    bar = tqdm(range(epochs), desc=what, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(n_train, generator=generator)
+        total, seen = 0.0, 0
+        for start in range(0, n_train, batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < min_batch and start > 0:
+                continue  # a tiny remainder batch gives noisy batch statistics: skip it
+            loss = batch_loss(model, idx)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"non-finite training loss at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        model.eval()
+        with torch.no_grad():
+            val = float(val_loss(model))
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"non-finite validation loss at epoch {epoch}")
+        first_val = val if first_val is None else first_val
+        if divergence is not None and val > first_val + divergence:
+            raise TrainingDiverged(f"validation loss rose from {first_val:.4f} to {val:.4f} at epoch {epoch}")
+        history["train_loss"].append(total / max(seen, 1))
+        history["val_loss"].append(val)
+        bar.set_postfix(val=f"{val:.4f}")
+        if len(best) < n_best or val < best[-1][0]:
+            best.append((val, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+            best.sort(key=lambda item: (item[0], item[1]))
+            del best[n_best:]
+        if val < best_loss:
+            best_loss, waited = val, 0
+        else:
+            waited += 1
+            if patience > 0 and waited >= patience:
+                log.info("%s: early stopping at epoch %d (best val loss %.5f)", what, epoch, best_loss)
+                break
+    bar.close()
+    members = []
+    for _, _, state in best:
+        member = copy.deepcopy(model)
+        member.load_state_dict(state)
+        member.eval()
+        members.append(member)
+    history["best_epochs"] = [epoch for _, epoch, _ in best]
+    return members, history
+
+
+# ------------------------------------------------------------------------------------------------ CURTAINs
+SOURCES = ("both", "low", "high")
+
+
+@register("curtains")
+class CurtainsTemplate:
+    """CURTAINs background template (see the module docstring for the objective).
+
+    Parameters
+    ----------
+    features, seed, device:
+        As every template; the same seed gives the same training and samples.
+    n_blocks, hidden:
+        Transformer size: MADE blocks of two ``hidden``-unit layers (default 8 × 64).
+    epochs, batch_size, lr, patience, val_fraction, max_restarts, progress:
+        Training (AdamW, early stopping on the validation distance, restarts on NaN).
+    ot_weight:
+        λ_OT of the transport-cost regulariser (0 switches it off).
+    bandwidths:
+        Gaussian kernel widths of the MMD, in standardised units.
+    source:
+        Which sidebands the sampled events come from: "both" (default), "low" or "high".
+    signal_region:
+        (lo, hi) GeV; default: inferred as the gap between the sidebands (:func:`infer_signal_region`).
+    """
+
+    TINY_KWARGS: dict[str, Any] = {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128}
+
+    def __init__(self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto",
+                 n_blocks: int = 8, hidden: int = 64, epochs: int = 100, batch_size: int = 256,
+                 lr: float = 3e-4, patience: int = 10, val_fraction: float = 0.2, ot_weight: float = 0.01,
+                 bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0), source: str = "both",
+                 signal_region: tuple[float, float] | None = None, max_restarts: int = 3,
+                 progress: bool = False) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"CURTAINs source must be one of {SOURCES}, got {source!r}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        self.features = list(features)
+        self.seed = int(seed)
+        self.device = device
+        self.config: dict[str, Any] = dict(
+            n_blocks=int(n_blocks), hidden=int(hidden), epochs=int(epochs), batch_size=int(batch_size),
+            lr=float(lr), patience=int(patience), val_fraction=float(val_fraction), ot_weight=float(ot_weight),
+            bandwidths=[float(b) for b in bandwidths], source=source,
+            signal_region=None if signal_region is None else [float(v) for v in signal_region],
+            max_restarts=int(max_restarts), progress=bool(progress),
+        )
+        self.transformer: torch.nn.Module | None = None
+        self.preprocessor: Preprocessor | None = None
+        self.mass_scaler: MassScaler | None = None
+        self.history: dict[str, Any] = {}
+        self.n_failed = 0
+        self.n_trainings = 0
+        self.oversampling = 0.0
+        self._z_sb: np.ndarray | None = None
+        self._m_sb: np.ndarray | None = None
+        self._n_sample_calls = 0
+
+    def _transform(self, z: torch.Tensor, s_from: torch.Tensor, s_to: torch.Tensor,
+                   model: torch.nn.Module | None = None) -> torch.Tensor:
+        model = self.transformer if model is None else model
+        out, _ = model(z, context=torch.stack([s_from, s_to], dim=1))
+        return out
+
+    def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> CurtainsTemplate:
+        """Train the transformer on the sideband events (``simulation`` is not used by CURTAINs)."""
+        c = self.config
+        x, m = table_arrays(sideband, self.features, "CURTAINs sideband")
+        sr = c["signal_region"] or infer_signal_region(m)
+        if not ((m < sr[0]).any() and (m > sr[1]).any()):
+            raise ValueError(f"CURTAINs sideband: needs events on both sides of the SR {sr} GeV (m_JJ "
+                             f"{m.min():.0f}-{m.max():.0f} GeV)")
+        self.preprocessor = Preprocessor(names=self.features).fit(x)
+        self.mass_scaler = MassScaler().fit(m)
+        z = self.preprocessor.transform(x)[0]
+        device = resolve_device(self.device)
+        zt = torch.as_tensor(z, dtype=torch.float32, device=device)
+        st = torch.as_tensor(self.mass_scaler.transform(m)[:, 0], dtype=torch.float32, device=device)
+        rng = np.random.default_rng(self.seed)
+        perm = rng.permutation(len(z))
+        n_val = max(2, int(round(c["val_fraction"] * len(z))))
+        val_idx = torch.as_tensor(perm[:n_val], device=device)
+        train_idx = torch.as_tensor(perm[n_val:], device=device)
+        val_targets = val_idx[torch.as_tensor(rng.permutation(n_val), device=device)]
+        pick = torch.Generator().manual_seed(self.seed + 1)
+        bandwidths = c["bandwidths"]
+
+        def distance(model, src, tgt):
+            moved = self._transform(zt[src], st[src], st[tgt], model)
+            target_mass = st[tgt][:, None]
+            loss = mmd2(torch.cat([moved, target_mass], 1), torch.cat([zt[tgt], target_mass], 1), bandwidths)
+            if c["ot_weight"] > 0:
+                loss = loss + c["ot_weight"] * (moved - zt[src]).pow(2).sum(1).mean()
+            return loss
+
+        def batch_loss(model, idx):
+            targets = train_idx[torch.randint(len(train_idx), (len(idx),), generator=pick).to(device)]
+            return distance(model, train_idx[idx.to(device)], targets)
+
+        def val_loss(model):
+            step = max(c["batch_size"], 512)
+            parts = [float(distance(model, val_idx[s:s + step], val_targets[s:s + step])) * len(val_idx[s:s + step])
+                     for s in range(0, n_val, step)]
+            return sum(parts) / n_val
+
+        n_features = len(self.features)
+        result = train_model(
+            lambda: identity_maf(n_features, n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=2).to(device),
+            batch_loss, val_loss, len(train_idx), epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"],
+            seed=self.seed, patience=c["patience"], max_restarts=c["max_restarts"], what="CURTAINs transformer",
+            progress=c["progress"],
+        )
+        self.transformer = result.members[0]
+        self.history, self.n_failed, self.n_trainings = result.history, result.n_failed, result.n_trainings
+        self._z_sb, self._m_sb = z, m
+        self._sr = (float(sr[0]), float(sr[1]))
+        return self
+
+    def sample(self, n: int, mjj: np.ndarray, *, seed: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """``n`` SB events moved to the masses ``mjj`` (n,) GeV → (DataFrame ``features + ["mjj"]``, ones (n,)).
+
+        Source events are drawn with replacement (seeded) from the sidebands named by ``source``;
+        :attr:`oversampling` records n / (number of source events).
+        """
+        if self.transformer is None:
+            raise RuntimeError("CurtainsTemplate is not fitted: call fit(sideband) first")
+        mjj = np.asarray(mjj, dtype=np.float64).reshape(-1)
+        if len(mjj) != n:
+            raise ValueError(f"CurtainsTemplate.sample: n = {n} but {len(mjj)} m_JJ values given")
+        if seed is None:
+            seed = self.seed * 7_777_777 + 3 + self._n_sample_calls
+            self._n_sample_calls += 1
+        source = self.config["source"]
+        pool = np.arange(len(self._m_sb))
+        if source == "low":
+            pool = pool[self._m_sb <= self._sr[0]]
+        elif source == "high":
+            pool = pool[self._m_sb >= self._sr[1]]
+        rows = np.random.default_rng(seed).choice(pool, size=n, replace=True)
+        self.oversampling = n / len(pool)
+        device = next(self.transformer.parameters()).device
+        out = np.empty((n, len(self.features)))
+        with torch.no_grad():
+            for s in range(0, n, 65536):
+                part = rows[s:s + 65536]
+                z = torch.as_tensor(self._z_sb[part], dtype=torch.float32, device=device)
+                s_from = torch.as_tensor(self.mass_scaler.transform(self._m_sb[part])[:, 0], dtype=torch.float32,
+                                         device=device)
+                s_to = torch.as_tensor(self.mass_scaler.transform(mjj[s:s + 65536])[:, 0], dtype=torch.float32,
+                                       device=device)
+                out[s:s + len(part)] = self._transform(z, s_from, s_to).double().cpu().numpy()
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise RuntimeError(f"CurtainsTemplate.sample: {int(bad.sum())} of {n} moved events are not finite "
+                               f"(e.g. SB rows {rows[bad][:3].tolist()}); the transformer is badly trained")
+        log.info("CURTAINs: %d events from %d %s-sideband events (oversampling %.2f)", n, len(pool), source,
+                 self.oversampling)
+        events = pd.DataFrame(self.preprocessor.inverse(out), columns=self.features)
+        events["mjj"] = mjj
+        return events, np.ones(n)
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted template (configuration, preprocessing, transformer, SB events) atomically."""
+        if self.transformer is None:
+            raise RuntimeError("CurtainsTemplate is not fitted: nothing to save")
+        state = {"method": "curtains", "features": self.features, "seed": self.seed, "config": self.config,
+                 "preprocessor": self.preprocessor.state_dict(), "mass_scaler": self.mass_scaler.state_dict(),
+                 "transformer": {k: v.detach().cpu() for k, v in self.transformer.state_dict().items()},
+                 "z_sb": torch.tensor(np.array(self._z_sb)), "m_sb": torch.tensor(np.array(self._m_sb)), "sr": list(self._sr),
+                 "n_failed": self.n_failed, "n_trainings": self.n_trainings}
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> CurtainsTemplate:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if state.get("method") != "curtains":
+            raise ValueError(f"{path}: not a saved CURTAINs template (method {state.get('method')!r})")
+        out = cls(state["features"], seed=state["seed"], device=device, **state["config"])
+        c = out.config
+        out.preprocessor = Preprocessor.from_state_dict(state["preprocessor"])
+        out.mass_scaler = MassScaler.from_state_dict(state["mass_scaler"])
+        out.transformer = identity_maf(len(out.features), n_blocks=c["n_blocks"], hidden=c["hidden"],
+                                       context_features=2).to(resolve_device(device))
+        out.transformer.load_state_dict(state["transformer"])
+        out.transformer.eval()
+        out._z_sb, out._m_sb = state["z_sb"].numpy(), state["m_sb"].numpy()
+        out._sr = tuple(state["sr"])
+        out.n_failed, out.n_trainings = int(state["n_failed"]), int(state["n_trainings"])
+        return out
