@@ -192,7 +192,7 @@ def make_pythia(config: GeneratorConfig, seed: int):
     """A ready (initialised) ``pythia8mc.Pythia`` for ``config``; errors name the bad setting."""
     import pythia8mc
 
-    from processors.jets import _quiet_fastjet as _quiet_native_output  # fd-level, serialised by a lock
+    from processors.jets import quiet_fastjet as _quiet_native_output  # fd-level, serialised by a lock
 
     config.validate()
     if not 1 <= int(seed) <= 900_000_000:
@@ -228,26 +228,12 @@ def visible_final_state(batch: ak.Array) -> ak.Array:
 
 def trigger_mask(particles: ak.Array, config: GeneratorConfig) -> np.ndarray:
     """Boolean mask (events,) of the LHCO trigger: ≥ 1 anti-kt jet with pT > ``trigger_pt`` and
-    |η| < ``trigger_eta``, and ≥ 2 jets — the definition of :func:`processors.jets.cluster_chunk`
-    (which also computes substructure; here only the clustering is paid)."""
-    import fastjet
+    |η| < ``trigger_eta``, and ≥ 2 jets — :func:`processors.jets.trigger_status`, the selection of the
+    feature extraction (clustering only; no substructure is paid for here)."""
+    from processors.jets import PASS, JetConfig, trigger_status
 
-    from processors.jets import _quiet_fastjet
-
-    if len(particles) == 0:
-        return np.zeros(0, dtype=bool)
-    pt, eta, phi = particles.pt, particles.eta, particles.phi
-    inputs = ak.zip({"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta),
-                     "E": pt * np.cosh(eta)})
-    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
-    with _quiet_fastjet():
-        jets = fastjet.ClusterSequence(inputs, jet_def).inclusive_jets()
-    jet_pt = np.hypot(jets.px, jets.py)
-    jet_p = np.sqrt(jet_pt**2 + jets.pz**2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        jet_eta = 0.5 * np.log((jet_p + jets.pz) / (jet_p - jets.pz))
-    hard = (jet_pt > config.trigger_pt) & (abs(jet_eta) < config.trigger_eta)
-    return ak.to_numpy(ak.any(hard, axis=1)) & (ak.to_numpy(ak.num(jet_pt, axis=1)) >= 2)
+    jets = JetConfig(jet_radius=config.jet_radius, trigger_pt=config.trigger_pt, trigger_eta=config.trigger_eta)
+    return trigger_status(particles, jets) == PASS
 
 
 @dataclasses.dataclass

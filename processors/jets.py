@@ -79,7 +79,7 @@ _FD_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _quiet_fastjet():
+def quiet_fastjet():
     """Silence fastjet's banner and C++ warnings (written to fd 1/2 by the library, not Python).
 
     File descriptors are process-wide, so the redirection is serialised by a lock.
@@ -133,7 +133,7 @@ def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     kt_radius = 1000.0 if convention == "kt" else config.jet_radius
     metric = "rapidity" if convention == "kt" else "eta"
     kt_def = fastjet.JetDefinition(fastjet.kt_algorithm, kt_radius)
-    with _quiet_fastjet():
+    with quiet_fastjet():
         sequence = fastjet.ClusterSequence(constituents, kt_def)
         with warnings.catch_warnings():
             # fastjet's python layer warns for nested (event × jet) inputs even with the kt algorithm
@@ -175,7 +175,7 @@ def _tau_contrib(constituents: ak.Array, config: JetConfig) -> np.ndarray:
 
     # the general-event ClusterSequence runs contrib Nsubjettiness on each innermost list (= each jet)
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
-    with _quiet_fastjet():
+    with quiet_fastjet():
         sequence = fastjet.ClusterSequence(constituents, jet_def)
         tau = sequence.njettiness(
             measure_definition="NormalizedMeasure", axes_definition=config.tau_axes,
@@ -200,6 +200,58 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
+@dataclasses.dataclass
+class _Clustered:
+    sequence: object  # fastjet.ClusterSequence of the chunk
+    jet: dict[str, np.ndarray]  # flat jet kinematics (px, py, pz, E, pt, phi)
+    jet_eta: np.ndarray
+    n_jets: np.ndarray  # jets per event
+    px: np.ndarray  # flat particle px, py (for the missing pT)
+    py: np.ndarray
+    counts: np.ndarray  # particles per event
+
+
+def _cluster(particles: ak.Array, config: JetConfig) -> _Clustered:
+    """anti-kt clustering of a chunk of massless ``{pt, eta, phi}`` particles (one fastjet call)."""
+    import fastjet
+
+    counts = ak.to_numpy(ak.num(particles, axis=1))
+    pt = np.asarray(ak.to_numpy(ak.flatten(particles.pt)), dtype=np.float64)
+    eta = np.asarray(ak.to_numpy(ak.flatten(particles.eta)), dtype=np.float64)
+    phi = np.asarray(ak.to_numpy(ak.flatten(particles.phi)), dtype=np.float64)
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    energy = np.sqrt(px**2 + py**2 + pz**2)  # massless
+    inputs = ak.unflatten(ak.zip({"px": px, "py": py, "pz": pz, "E": energy}, with_name="Momentum4D"), counts)
+    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
+    with quiet_fastjet():
+        sequence = fastjet.ClusterSequence(inputs, jet_def)
+        jets = sequence.inclusive_jets()
+    jet = _flat_kinematics(jets)
+    return _Clustered(sequence, jet, _longitudinal(jet, "eta"), ak.to_numpy(ak.num(jets, axis=1)), px, py, counts)
+
+
+def _status(jet_pt: np.ndarray, jet_eta: np.ndarray, n_jets: np.ndarray, config: JetConfig) -> np.ndarray:
+    """Per-event status code from flat jet pT/η: the LHCO trigger and the two-jet requirement."""
+    n_events = len(n_jets)
+    event_of_jet = np.repeat(np.arange(n_events), n_jets)
+    trigger_jet = (jet_pt > config.trigger_pt) & (np.abs(jet_eta) < config.trigger_eta)
+    triggered = np.bincount(event_of_jet, weights=trigger_jet, minlength=n_events) > 0
+    status = np.full(n_events, PASS, dtype=np.int8)
+    status[~triggered] = FAIL_TRIGGER
+    status[n_jets < 2] = ONE_JET
+    status[n_jets == 0] = NO_JETS
+    return status
+
+
+def trigger_status(particles: ak.Array, config: JetConfig = JetConfig()) -> np.ndarray:
+    """Status code per event (``PASS`` = passes the trigger with ≥ 2 jets), clustering only: the cheap
+    form of the selection :func:`cluster_chunk` applies (the generator keeps only ``PASS`` events)."""
+    if len(particles) == 0:
+        return np.zeros(0, dtype=np.int8)
+    clustered = _cluster(particles, config)
+    return _status(clustered.jet["pt"], clustered.jet_eta, clustered.n_jets, config)
+
+
 def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Array:
     """Cluster one chunk of events and compute the dijet features.
 
@@ -208,47 +260,26 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
     :data:`FEATURE_FIELDS` (NaN for events that fail) plus ``status`` (int8, see ``STATUS_NAMES``)
     and ``n_jets``.
     """
-    import fastjet
-
     if ak.backend(particles) == "typetracer":
         # dask-awkward's column optimisation: report the columns we read, return the output form
         for name in ("pt", "eta", "phi"):
             ak.typetracer.touch_data(particles[name])
         return ak.Array(empty_chunk_result().layout.to_typetracer(forget_length=True))
     n_events = len(particles)
-    counts = ak.to_numpy(ak.num(particles, axis=1))
-    pt = np.asarray(ak.to_numpy(ak.flatten(particles.pt)), dtype=np.float64)
-    eta = np.asarray(ak.to_numpy(ak.flatten(particles.eta)), dtype=np.float64)
-    phi = np.asarray(ak.to_numpy(ak.flatten(particles.phi)), dtype=np.float64)
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    energy = np.sqrt(px**2 + py**2 + pz**2)  # massless
-    inputs = ak.unflatten(ak.zip({"px": px, "py": py, "pz": pz, "E": energy}, with_name="Momentum4D"), counts)
-
-    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
-    with _quiet_fastjet():
-        sequence = fastjet.ClusterSequence(inputs, jet_def)
-        jets = sequence.inclusive_jets()
-        constituents = sequence.constituents()
-    n_jets = ak.to_numpy(ak.num(jets, axis=1))
-    jet = _flat_kinematics(jets)
-    jet_eta = _longitudinal(jet, "eta")
+    clustered = _cluster(particles, config)
+    jet, jet_eta, n_jets = clustered.jet, clustered.jet_eta, clustered.n_jets
+    status = _status(jet["pt"], jet_eta, n_jets, config)
+    passed = status == PASS
     jet_pt_lists = ak.unflatten(jet["pt"], n_jets)
     order = ak.argsort(jet_pt_lists, axis=1, ascending=False, stable=True)
+    constituents = clustered.sequence.constituents()
 
-    # trigger and HT on flat jet arrays
     event_of_jet = np.repeat(np.arange(n_events), n_jets)
-    trigger_jet = (jet["pt"] > config.trigger_pt) & (np.abs(jet_eta) < config.trigger_eta)
-    triggered = np.bincount(event_of_jet, weights=trigger_jet, minlength=n_events) > 0
     ht_jet = (jet["pt"] > config.ht_jet_pt_min) & (np.abs(jet_eta) < config.ht_jet_eta_max)
     ht = np.bincount(event_of_jet, weights=jet["pt"] * ht_jet, minlength=n_events)
-    met = np.hypot(np.bincount(np.repeat(np.arange(n_events), counts), weights=px, minlength=n_events),
-                   np.bincount(np.repeat(np.arange(n_events), counts), weights=py, minlength=n_events))
-
-    status = np.full(n_events, PASS, dtype=np.int8)
-    status[~triggered] = FAIL_TRIGGER
-    status[n_jets < 2] = ONE_JET
-    status[n_jets == 0] = NO_JETS
-    passed = status == PASS
+    event_of_particle = np.repeat(np.arange(n_events), clustered.counts)
+    met = np.hypot(np.bincount(event_of_particle, weights=clustered.px, minlength=n_events),
+                   np.bincount(event_of_particle, weights=clustered.py, minlength=n_events))
 
     columns = {name: np.full(n_events, np.nan) for name in FEATURE_FIELDS}
     columns["met"] = met
