@@ -50,7 +50,12 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)],
         force=True,
     )
-    # third-party chatter stays at WARNING unless -vv
+    # distributed configures its own loggers when first imported: import it now so the levels below stick
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        pass
+    # third-party chatter stays at WARNING unless -vvv
     for noisy in ("distributed", "bokeh", "tornado", "numba", "numexpr", "fsspec", "asyncio", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
 

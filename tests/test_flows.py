@@ -13,15 +13,6 @@ from models.preprocessing import MassScaler, Preprocessor
 TINY = dict(n_blocks=2, hidden=16, epochs=1, batch_size=64, n_bins=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks run fastest on one thread (and leave the shared cores to others)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_data(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Three features that depend on m (GeV): a jet-mass-like, a tau-ratio-like and a skewed one."""
     rng = np.random.default_rng(seed)

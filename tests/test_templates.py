@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from models import densities, templates
 from models.templates import Registry, Template, draw_mjj_kde
 from processors.features import LHCO_FEATURES, conform
 
 SR = (3300.0, 3700.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks run fastest on one thread (and leave the shared cores to others)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_table(n: int, seed: int, mjj_range=(2800.0, 4200.0), region: str = "all", shift: float = 0.0):

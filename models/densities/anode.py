@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from models.densities import register
 from models.flows import ConditionalFlow
+from models.persistence import load_state, save_state
 from models.preprocessing import Preprocessor
 from models.templates import table_arrays
 from processors.features import LHCO_FEATURES
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +96,11 @@ class AnodeDensity:
             "bkg": self.bkg.state_dict(),
             "data": self.data.state_dict(),
         }
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
-        return Path(path)
+        return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> AnodeDensity:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("method") != "anode":
-            raise ValueError(f"{path}: not a saved ANODE model (method {state.get('method')!r})")
+        state = load_state(path, "anode", "ANODE model")
         out = cls(state["features"], seed=state["seed"], device=device)
         out.bkg = ConditionalFlow.from_state_dict(state["bkg"], device=device)
         out.data = ConditionalFlow.from_state_dict(state["data"], device=device)

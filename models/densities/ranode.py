@@ -34,11 +34,11 @@ import torch
 from models.densities import register
 from models.device import resolve_device
 from models.flows import ConditionalFlow, build_flow
+from models.persistence import load_state, save_state
 from models.preprocessing import Preprocessor
 from models.templates import table_arrays
 from models.templates.curtains import train_model
 from processors.features import LHCO_FEATURES
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -218,15 +218,11 @@ class RAnodeDensity:
                  "bkg_kwargs": self.bkg_kwargs, "bkg": self.bkg.state_dict(),
                  "signal": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.signal],
                  "n_failed_signal": self.n_failed_signal, "n_trainings_signal": self.n_trainings_signal}
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
-        return Path(path)
+        return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> RAnodeDensity:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("method") != "ranode":
-            raise ValueError(f"{path}: not a saved R-ANODE model (method {state.get('method')!r})")
+        state = load_state(path, "ranode", "R-ANODE model")
         out = cls(state["features"], seed=state["seed"], device=device, bkg_kwargs=state["bkg_kwargs"],
                   **state["config"])
         out.bkg = ConditionalFlow.from_state_dict(state["bkg"], device=device)

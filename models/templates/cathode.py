@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from models.flows import ConditionalFlow
+from models.persistence import load_state, save_state
 from models.preprocessing import Preprocessor
 from models.templates import register, table_arrays
 from processors.features import LHCO_FEATURES
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +122,11 @@ class CathodeTemplate:
             "flow_kwargs": self.flow_kwargs,
             "flow": self.flow.state_dict(),
         }
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
-        return Path(path)
+        return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> CathodeTemplate:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("method") != "cathode":
-            raise ValueError(f"{path}: not a saved CATHODE template (method {state.get('method')!r})")
+        state = load_state(path, "cathode", "CATHODE template")
         template = cls(state["features"], seed=state["seed"], device=device, **state["flow_kwargs"])
         template.flow = ConditionalFlow.from_state_dict(state["flow"], device=device)
         return template

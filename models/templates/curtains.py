@@ -45,10 +45,10 @@ from tqdm.auto import tqdm
 
 from models.device import resolve_device
 from models.flows import TrainingDiverged
+from models.persistence import load_state, save_state
 from models.preprocessing import MassScaler, Preprocessor
 from models.templates import register, table_arrays
 from processors.features import LHCO_FEATURES
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -420,15 +420,11 @@ class CurtainsTemplate:
                  "transformer": {k: v.detach().cpu() for k, v in self.transformer.state_dict().items()},
                  "z_sb": torch.tensor(np.array(self._z_sb)), "m_sb": torch.tensor(np.array(self._m_sb)), "sr": list(self._sr),
                  "n_failed": self.n_failed, "n_trainings": self.n_trainings}
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
-        return Path(path)
+        return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> CurtainsTemplate:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("method") != "curtains":
-            raise ValueError(f"{path}: not a saved CURTAINs template (method {state.get('method')!r})")
+        state = load_state(path, "curtains", "CURTAINs template")
         out = cls(state["features"], seed=state["seed"], device=device, **state["config"])
         c = out.config
         out.preprocessor = Preprocessor.from_state_dict(state["preprocessor"])

@@ -31,12 +31,12 @@ import torch
 
 from models.device import resolve_device
 from models.flows import ConditionalFlow
+from models.persistence import load_state, save_state
 from models.preprocessing import Preprocessor
 from models.templates import register, table_arrays
 from models.templates.curtains import identity_maf, infer_signal_region, train_model
 from models.templates.salad import mass_matched_rows
 from processors.features import LHCO_FEATURES
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +230,11 @@ class FetaTemplate:
                  "transform": {k: v.detach().cpu() for k, v in self.transport.transform.state_dict().items()},
                  "x_sr": torch.tensor(np.array(self._x_sr)), "m_sr": torch.tensor(np.array(self._m_sr)),
                  "n_failed_transport": self._n_failed_transport, "n_trainings": self.n_trainings}
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
-        return Path(path)
+        return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> FetaTemplate:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("method") != "feta":
-            raise ValueError(f"{path}: not a saved FETA template (method {state.get('method')!r})")
+        state = load_state(path, "feta", "FETA template")
         out = cls(state["features"], seed=state["seed"], device=device, base_kwargs=state["base_kwargs"],
                   **state["config"])
         c = out.config

@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 
 from models.classifiers import get_classifier
+from models.persistence import load_state, save_state
 from models.templates import register, table_arrays
 from models.templates.curtains import infer_signal_region
 from processors.features import LHCO_FEATURES
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +203,11 @@ class SaladTemplate:
                  "match_window": self.match_window, "x_sr": torch.tensor(np.array(self._x_sr)),
                  "m_sr": torch.tensor(np.array(self._m_sr)), "w_sr": torch.tensor(np.array(self._w_sr)),
                  "n_clipped": self.n_clipped, "clip_value": self.clip_value}
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
-        return Path(path)
+        return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> SaladTemplate:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("method") != "salad":
-            raise ValueError(f"{path}: not a saved SALAD template (method {state.get('method')!r})")
+        state = load_state(path, "salad", "SALAD template")
         out = cls(state["features"], seed=state["seed"], device=device, match_window=state["match_window"])
         out._x_sr, out._m_sr, out._w_sr = state["x_sr"].numpy(), state["m_sr"].numpy(), state["w_sr"].numpy()
         out.n_clipped, out.clip_value = int(state["n_clipped"]), state["clip_value"]
