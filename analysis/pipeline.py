@@ -225,6 +225,12 @@ def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
     payload = {"scores": file_sha256(scores_path), "settings": settings}
     sr = tuple(cfg.regions.sr)
     fit_range = tuple(settings.get("fit_range") or bh.DEFAULT_FIT_RANGE)
+    # only events inside the search's m_JJ range have scores: beyond it the spectrum is empty, not falling
+    lo, hi = cfg.regions.mjj_range
+    if fit_range[0] < lo or fit_range[1] > hi:
+        clipped = (max(fit_range[0], lo), min(fit_range[1], hi))
+        log.info("bump hunt: fit range %s GeV clipped to the search's m_JJ range -> %s GeV", fit_range, clipped)
+        fit_range = clipped
 
     def work():
         windows = None
