@@ -87,6 +87,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -96,6 +97,12 @@ def _run(args: argparse.Namespace) -> int:
     console = Console()
     scores = load_scores(args.scores)
     fit_range = tuple(args.fit_range) if args.fit_range else bh.DEFAULT_FIT_RANGE
+    # a scores file covers the search's m_JJ range only: above its last event the spectrum is empty, not
+    # falling, so the fit must stop there (bins are whole: round up to the bin width)
+    top = float(np.ceil(scores["mjj"].max() / args.bin_width) * args.bin_width)
+    if top < fit_range[1]:
+        console.print(f"fit range {fit_range} GeV clipped to the scores' m_JJ range: upper edge {top:.0f} GeV")
+        fit_range = (fit_range[0], top)
     config = bh.FitConfig(n_params=args.n_params, wilks_threshold=args.wilks_threshold)
     windows = None
     if args.scan:

@@ -139,6 +139,23 @@ def inject_signal(background: pd.DataFrame, signal: pd.DataFrame, *, n_sig: int 
                      n_bkg_sr=n_bkg_sr)
 
 
+def drop_shared_events(table: pd.DataFrame, reference: pd.DataFrame, source: str = "table",
+                       columns: tuple[str, ...] = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2")) -> pd.DataFrame:
+    """``table`` without the events that also appear in ``reference`` (same values in ``columns``).
+
+    Guards against training on test events: the standard LHCO test set's 20,000 signal events are a subset
+    of ``innerdata_extrasig``, the pool used for injection and supervised training. Logged when it acts.
+    """
+    if table is None or reference is None or not len(table) or not len(reference):
+        return table
+    cols = [c for c in columns if c in table.columns and c in reference.columns]
+    shared = pd.MultiIndex.from_frame(table[cols]).isin(pd.MultiIndex.from_frame(reference[cols]))
+    if shared.any():
+        log.warning("%s: dropping %d of %d events that are also in the test set (never train on test events)",
+                    source, int(shared.sum()), len(table))
+    return table[~shared].reset_index(drop=True)
+
+
 def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
     """Random disjoint index sets of ``range(n)`` with the given fractions (summing to <= 1), sorted."""
     fractions = tuple(float(f) for f in fractions)

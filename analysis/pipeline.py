@@ -90,6 +90,11 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         unknown = sorted(set(config.generate) - set(SAMPLES))
         if unknown or "qcd" not in config.generate:
             raise ValueError(f"{path}: generate needs 'qcd' and may have 'signal', 'simulation'; got {unknown}")
+    if config.generate is not None:
+        seeds = [int(s.get("seed", SAMPLES.index(n) + 1)) for n, s in config.generate.items()]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{path}: generate samples need distinct seeds (got {seeds}); samples with one "
+                             "seed share their Pythia hard processes")
     for forbidden in ("input", "output", "name"):
         if forbidden in config.search:
             raise ValueError(f"{path}: search.{forbidden} is set by the pipeline; remove it")
@@ -122,7 +127,8 @@ def _generate(config: RunConfig, run_dir: Path) -> dict[str, Path]:
     files = {}
     for sample, settings in (config.generate or {}).items():
         settings = dict(settings)
-        n_events, seed = int(settings.pop("events")), int(settings.pop("seed", 0))
+        # distinct default seeds: samples generated with one seed would share their hard processes
+        n_events, seed = int(settings.pop("events")), int(settings.pop("seed", SAMPLES.index(sample) + 1))
         events_per_task = int(settings.pop("events_per_task", 1000))
         generator = config_from_mapping({"process": _PROCESS_OF_SAMPLE[sample], **settings})
         output = run_dir / "events" / f"{sample}.h5"
@@ -189,11 +195,13 @@ def _search(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]):
 
     def work():
         manifest_path = cfg.output_dir / "manifest.json"
-        same = manifest_path.exists() and json.loads(manifest_path.read_text()).get("config_digest") == cfg.digest()
-        # unchanged config: resume (finished trainings are kept); changed config or data: start over
+        previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        same = previous.get("config_digest") == cfg.digest() and previous.get("inputs") == payload["inputs"]
+        # unchanged config and data: resume (finished trainings are kept); otherwise start over
         manifest = run_search(cfg, resume=same, overwrite=not same)
-        if manifest.get("n_failed"):
-            log.error("search: %d units failed: %s", manifest["n_failed"], manifest.get("failures"))
+        if manifest.get("n_failed"):  # not recorded as done: the next run retries the failed units
+            raise RuntimeError(f"search: {manifest['n_failed']} units failed: {manifest.get('failures')} "
+                               f"(see {manifest_path})")
 
     _cached_stage(run_dir, "search", payload, [table], work)
     return cfg

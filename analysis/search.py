@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.config import SearchConfig, config_from_dict, validate_config, validate_data
-from analysis.datasets import feature_matrix, inject_signal, split_indices
+from analysis.datasets import drop_shared_events, feature_matrix, inject_signal, split_indices
 from analysis.regions import Regions
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
     if inputs["test"] is not None:
         test = inputs["test"]
         test = test[regions.signal_region(test["mjj"].to_numpy())].reset_index(drop=True)
+        signal = drop_shared_events(signal, inputs["test"], "input.signal")
+        data = drop_shared_events(data, inputs["test"], "input.data")
         sig_parts = split_indices(len(signal), (f_inj, 0.0, f_sup), seed) if signal is not None else None
     else:
         (held,) = split_indices(len(data), (cfg.test_fraction,), seed)
@@ -429,6 +431,7 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
         torch.set_num_threads(int(cfg.execution.threads_per_task))
     out_dir = unit_dir(Path(run_dir), method, injection, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # written last: its presence marks a finished unit
     t0 = time.perf_counter()
     prepared = prepare_data(cfg, injection)
     ctx = UnitContext(cfg=cfg, prepared=prepared, method=method, seed=seed,
@@ -607,11 +610,20 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     saved = run_dir / "config.yaml"
     digest = cfg.digest()
     manifest_path = run_dir / "manifest.json"
+    files = [p for p in cfg.input.data] + [v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test,
+                                                         cfg.input.iad_template) if v]
+    input_hashes = {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files}
     if saved.exists() and manifest_path.exists() and not overwrite:
-        old = json.loads(manifest_path.read_text()).get("config_digest")
+        previous = json.loads(manifest_path.read_text())
+        old = str(previous.get("config_digest"))
         if old != digest:
             raise ValueError(f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
                              f"{digest[:12]}); use another output directory or --overwrite")
+        changed = sorted(p for p in set(input_hashes) | set(previous.get("inputs", {}))
+                         if input_hashes.get(p) != previous.get("inputs", {}).get(p))
+        if changed:
+            raise ValueError(f"{run_dir}: the input files changed since its units were trained ({changed}); "
+                             "use another output directory or --overwrite")
     units = [(m, i, s) for m in cfg.methods if m not in SCORE_COMBINATIONS
              for i in cfg.injections for s in cfg.seeds]
     finished = [u for u in units if unit_finished(run_dir, *u)]
@@ -625,11 +637,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     resolved["output"] = str(run_dir)
     with atomic_output(saved) as tmp:
         tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
-    files = [p for p in cfg.input.data] + [v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test,
-                                                         cfg.input.iad_template) if v]
     manifest: dict[str, Any] = {
         "config": resolved, "config_digest": digest, "seeds": cfg.seeds, "data_seed": cfg.data_seed,
-        "inputs": {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files},
+        "inputs": input_hashes,
         "versions": package_versions(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "units_skipped": [list(u) for u in units if u not in todo],

@@ -3,14 +3,15 @@
 Data (``../shared/data/lhco/cathode_sr`` next to the repo, or ``--data``):
 - SR data = innerdata_train + innerdata_test: 121,352 background + the standard 772 SR signal;
 - test set = innerdata_extrabkg_test (40k background + 20k signal), never used in training;
-- innerdata_extrasig: the signal pool for supervised training and for the injection scan.
+- innerdata_extrasig: the signal pool for supervised training and for the injection scan, less the 20,000
+  signal events of the test set that it also contains (dropped: never train on test events).
 
 Studies (features mj1, delta_mj, tau21_j1, tau21_j2; 5-fold out-of-fold training as in the interplay
 paper, test-set scores = mean of the 5 fold models):
 1. IAD at the standard injection: the SR background is split once at random (seed 0) into two halves
    of 60,676 events: half A is the perfect background template (label 0), half B + the 772 signal is
    the "data" (label 1). Seeds vary the classifier (folds, initialisation / tree seeds).
-2. Supervised: all 121,352 SR background (label 0) vs the 74,527 extra signal (label 1).
+2. Supervised: all 121,352 SR background (label 0) vs the 54,527 extra signal not in the test set (label 1).
 3. IAD injection scan: half A vs half B + n_sig signal drawn from extrasig (n_sig = 750, 550, 400,
    250, 150, 100, 0); seeds vary both the drawn signal events and the classifier.
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cwola import kfold_scores
-from analysis.datasets import feature_matrix, half_split, inject_signal, load_cathode_sr
+from analysis.datasets import drop_shared_events, feature_matrix, half_split, inject_signal, load_cathode_sr
 from analysis.metrics import classifier_metrics, markdown_table, summarise
 from processors.features import LHCO_FEATURES
 from processors.io import write_json
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tables = load_cathode_sr(args.data)
     data, extrasig, test = tables["data"], tables["extrasig"], tables["test"]
+    # the test set's 20,000 signal events are also in extrasig: never train (or inject) them
+    extrasig = drop_shared_events(extrasig, test, "innerdata_extrasig")
     features = list(LHCO_FEATURES)
     bkg = data[data["label"] == 0].reset_index(drop=True)
     sig772 = data[data["label"] == 1].reset_index(drop=True)

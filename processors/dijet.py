@@ -9,7 +9,7 @@ caller computes them. All fastjet work for a partition happens in one
 Output of ``process`` (a dict):
 
 - ``features``: record array, one row per event that passed, with the columns of
-  :data:`processors.features.FEATURE_COLUMNS` (GeV; J1 = lighter jet) plus ``event`` (index in file);
+  :data:`processors.features.FEATURE_COLUMNS` (GeV; J1 = lighter jet);
 - ``mjj``: ``hist`` histogram of m_JJ (GeV) with a ``label`` category axis (0 bkg, 1 sig, -1 unknown);
 - ``cutflow``: event counts ``all, no_jets, one_jet, failed_trigger, passed``.
 """
@@ -56,7 +56,7 @@ class DijetProcessor(processor.ProcessorABC):
     def _particles_and_labels(self, events):
         fields = events.fields
         if "particles" in fields:
-            return events.particles, events.label, events.event
+            return events.particles, events.label
         lazy = isinstance(events, dak.Array)
         if lazy:
             particles = dak.map_partitions(particles_from_branches, events, self.root_layout)
@@ -67,12 +67,11 @@ class DijetProcessor(processor.ProcessorABC):
             labels = events[branch] * 1.0
         else:
             labels = (dak.num if lazy else ak.num)(particles, axis=1) * 0.0 - 1.0
-        index = dak.local_index(events, axis=0) if lazy else np.arange(len(events))
-        return particles, labels, index
+        return particles, labels
 
     def process(self, events):
         lazy = isinstance(events, dak.Array)
-        particles, labels, event_index = self._particles_and_labels(events)
+        particles, labels = self._particles_and_labels(events)
         if lazy:
             meta = ak.Array(empty_chunk_result().layout.to_typetracer(forget_length=True))
             results = dak.map_partitions(cluster_chunk, particles, self.jets, meta=meta,
@@ -84,7 +83,6 @@ class DijetProcessor(processor.ProcessorABC):
         columns = {name: results[name][passed] for name in FEATURE_FIELDS}
         columns["label"] = labels[passed] * 1.0
         columns["weight"] = columns["mjj"] * 0.0 + 1.0
-        columns["event"] = event_index[passed]
         features = zip_(columns, depth_limit=1)
 
         summed = dak.sum if lazy else ak.sum

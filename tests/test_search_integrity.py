@@ -1,0 +1,59 @@
+"""What a search must never do: train on test events, or resume on input files that changed."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis.config import config_from_dict
+from analysis.datasets import drop_shared_events, toy_lhco_like
+from analysis.search import _CACHE, prepare_data, run_search
+from processors.features import write_feature_table
+
+KEY = ["mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2"]
+
+
+def _shared(a: pd.DataFrame, b: pd.DataFrame) -> int:
+    return int(pd.MultiIndex.from_frame(a[KEY]).isin(pd.MultiIndex.from_frame(b[KEY])).sum())
+
+
+def test_drop_shared_events():
+    pool = toy_lhco_like(0, 100, seed=3)
+    out = drop_shared_events(pool, pool.iloc[:40], "pool")
+    assert len(out) == 60 and _shared(out, pool.iloc[:40]) == 0
+
+
+def test_signal_pool_overlapping_the_test_set_is_never_trained_on(tmp_path):
+    """LHCO's standard test signal is a subset of innerdata_extrasig: injection and supervised training
+    must not use those events."""
+    background, signal = toy_lhco_like(6000, 0, seed=4), toy_lhco_like(0, 1500, seed=5)
+    in_sr = signal["mjj"].between(3300, 3700)
+    test = pd.concat([toy_lhco_like(2000, 0, seed=6), signal[in_sr].iloc[:300]], ignore_index=True)
+    for name, table in (("bkg", background), ("sig", signal), ("test", test)):
+        write_feature_table(table, tmp_path / f"{name}.parquet")
+    cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet"),
+                                      "test": str(tmp_path / "test.parquet")},
+                            "methods": ["supervised"], "output": str(tmp_path / "run")})
+    _CACHE.clear()
+    prepared = prepare_data(cfg, 400)
+    injected = prepared.data[prepared.data["label"] == 1]
+    assert len(injected) == 400
+    assert _shared(injected, test) == 0
+    assert _shared(prepared.signal_supervised, test) == 0
+    assert len(prepared.test) == len(test[test["mjj"].between(3300, 3700, inclusive="left")])
+
+
+def test_resume_refuses_changed_inputs(tmp_path):
+    write_feature_table(toy_lhco_like(4000, 0, seed=7), tmp_path / "bkg.parquet")
+    write_feature_table(toy_lhco_like(0, 600, seed=8), tmp_path / "sig.parquet")
+    values = {"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
+              "methods": ["iad"], "injections": [0], "seeds": [0], "k_folds": 2,
+              "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
+              "execution": {"mode": "sync"}, "output": str(tmp_path / "run")}
+    assert run_search(config_from_dict(values))["n_failed"] == 0
+    assert run_search(config_from_dict(values), resume=True)["units_skipped"]  # unchanged: reused
+    write_feature_table(toy_lhco_like(4000, 0, seed=9), tmp_path / "bkg.parquet")  # new data, same config
+    with pytest.raises(ValueError, match="input files changed"):
+        run_search(config_from_dict(values), resume=True)
+    manifest = run_search(config_from_dict(values), overwrite=True)
+    assert manifest["n_failed"] == 0 and not manifest["units_skipped"]
