@@ -99,6 +99,23 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_existing_sample(raw, config, n_events: int, seed: int) -> None:
+    """An existing sample is reused only if its summary (``<raw>.json``) records the same settings."""
+    import json
+
+    summary_path = raw.with_name(raw.name + ".json")
+    if not summary_path.exists():
+        raise ValueError(f"{raw} exists without its summary {summary_path.name}: cannot tell how it was made; "
+                         "delete it or choose another output directory")
+    summary = json.loads(summary_path.read_text())
+    wanted = {"config": json.loads(json.dumps(config.to_dict(), default=str)), "seed": seed, "n_events": n_events}
+    found = {key: summary.get(key) for key in wanted}
+    if found != wanted:
+        differ = [key for key in wanted if found[key] != wanted[key]]
+        raise ValueError(f"{raw} was generated with other settings ({', '.join(differ)} differ); delete it or "
+                         "choose another output directory")
+
+
 def run_dataset(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -117,11 +134,12 @@ def run_dataset(args: argparse.Namespace) -> int:
         n_events = max(1, round(n_full * args.scale))
         raw = out / f"{names[process]}.h5"
         config = _config(args, process)
+        seed = args.seed * 10 + offset  # distinct seeds per sample: the three samples must be independent
         if raw.exists():
-            log.info("%s exists; not regenerating", raw)
+            _check_existing_sample(raw, config, n_events, seed)
+            log.info("%s exists with the same settings; not regenerating", raw)
         else:
-            # distinct seeds per sample: the three samples must be independent
-            generate_to_file(config, n_events, args.seed * 10 + offset, raw, workers=args.workers,
+            generate_to_file(config, n_events, seed, raw, workers=args.workers,
                              scheduler=args.scheduler, events_per_task=args.events_per_task,
                              progress=not args.no_progress)
         features = out / f"{names[process]}_features.parquet"

@@ -240,3 +240,8 @@ def test_cli_generate_and_dataset(tmp_path):
         table = pd.read_parquet(dataset / f"{name}_features.parquet")
         assert len(table) == n_events  # every generated event passes the processors' trigger
         assert (table["label"] == (1.0 if name == "signal" else 0.0)).all()
+    # rerun: same settings reuse the samples; other settings are refused, not silently reused
+    assert main(["dataset", "lhco-rnd", "--scale", "2e-5", "-o", str(dataset), "--workers", "0",
+                 "--pthat-min", "1100", "--no-progress"]) == 0
+    assert main(["dataset", "lhco-rnd", "--scale", "2e-5", "-o", str(dataset), "--workers", "0",
+                 "--pthat-min", "1000", "--no-progress"]) == 1
