@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FixedLocator
+from matplotlib.ticker import FixedLocator, NullFormatter
 from scipy import stats
 
 from plots.style import COLORS, experiment_label, percent, style_context, subplots
@@ -78,9 +78,16 @@ def plot_scan(
         ax.set_ylim(bottom, 10 ** (np.log10(1.0 / bottom) * 0.3 / 0.7))
         ax.axhline(1.0, color="k", lw=0.8)
         decades = np.arange(int(np.floor(np.log10(bottom))), 1)
-        ax.yaxis.set_major_locator(FixedLocator(10.0**decades))
-        minor = (np.arange(2, 10)[None, :] * 10.0 ** decades[:-1, None]).ravel()
-        ax.yaxis.set_minor_locator(FixedLocator(minor[minor >= bottom]))
+        # at most ~7 labelled decades (a deep minimum would otherwise label every decade); minor ticks only
+        # on short axes, where they help reading values
+        step = max(1, int(np.ceil(len(decades) / 7)))
+        ax.yaxis.set_major_locator(FixedLocator(10.0 ** decades[::-1][::step]))
+        if step == 1:
+            minor = (np.arange(2, 10)[None, :] * 10.0 ** decades[:-1, None]).ravel()
+            ax.yaxis.set_minor_locator(FixedLocator(minor[minor >= bottom]))
+        else:
+            ax.yaxis.set_minor_locator(FixedLocator(10.0 ** decades))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         pad = 0.5 * (windows[0]["sr_high"] - windows[0]["sr_low"])
         ax.set_xlim(centre.min() - pad, centre.max() + pad)
         ax.set_xlabel(r"SR centre $m_{JJ}$ [GeV]")
