@@ -220,9 +220,6 @@ def _scores_for_bumphunt(config: RunConfig, cfg) -> tuple[Path, dict[str, Any]]:
     if not scores.exists():
         raise FileNotFoundError(f"{scores}: the search did not produce scores for method {method}, injection "
                                 f"{injection}, seed {seed} (see {cfg.output_dir / 'manifest.json'})")
-    if method in ("anode", "ranode"):
-        log.warning("bumphunt on %s scores: its flows were fitted on the same SR/SB events they score (no k-fold "
-                    "yet), so SR scores are biased upwards; prefer a classifier method for the bump hunt", method)
     settings.update(method=method, injection=injection, seed=seed)
     return scores, settings
 

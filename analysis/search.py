@@ -351,51 +351,64 @@ for _name in TEMPLATE_METHODS:
     register_method(_name)(functools.partial(_template_method, name=_name))
 
 
-@register_method("ranode")
-def ranode(ctx: UnitContext) -> MethodOutput:
-    """R-ANODE: mixture fit w p_S + (1-w) p_B in the SR (p_B from the SB, fixed); score log p_S - log p_B."""
+def _finite(scores: np.ndarray, method: str) -> np.ndarray:
+    """Non-finite density scores (events outside a flow's support) → the lowest finite score, logged."""
+    scores = np.asarray(scores, dtype="float64")
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        log.warning("%s: %d non-finite scores set to the lowest finite score", method, int(bad.sum()))
+        scores = np.where(bad, np.nanmin(np.where(bad, np.nan, scores)) if (~bad).any() else 0.0, scores)
+    return scores
+
+
+def _density_method(ctx: UnitContext, name: str, kwargs: dict[str, Any]) -> MethodOutput:
+    """k-fold density-ratio method: the data events are split into ``k_folds`` folds (seeded); each fold is
+    scored by densities fitted on the other folds' SB and SR events, so no event is scored by flows that
+    saw it (as the classifiers' out-of-fold scores). The test set gets the mean score of the fold models."""
     from models.densities import get as get_density
 
     data, test = ctx.prepared.data, ctx.prepared.test
     mjj = data["mjj"].to_numpy()
     sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
+    k = max(2, int(ctx.cfg.k_folds))
+    fold = np.random.default_rng(ctx.seed).permutation(len(data)) % k  # balanced random folds
+    scores = np.full(len(data), np.nan)
+    test_scores = np.zeros(len(test))
+    extra: dict[str, Any] = {"flow_trainings_failed": 0, "density_folds": k}
+    fractions = []
+    for f in range(k):
+        train = fold != f
+        density = get_density(name)(features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **kwargs)
+        density.fit(data[sb & train].reset_index(drop=True), data[sr & train].reset_index(drop=True))
+        scores[~train] = _finite(density.score(data[~train].reset_index(drop=True)), name)
+        if len(test):
+            test_scores += _finite(density.score(test), name) / k
+        extra["flow_trainings_failed"] += int(getattr(density, "n_failed", 0))
+        if getattr(density, "n_trainings", None) is not None:
+            extra["flow_trainings"] = extra.get("flow_trainings", 0) + int(density.n_trainings)
+        if getattr(density, "w_", None) is not None:
+            fractions.append(float(density.w_))
+        _save_flow_model(ctx, density, f"{name}_density_fold{f}.pt")
+    if fractions:
+        extra["signal_fraction"] = float(np.mean(fractions))
+        extra["signal_fraction_folds"] = fractions
+    return MethodOutput(scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores,
+                        extra=extra)
+
+
+@register_method("ranode")
+def ranode(ctx: UnitContext) -> MethodOutput:
+    """R-ANODE: mixture fit w p_S + (1-w) p_B in the SR (p_B from the SB, fixed); score log p_S - log p_B."""
     kwargs = _method_settings(ctx, "ranode")
     kwargs.setdefault("device", ctx.cfg.execution.device)
     kwargs.setdefault("bkg_kwargs", {k: v for k, v in _flow_settings(ctx).items() if k != "device"})
-    density = get_density("ranode")(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
-    density.fit(data[sb].reset_index(drop=True), data[sr].reset_index(drop=True))
-    scores = np.asarray(density.score(data), dtype="float64")
-    test_scores = np.asarray(density.score(test), dtype="float64") if len(test) else np.empty(0)
-    _save_flow_model(ctx, density, "ranode_density.pt")
-    return MethodOutput(scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores,
-                        extra={"flow_trainings_failed": density.n_failed, "flow_trainings": density.n_trainings,
-                               "signal_fraction": density.w_})
+    return _density_method(ctx, "ranode", kwargs)
 
 
 @register_method("anode")
 def anode(ctx: UnitContext) -> MethodOutput:
     """ANODE: density ratio p_data(x|m)/p_bkg(x|m) from two flows (SR data, SB data); no classifier."""
-    from models.densities import get as get_density
-
-    data, test = ctx.prepared.data, ctx.prepared.test
-    mjj = data["mjj"].to_numpy()
-    sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
-    density = get_density("anode")(features=tuple(ctx.features), seed=ctx.seed, **_flow_settings(ctx))
-    density.fit(data[sb].reset_index(drop=True), data[sr].reset_index(drop=True))
-
-    def finite(s):
-        s = np.asarray(s, dtype="float64")
-        bad = ~np.isfinite(s)
-        if bad.any():
-            log.warning("anode: %d non-finite scores set to the lowest finite score", int(bad.sum()))
-            s = np.where(bad, np.nanmin(np.where(bad, np.nan, s)) if (~bad).any() else 0.0, s)
-        return s
-
-    scores = finite(density.score(data))
-    test_scores = finite(density.score(test)) if len(test) else np.empty(0)
-    _save_flow_model(ctx, density, "anode_density.pt")
-    return MethodOutput(scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores,
-                        extra={"flow_trainings_failed": int(getattr(density, "n_failed", 0))})
+    return _density_method(ctx, "anode", {**_flow_settings(ctx), **_method_settings(ctx, "anode")})
 
 
 def _save_flow_model(ctx: UnitContext, model: Any, name: str) -> None:

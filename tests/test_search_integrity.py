@@ -57,3 +57,37 @@ def test_resume_refuses_changed_inputs(tmp_path):
         run_search(config_from_dict(values), resume=True)
     manifest = run_search(config_from_dict(values), overwrite=True)
     assert manifest["n_failed"] == 0 and not manifest["units_skipped"]
+
+
+class _Memoriser:
+    """A 'density' that scores 1 for every event it was fitted on and 0 otherwise."""
+
+    def __init__(self, features, seed=0, **kwargs):
+        self.seen: set = set()
+
+    def fit(self, sideband, signal_region):
+        both = pd.concat([sideband, signal_region])
+        self.seen = set(map(tuple, both[KEY].to_numpy()))
+        return self
+
+    def score(self, x):
+        return [float(tuple(row) in self.seen) for row in x[KEY].to_numpy()]
+
+
+@pytest.mark.parametrize("method", ["anode", "ranode"])
+def test_density_scores_are_out_of_fold(tmp_path, monkeypatch, method):
+    """No data event may be scored by a density fitted on it (the bump hunt cuts on these scores)."""
+    import models.densities
+
+    monkeypatch.setattr(models.densities, "get", lambda name: _Memoriser)
+    write_feature_table(toy_lhco_like(3000, 0, seed=10), tmp_path / "bkg.parquet")
+    write_feature_table(toy_lhco_like(0, 400, seed=11), tmp_path / "sig.parquet")
+    cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
+                            "methods": [method], "injections": [100], "seeds": [0], "k_folds": 3,
+                            "save_models": False, "execution": {"mode": "sync"}, "output": str(tmp_path / "run")})
+    _CACHE.clear()
+    assert run_search(cfg)["n_failed"] == 0
+    from analysis.search import load_scores
+
+    scores = load_scores(cfg.output_dir, method, 100, 0)
+    assert len(scores) > 2000 and (scores["score"] == 0).all()
