@@ -547,6 +547,26 @@ def score_threshold(score_sr: np.ndarray, efficiency: float) -> float:
     return float(np.quantile(score_sr, 1.0 - efficiency))
 
 
+def score_cut(score: np.ndarray, in_fit: np.ndarray, in_sr: np.ndarray, efficiency: float, where: str, *,
+              empty_sr_selects_nothing: bool = False) -> tuple[np.ndarray, float]:
+    """Events kept by a working point: ``in_fit`` events with score above the cut that keeps ``efficiency``
+    of the SR events. Returns (selected mask, threshold). Every event in the fit range must have a finite
+    score (``where`` names the spectrum in the error). With no SR events the cut is undefined: an error,
+    or (``empty_sr_selects_nothing``, for scan windows) nothing is selected and the fit is flagged later.
+    """
+    if efficiency >= 1:
+        return in_fit, score_threshold(score[in_sr], efficiency)
+    bad = in_fit & ~np.isfinite(score)
+    if bad.any():
+        raise ValueError(f"{where}: {int(bad.sum())} events inside the fit range have a non-finite score; the bump "
+                         "hunt needs every event (sidebands too) scored")
+    if not in_sr.any() and empty_sr_selects_nothing:
+        log.warning("%s holds no signal-region events: nothing selected", where)
+        return np.zeros_like(in_fit), math.inf
+    threshold = score_threshold(score[in_sr], efficiency)
+    return in_fit & (score > threshold), threshold
+
+
 def mjj_histogram(mjj: np.ndarray, edges: np.ndarray, weight: np.ndarray | None = None):
     """A ``hist.Hist`` of m_JJ (GeV) with Weight storage on the given edges."""
     import hist
@@ -765,18 +785,7 @@ def bump_hunt(
 
     wps = []
     for eff in efficiencies:
-        threshold = score_threshold(score[in_sr], eff)
-        if eff < 1:
-            bad = in_fit & ~np.isfinite(score)
-            if bad.any():
-                raise ValueError(
-                    f"{int(bad.sum())} events inside the fit range {edges[0]:.0f}-{edges[-1]:.0f}"
-                    " GeV have a non-finite score; the bump hunt needs every event (sidebands "
-                    "too) scored"
-                )
-            selected = in_fit & (score > threshold)
-        else:
-            selected = in_fit
+        selected, threshold = score_cut(score, in_fit, in_sr, eff, f"bump hunt over {edges[0]:.0f}-{edges[-1]:.0f} GeV")
         h = mjj_histogram(mjj[selected], edges, None if weight is None else weight[selected])
         counts = h.values()
         fit, sr = hunt_spectrum(counts, edges, signal_region, config)
@@ -1051,21 +1060,9 @@ def scan(
         score = _window_scores(scores, i, win, n)
         in_fit = (mjj >= edges[0]) & (mjj < edges[-1])
         in_sr = (mjj >= win.sr_low) & (mjj < win.sr_high)
-        if efficiency < 1:
-            bad = in_fit & ~np.isfinite(score)
-            if bad.any():
-                raise ValueError(
-                    f"scan window {i} (SR {win.sr_low:.0f}-{win.sr_high:.0f} GeV): {int(bad.sum())} "
-                    "events in its fit range have a non-finite score"
-                )
-            if in_sr.any():
-                threshold = score_threshold(score[in_sr], efficiency)
-            else:  # nothing to cut on: the window selects nothing and its fit is flagged below
-                log.warning("scan window %d (SR %.0f-%.0f GeV) holds no events", i, win.sr_low, win.sr_high)
-                threshold = math.inf
-            selected = in_fit & (score > threshold)
-        else:
-            selected = in_fit
+        selected, _ = score_cut(score, in_fit, in_sr, efficiency,
+                                f"scan window {i} (SR {win.sr_low:.0f}-{win.sr_high:.0f} GeV)",
+                                empty_sr_selects_nothing=True)
         counts = np.histogram(mjj[selected], bins=edges, weights=w_all[selected])[0].astype(float)
         total = float(w_all[in_fit].sum())
         eff_real.append(float(counts.sum() / total) if total > 0 else float("nan"))

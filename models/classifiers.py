@@ -212,16 +212,12 @@ class MLPClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Save the kept epoch weights and scaler (torch file, loadable with weights_only=True)."""
-        import torch
-
-        from processors.io import atomic_output
+        from models.persistence import save_state
 
         payload = {"params": self.get_params(), "mean": self.mean_.tolist(), "std": self.std_.tolist(),
                    "n_features": self.n_features_, "states": self.states_, "best_epochs": self.best_epochs_,
                    "history": self.history_}
-        with atomic_output(path) as tmp:
-            torch.save(payload, tmp)
-        return Path(path)
+        return save_state(payload, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> MLPClassifier:

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from models.device import resolve_device
 from models.preprocessing import MassScaler, Preprocessor
-from processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -448,9 +447,9 @@ class ConditionalFlow:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted flow to ``path`` (``torch.save``, atomically)."""
-        with atomic_output(path) as tmp:
-            torch.save(self.state_dict(), tmp)
-        return Path(path)
+        from models.persistence import save_state
+
+        return save_state(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> ConditionalFlow:
