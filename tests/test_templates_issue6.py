@@ -34,8 +34,8 @@ def synthetic_table(n: int, seed: int, region: str = "all", shift: float = 0.0, 
     mjj = mjj[keep][:n]
     k = len(mjj)
     mj1 = 100.0 + slope * (mjj - 3500.0) + rng.normal(0.0, 10.0, k) + shift
-    return conform(pd.DataFrame({"mjj": mjj, "mj1": mj1, "mj2": mj1 + 50.0 + rng.gamma(2.0, 10.0, k),
-                                 "delta_mj": rng.gamma(2.0, 10.0, k) + 50.0,
+    delta_mj = 50.0 + rng.gamma(2.0, 10.0, k)  # one gap: delta_mj = mj2 - mj1, as in a real feature table
+    return conform(pd.DataFrame({"mjj": mjj, "mj1": mj1, "mj2": mj1 + delta_mj, "delta_mj": delta_mj,
                                  "tau21_j1": rng.beta(4.0, 3.0, k), "tau21_j2": rng.beta(3.0, 3.0, k)}))
 
 
