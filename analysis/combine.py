@@ -17,6 +17,7 @@ Sample level ("combined events"): one template made of an equal-weight share of 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
             if missing:
                 log.info("%s: injection %s seed %s skipped, members %s not finished", name, injection, seed, missing)
                 continue
+            started = time.perf_counter()
             scores, test = combined_unit_scores(run_dir, members, injection, seed, how=how)
             out_dir = unit_dir(run_dir, name, injection, seed)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +157,9 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
                     metrics["auc_sr_data_truth"] = auc(sr_labels[keep_sr], sr["score"].to_numpy()[keep_sr])
             metrics["classification_auc"] = None
             metrics["classification_auc_null_sigma"] = None
-            metrics["seconds"] = float(sum(m.get("seconds", 0.0) for m in member_metrics))
+            metrics["seconds"] = time.perf_counter() - started
+            metrics["seconds_with_members"] = metrics["seconds"] + float(sum(m.get("seconds", 0.0)
+                                                                               for m in member_metrics))
             written.append(write_json(out_dir / "metrics.json", metrics))
     return written
 

@@ -28,8 +28,8 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auc_vs_truth", "effective_size", "score_correlations", "template_ks", "top_overlap",
-           "write_comparison"]
+__all__ = ["auc_vs_truth", "compare_run", "effective_size", "score_correlations", "template_ks", "top_overlap",
+           "truth_auc_spread", "write_comparison"]
 
 Sample = tuple[pd.DataFrame, np.ndarray | None]
 
@@ -129,48 +129,80 @@ def top_overlap(scores: Mapping[str, np.ndarray] | pd.DataFrame, percents: Seque
     return pd.DataFrame(rows)
 
 
-def auc_vs_truth(template: Sample, true_background: pd.DataFrame, features: Sequence[str], *,
-                 n_repeats: int = 5, seed: int = 0, classifier: str = "hgb", k_folds: int = 5,
-                 **clf_kwargs: Any) -> dict[str, Any]:
-    """Template-vs-true-background AUC against the truth-vs-truth spread, at equal sample sizes.
-
-    For each repeat r (seed ``seed + r``) the true SR background is split in halves H1, H2. The
-    truth-vs-truth AUC is the out-of-fold AUC (``k_folds``-fold, :func:`analysis.cwola.kfold_scores`)
-    of H1 vs H2; the template AUC that of a random |H1|-event subsample of the template (weights kept)
-    vs H2. Returns ``template_auc`` and ``truth_auc`` (lists), their medians, the truth mean and std,
-    ``band`` = truth mean ± 2 std and ``inside`` (template median <= upper band edge: a template that
-    leaks signal-like or unphysical structure is *more* separable than truth).
-    """
+def _auc_kfold(X0: np.ndarray, w0: np.ndarray | None, X1: np.ndarray, *, classifier: str, k_folds: int, seed: int,
+               **clf_kwargs: Any) -> float:
+    """Out-of-fold AUC of class 0 (weights ``w0``) vs class 1 (:func:`analysis.cwola.kfold_scores`)."""
     from analysis.cwola import kfold_scores
-    from analysis.datasets import feature_matrix
-    from analysis.metrics import auc, auc_null_sigma
+    from analysis.metrics import auc
 
-    events, weights = template
-    w_t = _check_sample("template", events, weights, features)
-    X_t = feature_matrix(events, list(features), "template")
+    res = kfold_scores(X0, X1, w0, None, classifier=classifier, k_folds=k_folds, seed=seed, **clf_kwargs)
+    y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
+    w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1))])
+    return auc(y, np.concatenate([res.scores0, res.scores1]), w)
+
+
+def _truth_halves(n: int, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    return rng, perm[: n // 2], perm[n // 2:]
+
+
+def truth_auc_spread(true_background: pd.DataFrame, features: Sequence[str], *, n_repeats: int = 5, seed: int = 0,
+                     classifier: str = "hgb", k_folds: int = 5, **clf_kwargs: Any) -> dict[str, Any]:
+    """The truth-vs-truth AUC spread: for each repeat r (seed ``seed + r``) the true SR background is split
+    into halves H1, H2 and the out-of-fold AUC of H1 vs H2 is computed. Returns ``truth_auc`` (list), its
+    median, mean, std, ``band`` = mean ± 2 std and ``null_sigma`` (the AUC's standard deviation expected
+    for two samples of one distribution)."""
+    from analysis.datasets import feature_matrix
+    from analysis.metrics import auc_null_sigma
+
     X_b = feature_matrix(true_background, list(features), "true background")
     if len(X_b) < 4 * k_folds:
         raise ValueError(f"auc_vs_truth: {len(X_b)} true background events, need >= {4 * k_folds}")
     if n_repeats < 2:
         raise ValueError(f"auc_vs_truth: need n_repeats >= 2 for a spread, got {n_repeats}")
-    truth, tmpl = [], []
+    truth = []
     for r in range(n_repeats):
-        rng = np.random.default_rng(seed + r)
-        perm = rng.permutation(len(X_b))
-        h1, h2 = perm[: len(perm) // 2], perm[len(perm) // 2:]
-        sub = rng.choice(len(X_t), size=len(h1), replace=len(h1) > len(X_t))
-        for X0, w0, out in ((X_b[h1], None, truth), (X_t[sub], w_t[sub], tmpl)):
-            res = kfold_scores(X0, X_b[h2], w0, None, classifier=classifier, k_folds=k_folds, seed=seed + r,
-                               **clf_kwargs)
-            y = np.concatenate([np.zeros(len(X0)), np.ones(len(h2))])
-            w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(h2))])
-            out.append(auc(y, np.concatenate([res.scores0, res.scores1]), w))
+        _, h1, h2 = _truth_halves(len(X_b), seed + r)
+        truth.append(_auc_kfold(X_b[h1], None, X_b[h2], classifier=classifier, k_folds=k_folds, seed=seed + r,
+                                **clf_kwargs))
     mean, std = float(np.mean(truth)), float(np.std(truth, ddof=1))
-    band = (mean - 2.0 * std, mean + 2.0 * std)
+    return {"truth_auc": truth, "truth_median": float(np.median(truth)), "truth_mean": mean, "truth_std": std,
+            "band": (mean - 2.0 * std, mean + 2.0 * std),
+            "null_sigma": auc_null_sigma(len(X_b) - len(X_b) // 2, len(X_b) // 2)}
+
+
+def auc_vs_truth(template: Sample, true_background: pd.DataFrame, features: Sequence[str], *,
+                 n_repeats: int = 5, seed: int = 0, classifier: str = "hgb", k_folds: int = 5,
+                 truth: Mapping[str, Any] | None = None, **clf_kwargs: Any) -> dict[str, Any]:
+    """Template-vs-true-background AUC against the truth-vs-truth spread, at equal sample sizes.
+
+    For each repeat r (seed ``seed + r``) the true SR background is split in halves H1, H2. The
+    truth-vs-truth AUC is the out-of-fold AUC (``k_folds``-fold, :func:`analysis.cwola.kfold_scores`)
+    of H1 vs H2 (:func:`truth_auc_spread`; pass its result as ``truth`` to reuse it for several templates);
+    the template AUC that of a random |H1|-event subsample of the template (weights kept) vs H2. Returns
+    ``template_auc`` and ``truth_auc`` (lists), their medians, the truth mean and std, ``band`` = truth
+    mean ± 2 std and ``inside`` (template median <= upper band edge: a template that leaks signal-like or
+    unphysical structure is *more* separable than truth).
+    """
+    from analysis.datasets import feature_matrix
+
+    events, weights = template
+    w_t = _check_sample("template", events, weights, features)
+    X_t = feature_matrix(events, list(features), "template")
+    X_b = feature_matrix(true_background, list(features), "true background")
+    if truth is None:
+        truth = truth_auc_spread(true_background, features, n_repeats=n_repeats, seed=seed, classifier=classifier,
+                                 k_folds=k_folds, **clf_kwargs)
+    tmpl = []
+    for r in range(n_repeats):
+        rng, h1, h2 = _truth_halves(len(X_b), seed + r)
+        sub = rng.choice(len(X_t), size=len(h1), replace=len(h1) > len(X_t))
+        tmpl.append(_auc_kfold(X_t[sub], w_t[sub], X_b[h2], classifier=classifier, k_folds=k_folds, seed=seed + r,
+                               **clf_kwargs))
     median_t = float(np.median(tmpl))
-    return {"template_auc": tmpl, "truth_auc": truth, "template_median": median_t,
-            "truth_median": float(np.median(truth)), "truth_mean": mean, "truth_std": std, "band": band,
-            "null_sigma": auc_null_sigma(len(h2), len(h1)), "inside": bool(median_t <= band[1])}
+    return {**dict(truth), "template_auc": tmpl, "template_median": median_t,
+            "inside": bool(median_t <= truth["band"][1])}
 
 
 def write_comparison(out_dir: str | Path, *, features: Sequence[str],
@@ -231,4 +263,111 @@ def write_comparison(out_dir: str | Path, *, features: Sequence[str],
         for stem, fig in figures:
             for path in save_figure(fig, out_dir / stem):
                 written[f"figure:{path.name}"] = path
+    return written
+
+
+def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
+    """The comparison studies of a finished ``radar search`` run, written into ``RUN/comparison/``.
+
+    For every injection (first seed): the per-feature KS of each template method's saved template
+    against the true SR background of the data, the score correlations of all methods on the SR data's
+    true background and signal, and the top-p % overlap of the most signal-like SR data events
+    (``comparison/inj_<x>/``). At zero injection, with ``cfg.compare_auc_repeats`` >= 2: every template
+    of every seed against the true SR background, next to one truth-vs-truth spread
+    (``comparison/auc_vs_truth.{json,csv,md,png,pdf}``). Needs truth labels in the data; without them
+    (real data) it writes nothing and says so. Returns {name: path}.
+    """
+    from analysis.metrics import markdown_table, summarise
+    from analysis.search import (
+        TEMPLATE_METHODS,
+        _injection_tag,
+        load_inputs,
+        load_scores,
+        load_template_sample,
+        prepare_data,
+        unit_finished,
+    )
+    from processors.io import atomic_output, write_json
+
+    run_dir = Path(run_dir)
+    out_root = run_dir / "comparison"
+    features = list(cfg.features)
+    regions = cfg.regions_for("cathode")
+    templates_run = [m for m in cfg.methods if m in TEMPLATE_METHODS]
+    written: dict[str, Path] = {}
+    clf = dict(cfg.classifier.settings)
+    if cfg.classifier.name == "hgb":
+        clf.setdefault("n_threads", cfg.execution.threads_per_task)
+    clf.setdefault("device", cfg.execution.device)
+    inputs = load_inputs(cfg)
+    for injection in cfg.injections:
+        prepared = prepare_data(cfg, injection, inputs)
+        data = prepared.data
+        labels = data["label"].to_numpy()
+        sr = regions.signal_region(data["mjj"].to_numpy())
+        true_bkg = data[sr & (labels == 0)].reset_index(drop=True)
+        if not len(true_bkg):
+            log.info("comparison: injection %s: no truth-labelled SR background; studies skipped", injection)
+            continue
+        seed = cfg.seeds[0]
+        templates = {m: load_template_sample(run_dir, m, injection, seed) for m in templates_run
+                     if unit_finished(run_dir, m, injection, seed)}
+        scores = {}
+        for m in cfg.methods:
+            if unit_finished(run_dir, m, injection, seed):
+                frame = load_scores(run_dir, m, injection, seed)
+                if len(frame) == len(data):
+                    scores[m] = frame["score"].to_numpy()[sr]
+        tag = _injection_tag(injection)
+        files = write_comparison(out_root / tag, features=features, templates=templates or None,
+                                 true_background=true_bkg, scores=scores or None, labels=labels[sr],
+                                 seed=seed)
+        written.update({f"{tag}/{k}": v for k, v in files.items()})
+        if injection is None or float(injection) != 0.0 or cfg.compare_auc_repeats < 2 or not templates_run:
+            continue
+        repeats = int(cfg.compare_auc_repeats)
+        k = min(cfg.k_folds, 5)
+        truth = truth_auc_spread(true_bkg, features, n_repeats=2 * repeats, seed=cfg.data_seed,
+                                 classifier=cfg.classifier.name, k_folds=k, **clf)
+        results: dict[str, dict[str, Any]] = {}
+        rows = []
+        for m in templates_run:
+            per_seed = []
+            for s in cfg.seeds:
+                if not unit_finished(run_dir, m, injection, s):
+                    continue
+                r = auc_vs_truth(load_template_sample(run_dir, m, injection, s), true_bkg, features,
+                                 n_repeats=repeats, seed=cfg.data_seed, classifier=cfg.classifier.name, k_folds=k,
+                                 truth=truth, **clf)
+                per_seed.append(r["template_median"])
+                results.setdefault(m, {**truth, "template_auc": [], "per_seed": {}})
+                results[m]["template_auc"] += r["template_auc"]
+                results[m]["per_seed"][str(s)] = r["template_median"]
+            if not per_seed:
+                continue
+            summary = summarise(per_seed)
+            results[m]["template_median"] = summary["median"]
+            results[m]["inside"] = bool(summary["median"] <= truth["band"][1])
+            rows.append({"method": m, "seeds": len(per_seed),
+                         "template AUC (median [16, 84] over seeds)":
+                             f"{summary['median']:.3f} [{summary['p16']:.3f}, {summary['p84']:.3f}]",
+                         "seeds inside band": f"{sum(v <= truth['band'][1] for v in per_seed)}/{len(per_seed)}",
+                         "truth vs truth (mean ± std)": f"{truth['truth_mean']:.3f} ± {truth['truth_std']:.3f}",
+                         "band upper edge (mean + 2 std)": f"{truth['band'][1]:.3f}",
+                         "inside": "yes" if results[m]["inside"] else "NO"})
+        if not rows:
+            continue
+        out = out_root / "auc_vs_truth.json"
+        written["auc_vs_truth"] = write_json(out, {"n_true_background": len(true_bkg), "repeats": repeats,
+                                                   "truth": truth, "methods": results})
+        with atomic_output(out_root / "auc_vs_truth.md") as tmp:
+            tmp.write_text(markdown_table(rows))
+        with atomic_output(out_root / "auc_vs_truth.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        from plots import compare as plots_compare
+        from plots.style import save_figure
+
+        for path in save_figure(plots_compare.plot_auc_vs_truth(results), out_root / "auc_vs_truth"):
+            written[f"figure:{path.name}"] = path
+        log.info("comparison: zero-injection AUC vs truth of %s written to %s", list(results), out_root)
     return written

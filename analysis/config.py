@@ -97,6 +97,9 @@ class SearchConfig:
     #: split of the signal pool: injection / test (when no test file) / supervised training
     signal_split: tuple[float, float, float] = (0.5, 0.25, 0.25)
     k_folds: int = 5
+    #: folds of the ANODE / R-ANODE density fits (each fold's events are scored by flows fitted on the
+    #: others); None: ``k_folds``. Every fold costs one set of flow trainings.
+    density_folds: int | None = None
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     flow: dict[str, Any] = field(default_factory=dict)
     #: per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}, ranode: {w: null}}
@@ -106,6 +109,11 @@ class SearchConfig:
     fpr_floor_rel_error: float = 0.4
     rejection: float = 1000.0
     save_models: bool = True
+    #: after the units: the comparison studies (analysis.compare.compare_run) into RUN/comparison/
+    compare: bool = True
+    #: repeats of the zero-injection template-vs-truth AUC study per template and seed (truth-vs-truth
+    #: spread: 2x this many); 0 switches that study off
+    compare_auc_repeats: int = 3
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     #: directory of the YAML file (paths are relative to it); not part of the saved config
     base_dir: str = "."
@@ -256,6 +264,10 @@ def validate_config(cfg: SearchConfig) -> None:
         raise ValueError(f"seeds: need a non-empty list of distinct integers, got {cfg.seeds}")
     if cfg.k_folds < 2:
         raise ValueError(f"k_folds must be >= 2, got {cfg.k_folds}")
+    if cfg.density_folds is not None and int(cfg.density_folds) < 2:
+        raise ValueError(f"density_folds must be >= 2 (or null for k_folds), got {cfg.density_folds}")
+    if cfg.compare_auc_repeats < 0 or cfg.compare_auc_repeats == 1:
+        raise ValueError(f"compare_auc_repeats must be 0 (off) or >= 2, got {cfg.compare_auc_repeats}")
     if not 0 <= cfg.test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {cfg.test_fraction}")
     if len(cfg.signal_split) != 3 or sum(cfg.signal_split) > 1 + 1e-9 or min(cfg.signal_split) < 0:

@@ -168,6 +168,9 @@ class UnitContext:
     method: str
     seed: int
     model_dir: Path | None
+    #: the run directory and this unit's injection (lets a combination reuse its members' finished units)
+    run_dir: Path | None = None
+    injection: float | None = None
 
     @property
     def regions(self) -> Regions:
@@ -312,14 +315,21 @@ def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
         kwargs.setdefault("base_kwargs", {k: v for k, v in _flow_settings(ctx).items() if k != "device"})
     if name == "combined_events":
         given = kwargs.get("member_kwargs") or {}
-        members = kwargs.get("members", ("salad", "cathode", "curtains", "feta"))
+        members = tuple(kwargs.get("members", ("salad", "cathode", "curtains", "feta")))
+        kwargs["members"] = members
         kwargs["member_kwargs"] = {m: {**_template_kwargs(ctx, m), **given.get(m, {})} for m in members}
     return kwargs
 
 
 def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
     """Any registered template vs SR data: fit on SB data (and simulation), sampled at SR m_JJ values drawn
-    from a KDE of SR data (``cathode_oversampling`` × N_SR events), then the k-fold classifier."""
+    from a KDE of SR data (``cathode_oversampling`` × N_SR events), then the k-fold classifier.
+
+    The template sample is saved as ``template.parquet`` (features, ``mjj``, ``weight``) in the unit
+    directory. ``combined_events`` first looks for its members' saved templates of the same run,
+    injection and seed (:func:`_reused_member_templates`) and fits its members itself only when one is
+    missing (``method_settings.combined_events.reuse_members: false`` forces the refit).
+    """
     from analysis.metrics import ks_per_feature
     from models.templates import draw_mjj_kde
     from models.templates import get as get_template
@@ -327,24 +337,103 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
     data = ctx.prepared.data
     mjj = data["mjj"].to_numpy()
     sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
-    template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed, **_template_kwargs(ctx, name))
-    template.fit(data[sb].reset_index(drop=True), ctx.prepared.simulation)
     n = int(round(ctx.cfg.cathode_oversampling * sr.sum()))
-    samples, weights = template.sample(n, draw_mjj_kde(mjj[sr], n, ctx.seed))
+    kwargs = _template_kwargs(ctx, name)
+    reuse = bool(kwargs.pop("reuse_members", True)) if name == "combined_events" else False
+    extra: dict[str, Any] = {}
+    found = _reused_member_templates(ctx, kwargs["members"], n) if reuse else None
+    if found is not None:
+        samples, weights = found
+        extra["members_reused"] = list(kwargs["members"])
+        extra["seconds_members"] = _members_seconds(ctx, kwargs["members"])
+        template = None
+    else:
+        template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
+        template.fit(data[sb].reset_index(drop=True), ctx.prepared.simulation)
+        samples, weights = template.sample(n, draw_mjj_kde(mjj[sr], n, ctx.seed))
     X0 = feature_matrix(samples, ctx.features, f"{name} samples")
     weights = np.asarray(weights, dtype="float64")
+    _save_template_sample(ctx, samples, weights)
     rows1 = np.flatnonzero(sr)
     out = _classify(ctx, X0, weights, None, feature_matrix(data.iloc[rows1], ctx.features), rows1)
+    out.extra.update(extra)
     true_bkg = data[sr & (data["label"].to_numpy() == 0)]
     if len(true_bkg):
         out.extra["template_ks"] = ks_per_feature(samples, true_bkg, ctx.features, wa=weights)
     out.extra["n_template"] = n
-    out.extra["flow_trainings_failed"] = int(getattr(template, "n_failed", 0))
-    for attr in ("n_clipped", "clip_value", "oversampling", "n_trainings"):
-        if getattr(template, attr, None) is not None:
-            out.extra[attr] = getattr(template, attr)
-    _save_flow_model(ctx, template, f"{name}_template.pt")
+    if template is not None:
+        out.extra["flow_trainings_failed"] = int(getattr(template, "n_failed", 0))
+        for attr in ("n_clipped", "clip_value", "oversampling", "n_trainings"):
+            if getattr(template, attr, None) is not None:
+                out.extra[attr] = getattr(template, attr)
+        _save_flow_model(ctx, template, f"{name}_template.pt")
     return out
+
+
+TEMPLATE_SAMPLE = "template.parquet"
+
+
+def _members_seconds(ctx: UnitContext, members) -> float:
+    """Summed wall time of the members' finished units (what a reused combination really cost)."""
+    import json
+
+    total = 0.0
+    for member in members:
+        path = unit_dir(ctx.run_dir, member, ctx.injection, ctx.seed) / "metrics.json"
+        total += float(json.loads(path.read_text()).get("seconds", 0.0)) if path.exists() else 0.0
+    return total
+
+
+def _save_template_sample(ctx: UnitContext, samples: pd.DataFrame, weights: np.ndarray) -> None:
+    """Write the unit's template (features, mjj, weight) next to its scores, for combinations and studies."""
+    from processors.io import atomic_output
+
+    if ctx.run_dir is None:
+        return
+    frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in ["mjj", *ctx.features]})
+    frame["weight"] = weights
+    path = unit_dir(ctx.run_dir, ctx.method, ctx.injection, ctx.seed) / TEMPLATE_SAMPLE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def load_template_sample(run_dir: str | Path, method: str, injection: float | None,
+                         seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The saved template of a finished template unit: (events with ``mjj`` and the features, weights)."""
+    path = unit_dir(Path(run_dir), method, injection, seed) / TEMPLATE_SAMPLE
+    if not path.exists() or not unit_finished(Path(run_dir), method, injection, seed):
+        raise FileNotFoundError(f"{path}: no template of a finished unit ({method}, {injection}, seed {seed})")
+    frame = pd.read_parquet(path)
+    return frame.drop(columns="weight"), frame["weight"].to_numpy(dtype="float64")
+
+
+def _reused_member_templates(ctx: UnitContext, members, n: int) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The sample-level combination built from the members' saved templates of this run, injection and
+    seed: an equal random share (seeded) of the ``n`` rows from each member, each share scaled to equal
+    total weight (:func:`models.templates.combined.stack_equal_weight`). None when a member has no
+    finished unit with an ``n``-event template here (then the members are fitted afresh)."""
+    from models.templates.combined import stack_equal_weight
+
+    if ctx.run_dir is None:
+        return None
+    loaded = []
+    for member in members:
+        try:
+            events, weights = load_template_sample(ctx.run_dir, member, ctx.injection, ctx.seed)
+        except FileNotFoundError:
+            log.info("combined_events: member %s has no finished unit here; fitting the members", member)
+            return None
+        if len(events) != n or any(f not in events for f in ctx.features):
+            log.info("combined_events: member %s saved %d events (need %d); fitting the members", member,
+                     len(events), n)
+            return None
+        loaded.append((events, weights))
+    rows = np.array_split(np.random.default_rng(ctx.seed * 7_777_777 + 11).permutation(n), len(loaded))
+    parts = [(events.iloc[r][["mjj", *ctx.features]].reset_index(drop=True), w[r])
+             for (events, w), r in zip(loaded, rows)]
+    log.info("combined_events: equal shares of the saved templates of %s", list(members))
+    return stack_equal_weight(parts, rows, n)
 
 
 for _name in TEMPLATE_METHODS:
@@ -370,7 +459,7 @@ def _density_method(ctx: UnitContext, name: str, kwargs: dict[str, Any]) -> Meth
     data, test = ctx.prepared.data, ctx.prepared.test
     mjj = data["mjj"].to_numpy()
     sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
-    k = max(2, int(ctx.cfg.k_folds))
+    k = max(2, int(ctx.cfg.density_folds or ctx.cfg.k_folds))
     fold = np.random.default_rng(ctx.seed).permutation(len(data)) % k  # balanced random folds
     scores = np.full(len(data), np.nan)
     test_scores = np.zeros(len(test))
@@ -448,7 +537,8 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
     t0 = time.perf_counter()
     prepared = prepare_data(cfg, injection)
     ctx = UnitContext(cfg=cfg, prepared=prepared, method=method, seed=seed,
-                      model_dir=(out_dir / "models") if cfg.save_models else None)
+                      model_dir=(out_dir / "models") if cfg.save_models else None,
+                      run_dir=Path(run_dir), injection=injection)
     if ctx.model_dir is not None:
         ctx.model_dir.mkdir(exist_ok=True)
     output = _METHODS[method](ctx)
@@ -483,6 +573,7 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
     metrics["classification_auc_null_sigma"] = output.classification_auc_sigma
     metrics.update(output.extra)
     metrics["seconds"] = time.perf_counter() - t0
+    metrics["seconds_with_members"] = metrics["seconds"] + float(metrics.pop("seconds_members", 0.0))
     write_json(out_dir / "metrics.json", metrics)  # last: marks the unit finished
     log.info("%s %s seed %d done in %.0f s", method, _injection_tag(injection), seed, metrics["seconds"])
     return metrics
@@ -502,21 +593,29 @@ def unit_finished(run_dir: Path, method: str, injection: float | None, seed: int
 
 
 # ------------------------------------------------------------------------------------------ the run
+def _phases(units: list[tuple]) -> list[list[tuple]]:
+    """Units in the order they may run: a sample-level combination after the units it reuses."""
+    first = [u for u in units if u[0] != "combined_events"]
+    later = [u for u in units if u[0] == "combined_events"]
+    return [p for p in (first, later) if p]
+
+
 def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: bool) -> dict[tuple, dict | str]:
-    """Run units; returns {unit: metrics dict or an error string}."""
+    """Run units (phase by phase, :func:`_phases`); returns {unit: metrics dict or an error string}."""
     results: dict[tuple, dict | str] = {}
     args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(units), desc="search units", disable=not progress or not units)
     if cfg.execution.mode == "sync":
-        for unit in units:
-            bar.update()
-            try:
-                results[unit] = run_unit(*args, *unit)
-            except Exception as error:  # one failed training must not stop the others
-                log.exception("unit %s failed", unit)
-                results[unit] = f"{type(error).__name__}: {error}"
+        for phase in _phases(units):
+            for unit in phase:
+                bar.update()
+                try:
+                    results[unit] = run_unit(*args, *unit)
+                except Exception as error:  # one failed training must not stop the others
+                    log.exception("unit %s failed", unit)
+                    results[unit] = f"{type(error).__name__}: {error}"
         bar.close()
         return results
     import os
@@ -532,16 +631,18 @@ def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: boo
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = {client.submit(run_unit, *args, *unit, pure=False, key=f"radar-unit-{'-'.join(map(str, unit))}-{time.time_ns()}"): unit
-                   for unit in units}
-        for future in as_completed(futures):
-            unit = futures[future]
-            bar.update()
-            try:
-                results[unit] = future.result()
-            except Exception as error:
-                log.error("unit %s failed: %s: %s", unit, type(error).__name__, error)
-                results[unit] = f"{type(error).__name__}: {error}"
+        for phase in _phases(units):
+            futures = {client.submit(run_unit, *args, *unit, pure=False,
+                                     key=f"radar-unit-{'-'.join(map(str, unit))}-{time.time_ns()}"): unit
+                       for unit in phase}
+            for future in as_completed(futures):
+                unit = futures[future]
+                bar.update()
+                try:
+                    results[unit] = future.result()
+                except Exception as error:
+                    log.error("unit %s failed: %s: %s", unit, type(error).__name__, error)
+                    results[unit] = f"{type(error).__name__}: {error}"
     finally:
         bar.close()
         client.close()
@@ -551,7 +652,8 @@ def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: boo
 
 
 def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
-    """Aggregate finished units: per (method, injection) medians and 16-84 % bands over seeds."""
+    """Aggregate finished units: per (method, injection) medians and 16-84 % bands over seeds, the wall
+    time per unit, and the flow trainings that failed (NaN, divergence) over all seeds."""
     import json
 
     from analysis.metrics import summarise
@@ -571,14 +673,23 @@ def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
             for name, getter in (("max_sic", lambda u: (u["test"] or {}).get("max_sic")),
                                  ("sic_at_rejection", lambda u: (u["test"] or {}).get("sic_at_rejection")),
                                  ("auc", lambda u: (u["test"] or {}).get("auc")),
-                                 ("classification_auc", lambda u: u.get("classification_auc"))):
+                                 ("classification_auc", lambda u: u.get("classification_auc")),
+                                 ("seconds", lambda u: u.get("seconds"))):
                 s = summarise(getter(u) for u in units)
                 row[f"{name}_median"], row[f"{name}_p16"], row[f"{name}_p84"] = s["median"], s["p16"], s["p84"]
+            row["seconds_with_members"] = float(np.median([u.get("seconds_with_members", u.get("seconds", np.nan))
+                                                           for u in units]))
+            if any("flow_trainings" in u or "flow_trainings_failed" in u for u in units):
+                row["flow_trainings_failed"] = int(sum(u.get("flow_trainings_failed", 0) for u in units))
+                row["flow_trainings"] = int(sum(u.get("flow_trainings", u.get("n_trainings", 0)) for u in units))
+            fractions = [u["signal_fraction"] for u in units if u.get("signal_fraction") is not None]
+            if fractions:
+                row["signal_fraction_median"] = float(np.median(fractions))
             rows.append(row)
     return rows
 
 
-def _write_table(run_dir: Path, rows: list[dict]) -> None:
+def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> None:
     from analysis.metrics import markdown_table
     from processors.io import atomic_output
 
@@ -588,12 +699,23 @@ def _write_table(run_dir: Path, rows: list[dict]) -> None:
     def band(r: dict, n: str) -> str:
         return f"{r[n + '_median']:.2f} [{r[n + '_p16']:.2f}, {r[n + '_p84']:.2f}]"
 
+    def failures(r: dict) -> str:
+        if "flow_trainings_failed" not in r or pd.isna(r.get("flow_trainings_failed")):
+            return ""
+        if r.get("flow_trainings") and not pd.isna(r["flow_trainings"]):
+            return f"{int(r['flow_trainings_failed'])}/{int(r['flow_trainings'])}"
+        return str(int(r["flow_trainings_failed"]))
+
     pretty = []
     for r in rows:
+        seconds = f"{r['seconds_median']:.0f}"
+        if r.get("seconds_with_members", r["seconds_median"]) > r["seconds_median"] + 0.5:
+            seconds += f" ({r['seconds_with_members']:.0f} with members)"
         pretty.append({"method": r["method"], "injection": r["injection"], "n_sig_sr": r["n_sig_sr"],
                        "S/B_SR": f"{100 * r['s_over_b_sr']:.3f} %", "seeds": r["n_seeds"],
-                       "max SIC": band(r, "max_sic"), "SIC@R": band(r, "sic_at_rejection"), "AUC": band(r, "auc"),
-                       "template-vs-data AUC": band(r, "classification_auc")})
+                       "max SIC": band(r, "max_sic"), f"SIC@R={rejection:g}": band(r, "sic_at_rejection"),
+                       "AUC": band(r, "auc"), "template-vs-data AUC": band(r, "classification_auc"),
+                       "s/unit": seconds, "failed trainings": failures(r)})
     with atomic_output(run_dir / "metrics_table.md") as tmp:
         tmp.write_text(markdown_table(pretty))
 
@@ -673,7 +795,15 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     failed = {"/".join(map(str, u)): r for u, r in results.items() if isinstance(r, str)}
     rows = metrics_table(run_dir, cfg)
     if rows:
-        _write_table(run_dir, rows)
+        _write_table(run_dir, rows, cfg.rejection)
+    if cfg.compare and rows:
+        from analysis.compare import compare_run
+
+        try:
+            compare_run(run_dir, cfg)
+        except Exception as error:  # the studies are extras: a failure there must not lose the table
+            log.exception("comparison studies failed")
+            failed["comparison"] = f"{type(error).__name__}: {error}"
     manifest.update({
         "status": "failed" if failed else "finished",
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -15,7 +15,8 @@ from models.densities import get as get_density
 from models.templates import get as get_template
 from processors.features import write_feature_table
 
-METHODS = ["cathode", "salad", "curtains", "feta", "ranode", "combined_scores"]
+METHODS = ["cathode", "salad", "curtains", "feta", "combined_events", "ranode", "combined_scores"]
+TEMPLATES = ["salad", "cathode", "curtains", "feta"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,8 @@ def run(tmp_path_factory):
         "name": "issue6", "output": str(d / "run"),
         "input": {"data": [str(d / "bkg.parquet")], "signal": str(d / "sig.parquet"),
                   "simulation": str(d / "sim.parquet")},
-        "methods": METHODS, "injections": [300], "seeds": [0], "k_folds": 2, "min_events": 20,
+        "methods": METHODS, "injections": [0, 300], "seeds": [0], "k_folds": 2, "min_events": 20,
+        "compare_auc_repeats": 2,
         "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 30}},
         "flow": {"epochs": 1, "n_blocks": 2, "hidden": 16, "batch_size": 128},
         "method_settings": tiny, "execution": {"mode": "sync"},
@@ -51,6 +53,66 @@ def test_every_method_runs_and_scores_every_event(run):
         assert np.isfinite(scores["score"]).all(), method
     table = (cfg.output_dir / "metrics_table.md").read_text()
     assert all(f"| {method} |" in table for method in METHODS)
+    header = table.splitlines()[0]
+    assert "| s/unit |" in header and "| failed trainings |" in header and "SIC@R=1000" in header
+
+
+def test_table_reports_wall_time_and_failed_trainings(run):
+    cfg, _ = run
+    import pandas as pd
+
+    table = pd.read_csv(cfg.output_dir / "metrics_table.csv").set_index(["method", "injection"])
+    assert (table["seconds_median"] > 0).all()
+    ranode = table.loc[("ranode", 300)]
+    assert ranode["flow_trainings"] >= 2 * 2  # k_folds = 2 density folds, background + signal flow each
+    assert 0 <= ranode["flow_trainings_failed"] <= ranode["flow_trainings"]
+    # a combination's own time is small; with its members it costs their sum
+    combined = table.loc[("combined_scores", 300)]
+    members = sum(table.loc[(m, 300), "seconds_median"] for m in TEMPLATES)
+    assert combined["seconds_with_members"] == pytest.approx(combined["seconds_median"] + members, rel=1e-6)
+
+
+def test_combined_events_reuses_the_member_templates_in_equal_shares(run):
+    cfg, _ = run
+    from analysis.search import load_template_sample
+
+    metrics = json.loads((unit_dir(cfg.output_dir, "combined_events", 300, 0) / "metrics.json").read_text())
+    assert metrics["members_reused"] == TEMPLATES
+    events, weights = load_template_sample(cfg.output_dir, "combined_events", 300, 0)
+    members = {m: load_template_sample(cfg.output_dir, m, 300, 0) for m in TEMPLATES}
+    assert all(len(e) == len(events) for e, _ in members.values())
+    features = list(cfg.features)
+    source = np.full(len(events), -1)
+    for k, (e, _) in enumerate(members.values()):
+        same = np.all(np.isclose(e[features].to_numpy(), events[features].to_numpy(), rtol=0, atol=1e-9), axis=1)
+        source[same & (source < 0)] = k
+    assert (source >= 0).all()  # every combined event is the same-row event of one member
+    counts = np.bincount(source, minlength=len(TEMPLATES))
+    assert counts.max() - counts.min() <= 1  # equal shares
+    shares = np.bincount(source, weights=weights, minlength=len(TEMPLATES))
+    np.testing.assert_allclose(shares, counts, rtol=1e-9)  # each member carries weight = its event count
+
+
+def test_comparison_studies_are_written_by_the_search(run):
+    cfg, _ = run
+    root = cfg.output_dir / "comparison"
+    import pandas as pd
+
+    ks = pd.read_csv(root / "inj_300" / "template_ks.csv")
+    assert set(ks["method"]) == set(TEMPLATES) | {"combined_events"}
+    assert ((ks["ks"] >= 0) & (ks["ks"] <= 1)).all()
+    corr = pd.read_csv(root / "inj_300" / "score_correlations_signal.csv", index_col=0)
+    assert "iad" not in corr.columns and {"cathode", "ranode", "combined_scores"} <= set(corr.columns)
+    assert (root / "inj_0" / "top_overlap.csv").exists()
+    summary = json.loads((root / "auc_vs_truth.json").read_text())
+    assert set(summary["methods"]) == set(TEMPLATES) | {"combined_events"}
+    truth = summary["truth"]
+    assert len(truth["truth_auc"]) == 4 and truth["band"][0] < truth["truth_mean"] < truth["band"][1]
+    for result in summary["methods"].values():
+        assert len(result["template_auc"]) == 2 and set(result["per_seed"]) == {"0"}
+    assert (root / "auc_vs_truth.md").read_text().startswith("| method |")
+    assert (root / "auc_vs_truth.png").exists()
+    assert not (root / "auc_vs_truth_inj_300.json").exists()  # the AUC study runs at zero injection only
 
 
 def test_score_combination_is_the_mean_of_its_members(run):
