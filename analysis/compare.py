@@ -293,7 +293,7 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     out_root = run_dir / "comparison"
     features = list(cfg.features)
     regions = cfg.regions_for("cathode")
-    templates_run = [m for m in cfg.methods if m in TEMPLATE_METHODS]
+    templates_run = [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS]
     written: dict[str, Path] = {}
     clf = dict(cfg.classifier.settings)
     if cfg.classifier.name == "hgb":

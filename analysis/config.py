@@ -104,6 +104,9 @@ class SearchConfig:
     flow: dict[str, Any] = field(default_factory=dict)
     #: per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}, ranode: {w: null}}
     method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: named variants of a method, usable in ``methods`` next to it, e.g. an R-ANODE scan of fixed w:
+    #: {ranode_w0p01: {method: ranode, settings: {w: 0.01}}}; settings go over method_settings[method]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     cathode_oversampling: float = 4.0
     min_events: int = 100
     fpr_floor_rel_error: float = 0.4
@@ -141,9 +144,15 @@ class SearchConfig:
     def output_dir(self) -> Path:
         return self.path(self.output)  # type: ignore[return-value]
 
+    def base_method(self, method: str) -> str:
+        """The registered method behind ``method`` (itself, or the ``method`` of a variant)."""
+        variant = self.variants.get(method)
+        return str(variant["method"]) if isinstance(variant, dict) and "method" in variant else method
+
     def regions_for(self, method: str):
         from analysis.regions import Regions
 
+        method = self.base_method(method)
         width = self.regions.cwola_sideband_width if method == "cwola_hunting" else self.regions.sideband_width
         return Regions(sr=tuple(self.regions.sr), mjj_range=tuple(self.regions.mjj_range), sideband_width=width)
 
@@ -226,9 +235,20 @@ def validate_config(cfg: SearchConfig) -> None:
         value = getattr(cfg.input, name)
         if value is not None and not cfg.path(value).exists():
             raise FileNotFoundError(f"input.{name}: {cfg.path(value)} does not exist")
-    unknown = [m for m in cfg.methods if m not in available_methods()]
+    for name, variant in cfg.variants.items():
+        if not isinstance(variant, dict) or set(variant) - {"method", "settings"} or "method" not in variant:
+            raise ValueError(f"variants.{name}: must be a mapping {{method: NAME, settings: {{...}}}}, got {variant}")
+        if name in available_methods():
+            raise ValueError(f"variants.{name}: the name of a registered method; choose another name")
+        if variant["method"] not in available_methods() or variant["method"] == "combined_scores":
+            raise ValueError(f"variants.{name}: method {variant['method']!r} is not a trained method; "
+                             f"available: {[m for m in available_methods() if m != 'combined_scores']}")
+        if not isinstance(variant.get("settings", {}), dict):
+            raise ValueError(f"variants.{name}.settings must be a mapping, got {variant['settings']!r}")
+    unknown = [m for m in cfg.methods if m not in available_methods() and m not in cfg.variants]
     if unknown:
-        raise ValueError(f"methods: unknown {unknown}; available: {available_methods()}")
+        raise ValueError(f"methods: unknown {unknown}; available: {available_methods()} "
+                         f"and the variants {sorted(cfg.variants)}")
     if not cfg.methods:
         raise ValueError("methods: empty list")
     if len(set(cfg.methods)) != len(cfg.methods):
@@ -244,7 +264,7 @@ def validate_config(cfg: SearchConfig) -> None:
         if len(members) < 2 or missing:
             raise ValueError(f"combined_scores: needs >= 2 member methods in 'methods' (members {members}, "
                              f"not run: {missing})")
-    needs_simulation = [m for m in cfg.methods if m in ("salad", "feta")]
+    needs_simulation = [m for m in cfg.methods if cfg.base_method(m) in ("salad", "feta")]
     if needs_simulation and cfg.input.simulation is None:
         raise ValueError(f"methods {needs_simulation} need a simulation sample: set input.simulation")
     if cfg.classifier.name not in classifiers_available():
@@ -296,7 +316,7 @@ def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
         if n_sr < cfg.min_events:
             raise ValueError(f"method {method}: only {n_sr} data events in the SR {sr} GeV "
                              f"(min_events = {cfg.min_events})")
-        if method not in ("iad", "supervised", "combined_scores"):  # every method that learns from sidebands
+        if cfg.base_method(method) not in ("iad", "supervised", "combined_scores"):  # learns from sidebands
             n_sb = int(regions.sideband(mjj).sum())
             if n_sb < cfg.min_events:
                 raise ValueError(f"method {method}: only {n_sb} data events in the sidebands "

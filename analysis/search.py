@@ -177,6 +177,11 @@ class UnitContext:
         return self.cfg.regions_for(self.method)
 
     @property
+    def base_method(self) -> str:
+        """The registered method this unit runs (``method`` may name a variant of it)."""
+        return self.cfg.base_method(self.method)
+
+    @property
     def features(self) -> list[str]:
         return list(self.cfg.features)
 
@@ -298,8 +303,12 @@ _SIMULATION_TEMPLATES = ("salad", "curtains", "feta")
 
 
 def _method_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
-    """``method_settings[name]`` of the config: constructor keyword arguments of that method."""
-    return dict(ctx.cfg.method_settings.get(name, {}))
+    """``method_settings[name]`` of the config: constructor keyword arguments of that method, with the
+    settings of the unit's variant on top when the unit runs a variant of ``name``."""
+    settings = dict(ctx.cfg.method_settings.get(name, {}))
+    if ctx.method != name and ctx.base_method == name:
+        settings.update(ctx.cfg.variants[ctx.method].get("settings") or {})
+    return settings
 
 
 def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
@@ -541,7 +550,7 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
                       run_dir=Path(run_dir), injection=injection)
     if ctx.model_dir is not None:
         ctx.model_dir.mkdir(exist_ok=True)
-    output = _METHODS[method](ctx)
+    output = _METHODS[cfg.base_method(method)](ctx)
     data, test = prepared.data, prepared.test
     if len(output.scores) != len(data) or not np.isfinite(output.scores).all():
         raise RuntimeError(f"{method}: expected a finite score for each of {len(data)} data events")
@@ -593,10 +602,10 @@ def unit_finished(run_dir: Path, method: str, injection: float | None, seed: int
 
 
 # ------------------------------------------------------------------------------------------ the run
-def _phases(units: list[tuple]) -> list[list[tuple]]:
+def _phases(units: list[tuple], cfg: SearchConfig) -> list[list[tuple]]:
     """Units in the order they may run: a sample-level combination after the units it reuses."""
-    first = [u for u in units if u[0] != "combined_events"]
-    later = [u for u in units if u[0] == "combined_events"]
+    first = [u for u in units if cfg.base_method(u[0]) != "combined_events"]
+    later = [u for u in units if cfg.base_method(u[0]) == "combined_events"]
     return [p for p in (first, later) if p]
 
 
@@ -608,7 +617,7 @@ def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: boo
 
     bar = tqdm(total=len(units), desc="search units", disable=not progress or not units)
     if cfg.execution.mode == "sync":
-        for phase in _phases(units):
+        for phase in _phases(units, cfg):
             for unit in phase:
                 bar.update()
                 try:
@@ -631,7 +640,7 @@ def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: boo
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        for phase in _phases(units):
+        for phase in _phases(units, cfg):
             futures = {client.submit(run_unit, *args, *unit, pure=False,
                                      key=f"radar-unit-{'-'.join(map(str, unit))}-{time.time_ns()}"): unit
                        for unit in phase}
@@ -720,6 +729,25 @@ def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> 
         tmp.write_text(markdown_table(pretty))
 
 
+def _write_performance_figure(run_dir: Path, cfg: SearchConfig) -> None:
+    """``RUN/figures/sic_vs_injection.{png,pdf}``: max SIC and SIC at the rejection versus S/B in the SR,
+    median and 16-84 % band over seeds, one line per method (injections with signal only)."""
+    from plots.performance import metrics_frame, plot_metrics_vs_injection
+    from plots.style import save_figure
+
+    paths = [unit_dir(run_dir, m, i, s) / "metrics.json" for m in cfg.methods for i in cfg.injections
+             for s in cfg.seeds]
+    frame = metrics_frame([p for p in paths if p.exists()])
+    if frame.empty or "max_sic" not in frame or not (frame["s_over_b_sr"] > 0).any():
+        return
+    frame = frame[frame["s_over_b_sr"] > 0]
+    try:
+        (run_dir / "figures").mkdir(exist_ok=True)
+        save_figure(plot_metrics_vs_injection(frame, x="s_over_b_sr"), run_dir / "figures" / "sic_vs_injection")
+    except Exception:  # a figure must not lose the run
+        log.exception("sic_vs_injection figure failed")
+
+
 def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """Run every (method, injection, seed) of ``cfg``; returns the manifest (also written to the run dir).
@@ -759,8 +787,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
         if changed:
             raise ValueError(f"{run_dir}: the input files changed since its units were trained ({changed}); "
                              "use another output directory or --overwrite")
-    units = [(m, i, s) for m in cfg.methods if m not in SCORE_COMBINATIONS
-             for i in cfg.injections for s in cfg.seeds]
+    # seed by seed: an interrupted run has whole seeds finished (and resumes where it stopped)
+    units = [(m, i, s) for s in cfg.seeds for i in cfg.injections
+             for m in cfg.methods if m not in SCORE_COMBINATIONS]
     finished = [u for u in units if unit_finished(run_dir, *u)]
     if finished and not resume and not overwrite:
         raise ValueError(f"{run_dir}: {len(finished)} units already finished; use --resume to continue "
@@ -796,6 +825,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     rows = metrics_table(run_dir, cfg)
     if rows:
         _write_table(run_dir, rows, cfg.rejection)
+        _write_performance_figure(run_dir, cfg)
     if cfg.compare and rows:
         from analysis.compare import compare_run
 
@@ -820,7 +850,8 @@ def combination_members(cfg: SearchConfig) -> list[str]:
     given = cfg.method_settings.get("combined_scores", {}).get("members")
     if given:
         return list(given)
-    return [m for m in cfg.methods if m in TEMPLATE_METHODS and m != "combined_events"]
+    return [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS
+            and cfg.base_method(m) != "combined_events"]
 
 
 def _check_truth_inputs(cfg: SearchConfig, inputs: dict) -> None:

@@ -145,6 +145,11 @@ def test_same_seed_same_scores_sync_and_dask(toy_dir, tmp_path):
     ({"bogus_key": 1}, "unknown keys \\['bogus_key'\\]"),
     ({"input": {"data": "bkg.parquet"}}, "injections given but input.signal"),
     ({"features": ["mj1", "mjj"]}, "features"),
+    ({"variants": {"iad": {"method": "cwola_hunting"}}}, "variants.iad: the name of a registered method"),
+    ({"variants": {"v": {"method": "salsa"}}}, "variants.v: method 'salsa' is not a trained method"),
+    ({"variants": {"v": {"method": "combined_scores"}}}, "not a trained method"),
+    ({"variants": {"v": {"method": "iad", "setings": {}}}}, "variants.v: must be a mapping"),
+    ({"methods": ["iad", "v2"], "variants": {"v": {"method": "iad"}}}, "unknown \\['v2'\\]"),
 ])
 def test_bad_configs_fail_before_training(toy_dir, tmp_path, overrides, message):
     if "input" in overrides:
@@ -217,3 +222,26 @@ def test_flow_methods_run_with_tiny_flows(toy_dir, tmp_path, method, kind):
         assert m["n_template"] == m["n_data_sr"] and set(m["template_ks"]) == set(cfg.features)
         assert set(scores.loc[scores["in_sr"], "role"]) == {"data"}
     assert any((unit_dir(cfg.output_dir, method, 300, 0) / "models").iterdir())
+
+
+def test_variants_run_a_method_with_other_settings_next_to_it(toy_dir, tmp_path):
+    """An R-ANODE scan of fixed w next to the learnt w: one run, the same data and seeds."""
+    from models.densities import get as get_density
+
+    tiny = dict(get_density("ranode").TINY_KWARGS)
+    path = write_config(toy_dir, tmp_path, methods=["ranode", "ranode_w0p05", "ranode_w0p2"], injections=[300],
+                        seeds=[0], k_folds=2, method_settings={"ranode": tiny},
+                        variants={"ranode_w0p05": {"method": "ranode", "settings": {"w": 0.05}},
+                                  "ranode_w0p2": {"method": "ranode", "settings": {"w": 0.2}}})
+    cfg = load_config(path)
+    manifest = run_search(cfg)
+    assert manifest["n_failed"] == 0, manifest["failures"]
+    fixed = {name: _metrics(cfg, name, 300, 0) for name in ("ranode_w0p05", "ranode_w0p2")}
+    assert fixed["ranode_w0p05"]["signal_fraction"] == pytest.approx(0.05)
+    assert fixed["ranode_w0p2"]["signal_fraction"] == pytest.approx(0.2)
+    learnt = _metrics(cfg, "ranode", 300, 0)["signal_fraction"]
+    assert learnt not in (pytest.approx(0.05), pytest.approx(0.2))
+    scores = [load_scores(cfg.output_dir, name, 300, 0)["score"].to_numpy() for name in cfg.methods]
+    assert not np.allclose(scores[1], scores[2])  # the fixed w changes the fitted signal density
+    table = (cfg.output_dir / "metrics_table.md").read_text()
+    assert "| ranode_w0p05 |" in table and "| ranode_w0p2 |" in table

@@ -53,6 +53,7 @@ def test_every_method_runs_and_scores_every_event(run):
         assert np.isfinite(scores["score"]).all(), method
     table = (cfg.output_dir / "metrics_table.md").read_text()
     assert all(f"| {method} |" in table for method in METHODS)
+    assert (cfg.output_dir / "figures" / "sic_vs_injection.png").exists()
     header = table.splitlines()[0]
     assert "| s/unit |" in header and "| failed trainings |" in header and "SIC@R=1000" in header
 

@@ -8,8 +8,9 @@ standardised log masses. It starts as the identity (see :func:`identity_maf`).
 
 Objective (documented choice, ``objective=``). The original CURTAINs minimises a Sinkhorn
 (entropy-regularised optimal-transport) distance between a batch of transformed events and a batch of
-target events; radar does the same by default (``"sinkhorn"``) and offers a maximum-mean-discrepancy
-variant (``"mmd"``):
+target events; radar offers the same (``"sinkhorn"``) and a maximum-mean-discrepancy variant (``"mmd"``,
+the default: on the issue-6 study data, 30 epochs, it gave the better template — template-vs-data AUC
+0.56 against 0.60-0.66 for Sinkhorn — at half the cost or less):
 
     L = D( {(T(z_i; m_i, m_j'), s(m_j'))}, {(z_j', s(m_j'))} ) + λ_OT · mean_i |T(z_i; m_i, m_j') - z_i|²
 
@@ -314,7 +315,7 @@ class CurtainsTemplate:
     epochs, batch_size, lr, patience, val_fraction, max_restarts, progress:
         Training (AdamW, early stopping on the validation distance, restarts on NaN).
     objective:
-        "sinkhorn" (default, the CURTAINs paper's optimal-transport distance) or "mmd".
+        "mmd" (default) or "sinkhorn" (the CURTAINs paper's optimal-transport distance).
     blur, sinkhorn_iters:
         Sinkhorn: ε = blur² in standardised units, iterations at the final ε.
     ot_weight:
@@ -334,7 +335,7 @@ class CurtainsTemplate:
                  lr: float = 3e-4, patience: int = 10, val_fraction: float = 0.2, ot_weight: float = 0.01,
                  bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0), source: str = "both",
                  signal_region: tuple[float, float] | None = None, max_restarts: int = 3,
-                 objective: str = "sinkhorn", blur: float = 0.5, sinkhorn_iters: int = 10,
+                 objective: str = "mmd", blur: float = 0.5, sinkhorn_iters: int = 10,
                  progress: bool = False) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"CURTAINs objective must be one of {OBJECTIVES}, got {objective!r}")
