@@ -133,6 +133,18 @@ class SearchConfig:
         d.pop("output")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
+    #: fields that list the units or only touch what happens after them: a run may be extended in them
+    UNIT_LIST_FIELDS = ("name", "methods", "injections", "seeds", "compare", "compare_auc_repeats", "save_models")
+
+    def unit_digest(self) -> str:
+        """sha256 of what fixes the result of any one (method, injection, seed) unit: :meth:`digest` without
+        the lists of methods, injections and seeds (and the after-the-units settings). A run directory can
+        be resumed with more methods, injections or seeds as long as this is unchanged."""
+        d = self.to_dict()
+        for key in ("execution", "output", *self.UNIT_LIST_FIELDS):
+            d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
     def path(self, value: str | None) -> Path | None:
         """``value`` resolved against the config file's directory."""
         if value is None:

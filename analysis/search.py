@@ -594,7 +594,9 @@ def load_scores(run_dir: str | Path, method: str, injection: float | None, seed:
     path = unit_dir(Path(run_dir), method, injection, seed) / ("test_scores.parquet" if test else "scores.parquet")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no scores for ({method}, {injection}, seed {seed}); is the unit finished?")
-    return pd.read_parquet(path)
+    from analysis.report import load_scores as read_scores_file
+
+    return read_scores_file(path)  # checked: mjj and score present, mjj finite
 
 
 def unit_finished(run_dir: Path, method: str, injection: float | None, seed: int) -> bool:
@@ -772,16 +774,19 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
     digest = cfg.digest()
+    unit_digest = cfg.unit_digest()
     manifest_path = run_dir / "manifest.json"
     files = [p for p in cfg.input.data] + [v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test,
                                                          cfg.input.iad_template) if v]
     input_hashes = {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files}
     if saved.exists() and manifest_path.exists() and not overwrite:
         previous = json.loads(manifest_path.read_text())
-        old = str(previous.get("config_digest"))
-        if old != digest:
+        # methods, injections and seeds may be extended; anything that changes a unit's result may not
+        old, new = ((str(previous["unit_digest"]), unit_digest) if "unit_digest" in previous
+                    else (str(previous.get("config_digest")), digest))
+        if old != new:
             raise ValueError(f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
-                             f"{digest[:12]}); use another output directory or --overwrite")
+                             f"{new[:12]}); use another output directory or --overwrite")
         changed = sorted(p for p in set(input_hashes) | set(previous.get("inputs", {}))
                          if input_hashes.get(p) != previous.get("inputs", {}).get(p))
         if changed:
@@ -802,7 +807,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     with atomic_output(saved) as tmp:
         tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
     manifest: dict[str, Any] = {
-        "config": resolved, "config_digest": digest, "seeds": cfg.seeds, "data_seed": cfg.data_seed,
+        "config": resolved, "config_digest": digest, "unit_digest": unit_digest, "seeds": cfg.seeds, "data_seed": cfg.data_seed,
         "inputs": input_hashes,
         "versions": package_versions(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -119,6 +119,14 @@ def test_resume_skips_finished_units(toy_dir, tmp_path):
                                        injections=[300], k_folds=4))
     with pytest.raises(ValueError, match="different config"):
         run_search(changed, resume=True)
+    # more methods, injections or seeds extend the run: only the new units are trained
+    extended = load_config(write_config(toy_dir, tmp_path, name="extended.yaml", methods=["iad", "cwola_hunting"],
+                                        injections=[300, 0], seeds=[0, 1, 2]))
+    manifest = run_search(extended, resume=True)
+    assert len(manifest["units_skipped"]) == 2 and len(manifest["units_run"]) == 2 * 2 * 3 - 2
+    assert keep.stat().st_mtime_ns == before
+    table = pd.read_csv(cfg.output_dir / "metrics_table.csv")
+    assert len(table) == 4 and set(table["n_seeds"]) == {3}
 
 
 def test_same_seed_same_scores_sync_and_dask(toy_dir, tmp_path):
