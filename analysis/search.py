@@ -349,6 +349,9 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
     n = int(round(ctx.cfg.cathode_oversampling * sr.sum()))
     kwargs = _template_kwargs(ctx, name)
     reuse = bool(kwargs.pop("reuse_members", True)) if name == "combined_events" else False
+    if reuse and _method_settings(ctx, name).get("member_kwargs"):
+        log.info("combined_events: member_kwargs given; fitting the members with them instead of reusing")
+        reuse = False
     extra: dict[str, Any] = {}
     found = _reused_member_templates(ctx, kwargs["members"], n) if reuse else None
     if found is not None:

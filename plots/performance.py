@@ -157,7 +157,9 @@ def plot_metrics_vs_injection(
                 stats = stats.sort_index()
                 xs = stats.index.to_numpy(float)
                 color = COLORS[i % len(COLORS)]
-                ax.plot(xs, stats["median"], "o-", color=color, lw=2, label=name)
+                # beyond the palette, the colours repeat with another line style and marker
+                cycle = i // len(COLORS)
+                ax.plot(xs, stats["median"], ("o-", "s--", "^:")[cycle % 3], color=color, lw=2, label=name)
                 ax.fill_between(xs, stats["lo"], stats["hi"], color=color, alpha=0.25, lw=0)
             if metric != "auc":
                 ax.axhline(1.0, color="k", ls=":", lw=1, label="No improvement")
@@ -172,10 +174,12 @@ def plot_metrics_vs_injection(
                 ax.set_xlim(xs_all.min() - pad, xs_all.max() + pad)
             ax.set_xlabel(x_label)
             ax.set_ylabel(labels.get(metric, metric))
-            ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
+            n_lines = table[method].nunique()
+            ax.set_ylim(0, ax.get_ylim()[1] * (1.35 if n_lines <= 5 else 1.8))
             experiment_label(ax, style)
             if j == 0:
-                ax.legend(loc="upper left", fontsize=12, bbox_to_anchor=(0.0, 0.9))
+                ax.legend(loc="upper left", fontsize=12 if n_lines <= 5 else 10, bbox_to_anchor=(0.0, 0.92),
+                          ncols=1 if n_lines <= 5 else 3)
     return fig
 
 
