@@ -362,7 +362,12 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
     else:
         template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
         template.fit(data[sb].reset_index(drop=True), ctx.prepared.simulation)
+        limit = getattr(template, "max_distinct", None)
+        if limit is not None and n > limit:  # a template of a finite pool (SALAD): no repeated events
+            log.info("%s: %d distinct template events (not %d)", name, limit, n)
+            n = int(limit)
         samples, weights = template.sample(n, draw_mjj_kde(mjj[sr], n, ctx.seed))
+    n = len(samples)
     X0 = feature_matrix(samples, ctx.features, f"{name} samples")
     weights = np.asarray(weights, dtype="float64")
     _save_template_sample(ctx, samples, weights)
@@ -422,9 +427,10 @@ def load_template_sample(run_dir: str | Path, method: str, injection: float | No
 
 def _reused_member_templates(ctx: UnitContext, members, n: int) -> tuple[pd.DataFrame, np.ndarray] | None:
     """The sample-level combination built from the members' saved templates of this run, injection and
-    seed: an equal random share (seeded) of the ``n`` rows from each member, each share scaled to equal
-    total weight (:func:`models.templates.combined.stack_equal_weight`). None when a member has no
-    finished unit with an ``n``-event template here (then the members are fitted afresh)."""
+    seed: an equal share from each member — ``min(n // members, smallest member template)`` events drawn
+    without replacement (seeded), so no event repeats — each share scaled to equal total weight
+    (:func:`models.templates.combined.stack_equal_weight`). None when a member has no finished unit here
+    (then the members are fitted afresh)."""
     from models.templates.combined import stack_equal_weight
 
     if ctx.run_dir is None:
@@ -436,16 +442,20 @@ def _reused_member_templates(ctx: UnitContext, members, n: int) -> tuple[pd.Data
         except FileNotFoundError:
             log.info("combined_events: member %s has no finished unit here; fitting the members", member)
             return None
-        if len(events) != n or any(f not in events for f in ctx.features):
-            log.info("combined_events: member %s saved %d events (need %d); fitting the members", member,
-                     len(events), n)
+        if any(f not in events for f in ctx.features):
+            log.info("combined_events: member %s saved no %s; fitting the members", member, ctx.features)
             return None
         loaded.append((events, weights))
-    rows = np.array_split(np.random.default_rng(ctx.seed * 7_777_777 + 11).permutation(n), len(loaded))
-    parts = [(events.iloc[r][["mjj", *ctx.features]].reset_index(drop=True), w[r])
-             for (events, w), r in zip(loaded, rows)]
-    log.info("combined_events: equal shares of the saved templates of %s", list(members))
-    return stack_equal_weight(parts, rows, n)
+    share = min(n // len(loaded), *(len(events) for events, _ in loaded))
+    total = share * len(loaded)
+    rng = np.random.default_rng(ctx.seed * 7_777_777 + 11)
+    rows = np.array_split(rng.permutation(total), len(loaded))
+    parts = []
+    for events, w in loaded:
+        pick = rng.choice(len(events), size=share, replace=False)
+        parts.append((events.iloc[pick][["mjj", *ctx.features]].reset_index(drop=True), w[pick]))
+    log.info("combined_events: %d events from each of the saved templates of %s", share, list(members))
+    return stack_equal_weight(parts, rows, total)
 
 
 for _name in TEMPLATE_METHODS:

@@ -81,17 +81,31 @@ def test_combined_events_reuses_the_member_templates_in_equal_shares(run):
     assert metrics["members_reused"] == TEMPLATES
     events, weights = load_template_sample(cfg.output_dir, "combined_events", 300, 0)
     members = {m: load_template_sample(cfg.output_dir, m, 300, 0) for m in TEMPLATES}
-    assert all(len(e) == len(events) for e, _ in members.values())
     features = list(cfg.features)
+    share = min(len(e) for e, _ in members.values())
+    assert len(events) == len(TEMPLATES) * share == metrics["n_template"]
+    rows = [tuple(np.round(r, 9)) for r in events[features].to_numpy()]
+    assert len(set(rows)) == len(rows)  # no event twice
     source = np.full(len(events), -1)
     for k, (e, _) in enumerate(members.values()):
-        same = np.all(np.isclose(e[features].to_numpy(), events[features].to_numpy(), rtol=0, atol=1e-9), axis=1)
-        source[same & (source < 0)] = k
-    assert (source >= 0).all()  # every combined event is the same-row event of one member
+        member_rows = {tuple(np.round(r, 9)) for r in e[features].to_numpy()}
+        source[[i for i, r in enumerate(rows) if r in member_rows and source[i] < 0]] = k
+    assert (source >= 0).all()  # every combined event is an event of one member's template
     counts = np.bincount(source, minlength=len(TEMPLATES))
-    assert counts.max() - counts.min() <= 1  # equal shares
+    assert (counts == share).all()  # equal shares
     shares = np.bincount(source, weights=weights, minlength=len(TEMPLATES))
     np.testing.assert_allclose(shares, counts, rtol=1e-9)  # each member carries weight = its event count
+
+
+def test_salad_template_repeats_no_simulation_event(run):
+    """A template with repeated events lets the k-fold classifier recognise them in its held-out fold."""
+    cfg, _ = run
+    from analysis.search import load_template_sample
+
+    events, _ = load_template_sample(cfg.output_dir, "salad", 300, 0)
+    metrics = json.loads((unit_dir(cfg.output_dir, "salad", 300, 0) / "metrics.json").read_text())
+    assert not events[list(cfg.features)].duplicated().any()
+    assert metrics["n_template"] == len(events) < metrics["n_data_sr"] * cfg.cathode_oversampling
 
 
 def test_comparison_studies_are_written_by_the_search(run):

@@ -94,6 +94,13 @@ class CombinedTemplate:
         self._n_sample_calls = 0
 
     @property
+    def max_distinct(self) -> int | None:
+        """Members × the smallest member's ``max_distinct`` (None when no member has a limit)."""
+        limits = [getattr(m, "max_distinct", None) for m in self.members.values()]
+        limits = [int(v) for v in limits if v is not None]
+        return len(self.members) * min(limits) if limits else None
+
+    @property
     def n_failed(self) -> int:
         return sum(int(getattr(m, "n_failed", 0)) for m in self.members.values())
 

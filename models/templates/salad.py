@@ -9,9 +9,11 @@ that reweights SR simulation into the background template.
   weights that make their m_JJ histogram equal to the data's, so the classifier learns the ratio of the
   *conditional* densities p(x | m) only. The template's masses then come from the caller (the SR data
   KDE), as for every other template.
-- Sampling: each requested mass takes an SR simulation event of nearby mass (one of the
-  ``match_window`` neighbours either side in the mass-sorted SR simulation, seeded), so n may exceed
-  the SR simulation size (events are then reused). The returned ``mjj`` column is the requested mass;
+- Sampling: up to :attr:`SaladTemplate.max_distinct` (the number of SR simulation events) requests get
+  distinct events, a random subset given to the requested masses in rank order; beyond that each
+  requested mass takes an SR simulation event of nearby mass (one of the ``match_window`` neighbours
+  either side in the mass-sorted SR simulation, seeded) and events repeat, which lets a k-fold
+  classifier recognise them — `radar search` therefore asks for at most ``max_distinct``. The returned ``mjj`` column is the requested mass;
   the weight is evaluated at the simulated event's own mass.
 - Weights are clipped at the ``clip_quantile`` quantile of the SR simulation weights and at
   ``max_weight``; how many were clipped is logged and kept in :attr:`SaladTemplate.n_clipped`.
@@ -123,6 +125,11 @@ class SaladTemplate:
         self._w_sr: np.ndarray | None = None
         self._n_sample_calls = 0
 
+    @property
+    def max_distinct(self) -> int | None:
+        """How many distinct events :meth:`sample` can return (the SR simulation events); None unfitted."""
+        return None if self._m_sr is None else len(self._m_sr)
+
     def _inputs(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         return np.column_stack([x, m])
 
@@ -186,9 +193,17 @@ class SaladTemplate:
         if seed is None:
             seed = self.seed * 7_777_777 + 5 + self._n_sample_calls
             self._n_sample_calls += 1
-        rows = mass_matched_rows(self._m_sr, mjj, self.match_window, np.random.default_rng(seed))
-        if n > len(rows) and n > len(self._m_sr):
-            log.info("SALAD: %d events requested from %d SR simulation events (reused)", n, len(self._m_sr))
+        rng = np.random.default_rng(seed)
+        if n <= len(self._m_sr):
+            # distinct events: a random subset of the SR simulation (sorted by mass, as the pool) given to the
+            # requested masses in rank order, so no event is repeated (repeats let a k-fold classifier
+            # recognise template events in its held-out fold)
+            rows = np.sort(rng.choice(len(self._m_sr), size=n, replace=False))
+            rows = rows[np.argsort(np.argsort(mjj, kind="stable"), kind="stable")]
+        else:
+            log.warning("SALAD: %d events requested from %d SR simulation events: events are repeated (ask for at "
+                        "most max_distinct)", n, len(self._m_sr))
+            rows = mass_matched_rows(self._m_sr, mjj, self.match_window, rng)
         events = pd.DataFrame(self._x_sr[rows], columns=self.features)
         events["mjj"] = mjj
         return events, self._w_sr[rows].copy()
