@@ -281,6 +281,7 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     from analysis.search import (
         TEMPLATE_METHODS,
         _injection_tag,
+        classifier_settings,
         load_inputs,
         load_scores,
         load_template_sample,
@@ -295,10 +296,7 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     regions = cfg.regions_for("cathode")
     templates_run = [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS]
     written: dict[str, Path] = {}
-    clf = dict(cfg.classifier.settings)
-    if cfg.classifier.name == "hgb":
-        clf.setdefault("n_threads", cfg.execution.threads_per_task)
-    clf.setdefault("device", cfg.execution.device)
+    clf = classifier_settings(cfg)
     inputs = load_inputs(cfg)
     for injection in cfg.injections:
         prepared = prepare_data(cfg, injection, inputs)

@@ -202,6 +202,16 @@ def available_methods() -> list[str]:
     return sorted([*_METHODS, *SCORE_COMBINATIONS])
 
 
+def classifier_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """The configured classifier's keyword arguments with the execution's device and, for HGB, threads."""
+    settings = dict(cfg.classifier.settings)
+    settings.setdefault("device", cfg.execution.device)
+    if cfg.classifier.name == "hgb":
+        # one task per core: OpenMP threads beyond threads_per_task only oversubscribe the machine
+        settings.setdefault("n_threads", cfg.execution.threads_per_task)
+    return settings
+
+
 def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np.ndarray | None,
               X1: np.ndarray, rows1: np.ndarray | None) -> MethodOutput:
     """k-fold class 0 vs class 1; every data event and the test set get a score.
@@ -220,11 +230,7 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
     X_extra = np.concatenate([feature_matrix(data.iloc[rest], ctx.features, "data"),
                               feature_matrix(test, ctx.features, "test") if len(test) else
                               np.empty((0, len(ctx.features)))])
-    settings = dict(cfg.classifier.settings)
-    settings.setdefault("device", cfg.execution.device)
-    if cfg.classifier.name == "hgb":
-        # one task per core: OpenMP threads beyond threads_per_task only oversubscribe the machine
-        settings.setdefault("n_threads", cfg.execution.threads_per_task)
+    settings = classifier_settings(cfg)
     result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=cfg.k_folds, seed=ctx.seed,
                           X_extra=X_extra, save_dir=ctx.model_dir, **settings)
     scores = np.full(len(data), np.nan)
