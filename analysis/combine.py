@@ -98,7 +98,7 @@ def combined_unit_scores(run_dir: str | Path, methods: Sequence[str], injection:
             if len(frame) != len(first) or not np.array_equal(frame["mjj"].to_numpy(), first["mjj"].to_numpy()):
                 raise ValueError(f"combined_unit_scores: {kind} of {method!r} ({len(frame)} events) do not match "
                                  f"those of {methods[0]!r} ({len(first)} events) row by row")
-        combined = first.copy()
+        combined = first.drop(columns=["score_fold_mean"], errors="ignore")  # a member's diagnostic only
         combined["score"] = combine_scores({m: f["score"].to_numpy() for m, f in zip(methods, frames)}, how=how)
         if "role" in combined:
             combined["role"] = pd.Categorical(np.full(len(combined), "combined"))

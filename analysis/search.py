@@ -6,17 +6,21 @@ varies the trainings), runs its method and writes, atomically, into
 ``RUN/<method>/inj_<injection>/seed_<seed>/``:
 
 - ``scores.parquet``: one row per data event in the m_JJ range — ``mjj, score, label, weight, in_sr,
-  role``. ``role`` says how the score was made: ``data`` / ``template`` (out-of-fold: the event was in
-  the training folds of the other models), ``extra`` (mean of the k fold models: the event was not
-  trained on), ``density`` (ANODE: density-ratio score).
+  role`` (+ ``score_fold_mean``). Every data event is scored by exactly one model that never trained
+  on it, all such models trained alike (k folds over the data, :func:`_classify`; density methods:
+  k density folds), so SR and sideband scores share one distribution. ``role`` says which class the
+  event was in: ``data`` / ``template`` (class 1 / 0 of the other folds' trainings), ``fold`` (in no
+  class, e.g. sidebands of a template method), ``density`` (ANODE, R-ANODE). ``score_fold_mean`` is a
+  diagnostic only: the pre-fix scheme (events in no class scored by the mean of the k models), whose
+  narrower tail made fake bumps; the closure benchmark shows it, the bump hunt never reads it.
 - ``test_scores.parquet``: the labelled SR test set ``mjj, score, label, weight``.
 - ``models/``: the fold classifiers; ``metrics.json`` last (its presence marks the unit finished).
 
 The run directory also gets ``config.yaml`` (resolved), ``manifest.json`` (inputs' sha256, config,
 seeds, versions, unit status) and ``metrics_table.csv``/``.md`` (median and 16-84 % band over seeds).
 
-Methods (:func:`available_methods`): ``cathode``, ``cwola_hunting``, ``anode``, ``iad``,
-``supervised``. New ones register with :func:`register_method`.
+Methods (:func:`available_methods`): ``cathode``, ``lacathode``, ``cwola_hunting``, ``anode``, ``iad``,
+``supervised`` and the other templates. New ones register with :func:`register_method`.
 """
 
 from __future__ import annotations
@@ -159,6 +163,9 @@ class MethodOutput:
     classification_auc: float | None = None
     classification_auc_sigma: float | None = None
     extra: dict = field(default_factory=dict)
+    #: the unsafe pre-fix scores (rows outside the training classes scored by the mean of the k fold
+    #: models), written as ``score_fold_mean`` for the closure benchmark; never hunted
+    diagnostic_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -212,41 +219,66 @@ def classifier_settings(cfg: SearchConfig) -> dict[str, Any]:
     return settings
 
 
+#: seed offset of the one fold assignment over the search data (every row: SR, sidebands, the rest)
+_DATA_FOLD_SEED = 3
+
+
 def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np.ndarray | None,
-              X1: np.ndarray, rows1: np.ndarray | None) -> MethodOutput:
-    """k-fold class 0 vs class 1; every data event and the test set get a score.
+              X1: np.ndarray, rows1: np.ndarray | None,
+              embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None) -> MethodOutput:
+    """k-fold class 0 vs class 1 (:func:`analysis.cwola.kfold_scores`); every data event and the test set
+    get a score.
 
     rows0/rows1: data row indices of the class-0/1 events (None: the class is not made of data rows).
+    Every data row has its fold from ONE assignment over the data (seeded by the unit seed; balanced
+    within class 0, class 1 and the rest), and is scored by the one model that did not train on its fold — SR data, sidebands
+    and rows in no class alike (``role`` ``data``, ``template``, ``fold``): the scores entering an m_JJ
+    spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
+    models. ``embed(table, what)``: the classifier's inputs of a table's events (default: the features).
     """
-    from analysis.cwola import kfold_scores
+    from analysis.cwola import fold_assignment, kfold_scores
     from analysis.metrics import auc, auc_null_sigma
 
     cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
+    embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
+    k = cfg.k_folds
     trained = np.zeros(len(data), bool)
     for rows in (rows0, rows1):
         if rows is not None:
             trained[rows] = True
     rest = np.flatnonzero(~trained)
-    X_extra = np.concatenate([feature_matrix(data.iloc[rest], ctx.features, "data"),
-                              feature_matrix(test, ctx.features, "test") if len(test) else
-                              np.empty((0, len(ctx.features)))])
-    settings = classifier_settings(cfg)
-    result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=cfg.k_folds, seed=ctx.seed,
-                          X_extra=X_extra, save_dir=ctx.model_dir, **settings)
+    # balanced within each class: a fold holding more SR events than another would get a model with a
+    # lower class-1 prior, and score those very events lower (a deficit in the SR on background only)
+    data_folds = np.zeros(len(data), np.int64)
+    for i, rows in enumerate((rows0, rows1, rest)):
+        if rows is not None:
+            data_folds[rows] = fold_assignment(len(rows), k, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i)
+    X_test = embed(test, "test") if len(test) else None
+    result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=k, seed=ctx.seed,
+                          folds0=None if rows0 is None else data_folds[rows0],
+                          folds1=None if rows1 is None else data_folds[rows1],
+                          X_fold=embed(data.iloc[rest], "data"), folds_fold=data_folds[rest], X_mean=X_test,
+                          save_dir=ctx.model_dir, **classifier_settings(cfg))
     scores = np.full(len(data), np.nan)
-    role = np.full(len(data), "extra", dtype=object)
-    scores[rest] = result.scores_extra[: len(rest)]
+    role = np.full(len(data), "fold", dtype=object)
+    scores[rest] = result.scores_fold
+    # the pre-fix scheme (rows in no class scored by the fold mean), kept only as a diagnostic column
+    fold_mean = scores.copy()
+    fold_mean[rest] = result.scores_fold_mean
     if rows0 is not None:
-        scores[rows0], role[rows0] = result.scores0, "template"
+        scores[rows0] = fold_mean[rows0] = result.scores0
+        role[rows0] = "template"
     if rows1 is not None:
-        scores[rows1], role[rows1] = result.scores1, "data"
+        scores[rows1] = fold_mean[rows1] = result.scores1
+        role[rows1] = "data"
     y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
     s = np.concatenate([result.scores0, result.scores1])
     w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1))])
-    return MethodOutput(scores=scores, role=role, test_scores=result.scores_extra[len(rest):],
+    return MethodOutput(scores=scores, role=role,
+                        test_scores=result.scores_mean if X_test is not None else np.zeros(0),
                         classification_auc=auc(y, s, w),
                         classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
-                        extra={"n_class0": len(X0), "n_class1": len(X1)})
+                        extra={"n_class0": len(X0), "n_class1": len(X1)}, diagnostic_scores=fold_mean)
 
 
 @register_method("iad")
@@ -468,6 +500,41 @@ for _name in TEMPLATE_METHODS:
     register_method(_name)(functools.partial(_template_method, name=_name))
 
 
+@register_method("lacathode")
+def lacathode(ctx: UnitContext) -> MethodOutput:
+    """LaCATHODE (Hallin et al., arXiv:2210.14924): CATHODE's flow, with the classifier moved into the flow's
+    latent space.
+
+    The conditional flow is fitted on sideband data (as CATHODE, ``flow`` settings with
+    ``method_settings.lacathode`` on top); every data event is mapped to the latent space at its own m_JJ
+    (:meth:`models.flows.ConditionalFlow.to_latent`, best epoch). The template is ``cathode_oversampling`` ×
+    N_SR standard-normal draws (the flow's base density, the same at every mass), class 1 the latent SR
+    data. Where the flow describes the background, the latent coordinates do not depend on m_JJ, so a cut
+    on the classifier does not sculpt the m_JJ spectrum of the background even when the features follow
+    m_JJ (where CATHODE's classifier, evaluated away from the SR, does).
+    """
+    from models.templates import get as get_template
+
+    data = ctx.prepared.data
+    mjj = data["mjj"].to_numpy()
+    sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
+    kwargs = {**_flow_settings(ctx), **_method_settings(ctx, "lacathode")}
+    template = get_template("cathode")(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
+    template.fit(data[sb].reset_index(drop=True))
+    flow = template.flow
+
+    def latent(table: pd.DataFrame, what: str) -> np.ndarray:
+        return flow.to_latent(feature_matrix(table, ctx.features, what), table["mjj"].to_numpy())
+
+    n = int(round(ctx.cfg.cathode_oversampling * sr.sum()))
+    X0 = np.random.default_rng(ctx.seed * 7_777_777 + 5).standard_normal((n, len(ctx.features)))
+    rows1 = np.flatnonzero(sr)
+    out = _classify(ctx, X0, None, None, latent(data.iloc[rows1], "data"), rows1, embed=latent)
+    out.extra.update({"n_template": n, "flow_trainings_failed": int(template.n_failed)})
+    _save_flow_model(ctx, template, "lacathode_flow.pt")
+    return out
+
+
 def _finite(scores: np.ndarray, method: str) -> np.ndarray:
     """Non-finite density scores (events outside a flow's support) → the lowest finite score, logged."""
     scores = np.asarray(scores, dtype="float64")
@@ -577,6 +644,8 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
     scores = pd.DataFrame({"mjj": data["mjj"].to_numpy(), "score": output.scores,
                            "label": data["label"].to_numpy(), "weight": data["weight"].to_numpy(),
                            "in_sr": in_sr, "role": pd.Categorical(output.role.astype(str))})
+    if output.diagnostic_scores is not None:
+        scores["score_fold_mean"] = output.diagnostic_scores
     with atomic_output(out_dir / "scores.parquet") as tmp:
         scores.to_parquet(tmp, index=False)
     test_frame = pd.DataFrame({"mjj": test["mjj"].to_numpy(), "score": output.test_scores,

@@ -46,8 +46,8 @@ REFERENCE = {"iad": 14.0, "supervised": 17.0}
 def _run(X0, X1, test_X, test_y, args, seed):
     t0 = time.perf_counter()
     result = kfold_scores(X0, X1, classifier=args.classifier, k_folds=args.k_folds, seed=seed,
-                          X_extra=test_X, **args.clf_kwargs)
-    metrics = classifier_metrics(test_y, result.scores_extra, rejection=1000.0)
+                          X_mean=test_X, **args.clf_kwargs)
+    metrics = classifier_metrics(test_y, result.scores_mean, rejection=1000.0)
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
 

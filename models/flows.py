@@ -378,6 +378,24 @@ class ConditionalFlow:
         return log_mean.cpu().numpy() + logdet
 
     @torch.no_grad()
+    def to_latent(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """The flow's base-space (latent) coordinates of events ``x`` (N, D) at masses ``m`` (N,) GeV →
+        (N, D) float64, standard normal for events that follow the learnt density.
+
+        Uses the best epoch's model alone (an ensemble has no single latent space). Features outside the
+        training range are clipped to it first, as in :meth:`log_prob`. LaCATHODE classifies here: the
+        latent coordinates do not depend on m_JJ where the flow describes the background.
+        """
+        self._require_fit()
+        x, m = self._check_xm(x, m, "ConditionalFlow.to_latent")
+        z, _ = self.preprocessor.transform(x)
+        zt, ctx = self._tensor(z), self._tensor(self.mass_scaler.transform(m))
+        best = self.members[0]
+        out = [best.transform_to_noise(zt[s : s + _EVAL_BATCH], context=ctx[s : s + _EVAL_BATCH])
+               for s in range(0, len(zt), _EVAL_BATCH)]
+        return (torch.cat(out) if out else torch.zeros(0, self.n_features)).double().cpu().numpy()
+
+    @torch.no_grad()
     def sample(self, m: np.ndarray, seed: int | None = None) -> np.ndarray:
         """One sample of x for each condition value in ``m`` (N,) GeV; returns (N, D).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.cwola import fold_assignment, kfold_scores, out_of_fold_scores
+from analysis.cwola import fold_assignment, kfold_scores
 from analysis.metrics import auc
 from models.classifiers import (
     MLPClassifier,
@@ -108,14 +108,20 @@ def test_out_of_fold_scores_use_models_that_did_not_see_the_event():
     X1 = X0[:150] + 0.0  # identical copies in both classes: a memorising model would score them 0.5
     folds = fold_assignment(100, 5, 0)
     assert np.bincount(folds).tolist() == [20] * 5
-    s_data, s_extra = out_of_fold_scores(X0, None, X1, classifier="hgb", k_folds=3, seed=0,
-                                         X_extra=X0[:7], **TINY["hgb"])
-    assert s_data.shape == (150,) and s_extra.shape == (7,)
-    assert np.isfinite(s_data).all()
-    result = kfold_scores(X0, X1, classifier="hgb", k_folds=3, seed=0, keep_models=True, **TINY["hgb"])
-    np.testing.assert_array_equal(result.scores1, s_data)
+    X_fold, folds_fold = X0[:9], np.arange(9) % 3
+    result = kfold_scores(X0, X1, classifier="hgb", k_folds=3, seed=0, keep_models=True, X_fold=X_fold,
+                          folds_fold=folds_fold, X_mean=X0[:7], **TINY["hgb"])
+    assert result.scores1.shape == (150,) and result.scores_mean.shape == (7,)
+    assert np.isfinite(result.scores1).all() and np.isfinite(result.scores_fold).all()
     # event i of class 1 is scored by the model of its own fold, which did not train on fold i
     for i in np.flatnonzero(result.folds1 == 0)[:3]:
         assert result.models[0].predict_proba(X1[i:i + 1])[0] == pytest.approx(result.scores1[i])
+    # an event outside the classes is scored by ONE model (its fold's), not by the mean of the k models
+    for i in range(9):
+        one = result.models[folds_fold[i]].predict_proba(X_fold[i:i + 1])[0]
+        mean = np.mean([m.predict_proba(X_fold[i:i + 1])[0] for m in result.models])
+        assert result.scores_fold[i] == pytest.approx(one)
+        assert result.scores_fold_mean[i] == pytest.approx(mean)
+    np.testing.assert_allclose(result.scores_mean, result.scores_fold_mean[:7])
     with pytest.raises(ValueError, match="k_folds must be >= 2"):
         kfold_scores(X0, X1, k_folds=1)

@@ -74,15 +74,19 @@ def test_injected_signal_is_found(finished_run):
 def test_every_data_event_gets_a_score(finished_run):
     cfg, _ = finished_run
     scores = load_scores(cfg.output_dir, "cwola_hunting", 300, 1)
-    assert list(scores.columns) == ["mjj", "score", "label", "weight", "in_sr", "role"]
+    assert list(scores.columns) == ["mjj", "score", "label", "weight", "in_sr", "role", "score_fold_mean"]
     assert np.isfinite(scores["score"]).all() and scores["score"].between(0, 1).all()
     assert scores["mjj"].between(1500, 5500).all()
     np.testing.assert_array_equal(scores["in_sr"], scores["mjj"].between(3300, 3700, inclusive="left"))
-    # SR events out-of-fold as data, narrow SB events out-of-fold as template, the rest by the fold mean
+    # SR events out-of-fold as data, narrow SB events out-of-fold as template, the rest by its fold's model
     assert set(scores.loc[scores["in_sr"], "role"]) == {"data"}
     sb = scores["mjj"].between(3100, 3300, inclusive="left") | scores["mjj"].between(3700, 3900, inclusive="left")
     assert set(scores.loc[sb, "role"]) == {"template"}
-    assert set(scores.loc[~sb & ~scores["in_sr"], "role"]) == {"extra"}
+    rest = ~sb & ~scores["in_sr"]
+    assert set(scores.loc[rest, "role"]) == {"fold"}
+    # only the diagnostic column keeps the pre-fix fold mean, and only for events in no class
+    np.testing.assert_array_equal(scores.loc[~rest, "score"], scores.loc[~rest, "score_fold_mean"])
+    assert (scores.loc[rest, "score"] != scores.loc[rest, "score_fold_mean"]).mean() > 0.9
     test = load_scores(cfg.output_dir, "cwola_hunting", 300, 1, test=True)
     assert set(test["label"]) == {0.0, 1.0} and np.isfinite(test["score"]).all()
     assert len(list((unit_dir(cfg.output_dir, "iad", 0, 0) / "models").glob("fold*.pkl"))) == 3
@@ -202,7 +206,7 @@ def test_config_round_trip():
     assert again.to_dict() == cfg.to_dict() and again.digest() == cfg.digest()
     assert set(available_methods()) == {"anode", "cathode", "cwola_hunting", "iad", "supervised",  # issue 4
                                         "salad", "curtains", "feta", "combined_events", "ranode",  # issue 6
-                                        "combined_scores"}
+                                        "combined_scores", "lacathode"}  # issue 10
 
 
 def _flow_kwargs(kind):
