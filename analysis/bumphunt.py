@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from analysis.sculpting import SculptingConfig, efficiency_diagnostics
+
 log = logging.getLogger(__name__)
 
 SQRT_S: float = 13000.0
@@ -611,6 +613,17 @@ class WorkingPoint:
     truth: dict[str, Any] = field(default_factory=dict)
     signal_counts: np.ndarray | None = None
     histogram: Any = None
+    #: what the cut did to the background (:func:`analysis.sculpting.efficiency_diagnostics`); None: no cut
+    sculpting: dict[str, Any] | None = None
+
+    @property
+    def sculpted(self) -> bool:
+        return bool(self.sculpting and self.sculpting["sculpted"])
+
+    @property
+    def usable(self) -> bool:
+        """A good fit of a cut that did not sculpt: the only kind that may become the headline."""
+        return self.fit.ok and not self.sculpted and bool(np.isfinite(self.z_local))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -630,7 +643,9 @@ class WorkingPoint:
             "p_local": self.p_local,
             "n_selected": self.n_selected,
             "fit_ok": self.fit.ok,
-            "flags": list(self.fit.flags),
+            "usable": self.usable,
+            "flags": list(self.fit.flags) + (["sculpted"] if self.sculpted else []),
+            "sculpting": self.sculpting,
             "truth": self.truth,
             "signal_counts": None if self.signal_counts is None else self.signal_counts.tolist(),
         }
@@ -725,10 +740,10 @@ class BumpHuntResult:
 
     @property
     def best(self) -> WorkingPoint:
-        """The working point with the largest local significance among usable fits."""
-        usable = [wp for wp in self.working_points if wp.fit.ok and np.isfinite(wp.z_local)]
-        pool = usable or self.working_points
-        return max(pool, key=lambda wp: wp.z_local if np.isfinite(wp.z_local) else -1.0)
+        """The working point with the largest local significance among usable ones (good fit, no sculpting
+        flag); None when there is none."""
+        usable = [wp for wp in self.working_points if wp.usable]
+        return max(usable, key=lambda wp: wp.z_local) if usable else None
 
 
 def bump_hunt(
@@ -743,6 +758,7 @@ def bump_hunt(
     weight: np.ndarray | None = None,
     label: np.ndarray | None = None,
     config: FitConfig = FitConfig(),
+    sculpting_config: SculptingConfig = SculptingConfig(),
 ) -> BumpHuntResult:
     """Bump hunt at several score working points.
 
@@ -750,7 +766,9 @@ def bump_hunt(
     ``fit_range`` when a cut is applied); in_sr (N,) bool, the events whose score distribution defines the
     efficiencies (default: ``signal_region`` on mjj); weight (N,) optional event weights; label (N,)
     optional truth (1 signal, 0 background, -1 unknown) used only to report S and B after each cut.
-    efficiencies: fractions of SR events kept (1 = no cut). Returns a :class:`BumpHuntResult`.
+    efficiencies: fractions of SR events kept (1 = no cut). Every cut also gets the efficiency per m_JJ
+    bin and the sculpting tests (:mod:`analysis.sculpting`); a sculpted working point is never the
+    :attr:`BumpHuntResult.best`. Returns a :class:`BumpHuntResult`.
     """
     mjj = np.asarray(mjj, dtype=float)
     score = np.asarray(score, dtype=float)
@@ -789,6 +807,12 @@ def bump_hunt(
         h = mjj_histogram(mjj[selected], edges, None if weight is None else weight[selected])
         counts = h.values()
         fit, sr = hunt_spectrum(counts, edges, signal_region, config)
+        sculpting = None
+        if eff < 1 and in_sr.any():
+            sculpting = efficiency_diagnostics(mjj, score, in_sr, edges, sr["sr_mask"], threshold, eff, weight,
+                                               sculpting_config)
+            if sculpting["sculpted"]:
+                log.warning("working point eff=%g is sculpted: %s", eff, "; ".join(sculpting["reasons"]))
         truth: dict[str, Any] = {}
         signal_counts = None
         if label is not None:
@@ -823,6 +847,7 @@ def bump_hunt(
             truth=truth,
             signal_counts=signal_counts,
             histogram=h,
+            sculpting=sculpting,
             **sr,
         )
         log.info(

@@ -54,7 +54,7 @@ def bumphunt_table(result: Mapping[str, Any]) -> str:
             _fmt(wp["z_local"]),
             f"dijet{fit['n_params']}",
             f"{_fmt(fit['deviance'], '.1f')}/{fit['ndf']} ({_fmt(fit['gof_pvalue'], '.2g')})",
-            ", ".join(fit["flags"] + [f"warning: {w}" for w in fit.get("warnings", [])]) or "ok",
+            ", ".join(wp.get("flags", fit["flags"]) + [f"warning: {w}" for w in fit.get("warnings", [])]) or "ok",
         ]
         if truth:
             t = wp.get("truth") or {}
@@ -123,19 +123,32 @@ def write_report(
             "- Local Z: profile likelihood, Poisson SR count with the fit uncertainty as a Gaussian-constrained "
             "nuisance; one-sided (0 for deficits).",
         ]
+        lines.append(
+            "- Every cut is checked for sculpting (cut efficiency vs m_JJ, figures `efficiency_*`): the "
+            "control tail (lowest-scoring SR fraction) must not be larger in the SR than the sidebands predict, "
+            "and the efficiencies must be straight lines in m_JJ over the sidebands. A sculpted working point "
+            "is never the headline."
+        )
         if best is not None:
             lines.append(
                 f"- **Most significant usable working point: {_wp_name(best['efficiency'])}, local Z = "
                 f"{best['z_local']:.2f}** (no cut: Z = {_no_cut_z(bumphunt)})."
             )
-        flagged = [wp for wp in bumphunt["working_points"] if wp["fit"]["flags"]]
+        else:
+            lines.append("- **No usable working point**: every fit is flagged or every cut sculpted; no "
+                         "significance is quoted.")
+        flagged = [wp for wp in bumphunt["working_points"] if wp.get("flags", wp["fit"]["flags"])]
         if flagged:
             lines.append(
-                f"- **{len(flagged)} working point(s) with a flagged fit**: "
+                f"- **{len(flagged)} working point(s) flagged**: "
                 + "; ".join(
-                    f"{_wp_name(wp['efficiency'])}: {', '.join(wp['fit']['flags'])}" for wp in flagged
+                    f"{_wp_name(wp['efficiency'])}: {', '.join(wp.get('flags', wp['fit']['flags']))}"
+                    for wp in flagged
                 )
             )
+        for wp in bumphunt["working_points"]:
+            for reason in (wp.get("sculpting") or {}).get("reasons", []):
+                lines.append(f"- {_wp_name(wp['efficiency'])} sculpted: {reason}.")
         lines += ["", bumphunt_table(bumphunt), ""]
     if scan is not None:
         lines += [
@@ -170,7 +183,9 @@ def write_report(
 
 
 def _best(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    usable = [wp for wp in result["working_points"] if wp["fit"]["ok"] and wp["z_local"] == wp["z_local"]]
+    """The most significant usable working point (good fit, not sculpted) of a saved result, or None."""
+    usable = [wp for wp in result["working_points"]
+              if wp.get("usable", wp["fit"]["ok"]) and wp["z_local"] == wp["z_local"]]
     return max(usable, key=lambda wp: wp["z_local"]) if usable else None
 
 

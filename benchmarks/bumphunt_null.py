@@ -150,7 +150,7 @@ def signal_check(args) -> list[dict]:
             fit_range=tuple(args.fit_range),
         )
         no_cut = result.working_points[0]
-        best = result.best
+        best = result.best or result.working_points[0]
         excess = best.counts - best.expected
         sr_centres = 0.5 * (best.edges[:-1] + best.edges[1:])[best.sr_mask]
         sr_excess = np.clip(excess[best.sr_mask], 0, None)

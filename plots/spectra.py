@@ -233,7 +233,8 @@ def plot_significance_vs_efficiency(result: Mapping[str, Any], style: str = "atl
 def plot_bumphunt(
     result: Mapping[str, Any], outdir: str | Path, style: str = "atlas", prefix: str = "mjj"
 ) -> list[Path]:
-    """Every bump-hunt figure of a saved result: one spectrum per working point and Z vs efficiency.
+    """Every bump-hunt figure of a saved result: one spectrum per working point, the cut efficiency vs m_JJ
+    of every cut (``efficiency_<tag>``), and Z vs efficiency.
 
     result: the dict written by ``BumpHuntResult.save``. Writes PNG + PDF into ``outdir``; returns the PNGs.
     """
@@ -243,6 +244,11 @@ def plot_bumphunt(
         tag = "nocut" if wp["efficiency"] >= 1 else f"eff{wp['efficiency']:g}".replace(".", "p")
         fig = plot_spectrum(wp, result["signal_region"], style)
         paths.append(save_figure(fig, outdir / f"{prefix}_{tag}")[0])
+        if wp.get("sculpting"):
+            from plots.sculpting import plot_cut_efficiency
+
+            fig = plot_cut_efficiency(wp, result["signal_region"], style)
+            paths.append(save_figure(fig, outdir / f"efficiency_{tag}")[0])
     fig = plot_significance_vs_efficiency(result, style)
     paths.append(save_figure(fig, outdir / f"{prefix}_significance")[0])
     return paths

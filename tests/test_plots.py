@@ -45,7 +45,9 @@ def test_bumphunt_and_scan_figures(saved_results, tmp_path, style):
 
     hunt, scan = saved_results
     paths = plot_bumphunt(hunt, tmp_path, style)
-    assert len(paths) == len(hunt["working_points"]) + 1
+    n_cuts = sum(wp["efficiency"] < 1 for wp in hunt["working_points"])
+    assert len(paths) == len(hunt["working_points"]) + n_cuts + 1  # spectra, cut efficiencies, Z vs cut
+    assert sum(p.name.startswith("efficiency_") for p in paths) == n_cuts
     paths += save_figure(plot_scan(scan, style, injected_mass=3500.0), tmp_path / "scan")[:1]
     _check_written(paths, tmp_path)
 
