@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from analysis.sculpting import SculptingConfig, efficiency_diagnostics
+from analysis.sculpting import DEFAULT_SCULPTING, SculptingConfig, efficiency_diagnostics
 
 log = logging.getLogger(__name__)
 
@@ -758,7 +758,7 @@ def bump_hunt(
     weight: np.ndarray | None = None,
     label: np.ndarray | None = None,
     config: FitConfig = FitConfig(),
-    sculpting_config: SculptingConfig = SculptingConfig(),
+    sculpting_config: SculptingConfig = DEFAULT_SCULPTING,
 ) -> BumpHuntResult:
     """Bump hunt at several score working points.
 

@@ -50,6 +50,9 @@ class SculptingConfig:
     guard: float | None = None
 
 
+DEFAULT_SCULPTING = SculptingConfig()
+
+
 def _groups(n_total: np.ndarray, side_bins: list[np.ndarray], efficiency: float, min_expected: float) -> list:
     """Bins of each sideband side merged outwards from the SR until every group expects ``min_expected``
     passing and failing events; a short last group joins the one before."""
