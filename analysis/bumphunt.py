@@ -532,6 +532,66 @@ def mass_bin_edges(
     return np.concatenate([left, np.linspace(sr_lo, sr_hi, n_sr + 1), right])
 
 
+TURN_ON_MARGIN: float = 200.0
+"""GeV between the peak of the m_JJ spectrum (the end of the trigger turn-on) and the start of the fit."""
+
+MIN_SIDEBAND: float = 300.0
+"""Shortest sideband (GeV) on either side of the SR inside the fit range; shorter ones are refused."""
+
+
+def auto_fit_range(
+    mjj: np.ndarray,
+    signal_region: tuple[float, float],
+    bin_width: float = 100.0,
+    margin: float = TURN_ON_MARGIN,
+    upper: float | None = None,
+) -> tuple[float, float]:
+    """The fit range that the data allow (GeV): from the bin after the peak of the m_JJ spectrum (where it
+    starts to fall: above the trigger turn-on, whose rising and bending edge the dijet function cannot
+    describe) plus ``margin``, to the upper edge of the last occupied bin (or ``upper``). Bin edges lie on
+    the grid of the SR edges; a spectrum that falls from its first whole bin on (turn-on cut away) is fitted
+    from there. mjj (N,) GeV of all events (no cut)."""
+    mjj = np.asarray(mjj, dtype=float)
+    mjj = mjj[np.isfinite(mjj)]
+    if mjj.size == 0:
+        raise ValueError("auto_fit_range: no events with a finite m_JJ")
+    sr_lo = float(signal_region[0])
+    lo = sr_lo - bin_width * math.ceil((sr_lo - mjj.min()) / bin_width)
+    hi = sr_lo + bin_width * math.ceil((mjj.max() - sr_lo) / bin_width + 1e-9)
+    edges = np.arange(lo, hi + 0.5 * bin_width, bin_width)
+    counts = np.histogram(mjj, edges)[0].astype(float)
+    first_full = 0 if mjj.min() - edges[0] < 1e-6 * bin_width else 1  # the first bin may be cut by the range
+    # a 3-bin running mean: one noisy bin does not move the peak
+    whole = counts[first_full:]
+    smooth = np.convolve(np.pad(whole, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    peak = int(np.argmax(smooth)) + first_full
+    if peak == first_full:  # falling from the first whole bin on: no turn-on inside the data
+        start = float(edges[first_full])
+    else:
+        start = float(edges[peak + 1]) + bin_width * math.ceil(margin / bin_width - 1e-9)
+    top = float(edges[np.flatnonzero(counts)[-1] + 1])
+    if upper is not None:
+        top = min(top, float(upper))
+    log.info("fit range from the data: spectrum peaks at %.0f-%.0f GeV; fit %.0f-%.0f GeV",
+             edges[peak], edges[peak + 1], start, top)
+    return float(start), top
+
+
+def check_sidebands(fit_range: tuple[float, float], signal_region: tuple[float, float],
+                    min_sideband: float = MIN_SIDEBAND) -> None:
+    """Refuse an SR whose sideband on either side inside ``fit_range`` is shorter than ``min_sideband`` GeV:
+    the fit would extrapolate into the SR instead of interpolating (next to the trigger turn-on, the dijet
+    function then over-predicts or under-predicts by several σ)."""
+    lower, upper = signal_region[0] - fit_range[0], fit_range[1] - signal_region[1]
+    if min(lower, upper) < min_sideband:
+        raise ValueError(
+            f"signal region {signal_region[0]:.0f}-{signal_region[1]:.0f} GeV leaves {lower:.0f} GeV of lower and "
+            f"{upper:.0f} GeV of upper sideband inside the fit range {fit_range[0]:.0f}-{fit_range[1]:.0f} GeV "
+            f"(minimum {min_sideband:.0f} GeV); the fit starts above the trigger turn-on: choose an SR from "
+            f"{fit_range[0] + min_sideband:.0f} GeV on, or set the fit range / minimum sideband explicitly"
+        )
+
+
 def score_threshold(score_sr: np.ndarray, efficiency: float) -> float:
     """Score cut keeping the top ``efficiency`` fraction of SR events (events pass with score > cut).
 
@@ -759,6 +819,7 @@ def bump_hunt(
     label: np.ndarray | None = None,
     config: FitConfig = FitConfig(),
     sculpting_config: SculptingConfig = DEFAULT_SCULPTING,
+    min_sideband: float = MIN_SIDEBAND,
 ) -> BumpHuntResult:
     """Bump hunt at several score working points.
 
@@ -768,7 +829,8 @@ def bump_hunt(
     optional truth (1 signal, 0 background, -1 unknown) used only to report S and B after each cut.
     efficiencies: fractions of SR events kept (1 = no cut). Every cut also gets the efficiency per m_JJ
     bin and the sculpting tests (:mod:`analysis.sculpting`); a sculpted working point is never the
-    :attr:`BumpHuntResult.best`. Returns a :class:`BumpHuntResult`.
+    :attr:`BumpHuntResult.best`. An SR with less than ``min_sideband`` GeV of sideband on either side inside
+    the fit range is refused (:func:`check_sidebands`). Returns a :class:`BumpHuntResult`.
     """
     mjj = np.asarray(mjj, dtype=float)
     score = np.asarray(score, dtype=float)
@@ -798,6 +860,7 @@ def bump_hunt(
             raise ValueError(f"bump_hunt: weight has shape {weight.shape}, expected ({n},)")
         if not np.allclose(weight, 1.0):
             log.warning("non-unit event weights: the Poisson likelihood treats weighted sums as counts")
+    check_sidebands(tuple(map(float, fit_range)), signal_region, min_sideband)
     edges = mass_bin_edges(fit_range, signal_region, bin_width)
     in_fit = (mjj >= edges[0]) & (mjj < edges[-1])
 

@@ -48,9 +48,16 @@ def register(subparsers) -> None:
         type=float,
         default=None,
         metavar=("LOW", "HIGH"),
-        help="m_JJ range of the sideband fit in GeV (default 2800 6000)",
+        help="m_JJ range of the sideband fit in GeV (default: from the data — 200 GeV above the peak of the "
+        "m_JJ spectrum, i.e. above the trigger turn-on, to the last scored event)",
     )
     parser.add_argument("--bin-width", type=float, default=100.0, help="m_JJ bin width in GeV (default 100)")
+    parser.add_argument(
+        "--min-sideband",
+        type=float,
+        default=300.0,
+        help="refuse an SR with less sideband than this (GeV) on either side inside the fit range (default 300)",
+    )
     parser.add_argument(
         "--n-params",
         type=int,
@@ -96,13 +103,17 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console()
     scores = load_scores(args.scores)
-    fit_range = tuple(args.fit_range) if args.fit_range else bh.DEFAULT_FIT_RANGE
-    # a scores file covers the search's m_JJ range only: above its last event the spectrum is empty, not
-    # falling, so the fit must stop there (bins are whole: round up to the bin width)
-    top = float(np.ceil(scores["mjj"].max() / args.bin_width) * args.bin_width)
-    if top < fit_range[1]:
-        console.print(f"fit range {fit_range} GeV clipped to the scores' m_JJ range: upper edge {top:.0f} GeV")
-        fit_range = (fit_range[0], top)
+    if args.fit_range:
+        fit_range = tuple(args.fit_range)
+        # a scores file covers the search's m_JJ range only: above its last event the spectrum is empty, not
+        # falling, so the fit must stop there (bins are whole: round up to the bin width)
+        top = float(np.ceil(scores["mjj"].max() / args.bin_width) * args.bin_width)
+        if top < fit_range[1]:
+            console.print(f"fit range {fit_range} GeV clipped to the scores' m_JJ range: upper edge {top:.0f} GeV")
+            fit_range = (fit_range[0], top)
+    else:
+        fit_range = bh.auto_fit_range(scores["mjj"].to_numpy(float), tuple(args.sr), args.bin_width)
+        console.print(f"fit range from the data (above the trigger turn-on): {fit_range[0]:.0f}-{fit_range[1]:.0f} GeV")
     config = bh.FitConfig(n_params=args.n_params, wilks_threshold=args.wilks_threshold)
     windows = None
     if args.scan:
@@ -117,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         fit_range=fit_range,
         bin_width=args.bin_width,
         fit_config=config,
+        min_sideband=args.min_sideband,
         style=args.style,
         scan=args.scan,
         scan_efficiency=args.scan_efficiency,

@@ -232,15 +232,20 @@ def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
     outdir = run_dir / "bumphunt"
     payload = {"scores": file_sha256(scores_path), "settings": settings}
     sr = tuple(cfg.regions.sr)
-    fit_range = tuple(settings.get("fit_range") or bh.DEFAULT_FIT_RANGE)
-    # only events inside the search's m_JJ range have scores: beyond it the spectrum is empty, not falling
-    lo, hi = cfg.regions.mjj_range
-    if fit_range[0] < lo or fit_range[1] > hi:
-        clipped = (max(fit_range[0], lo), min(fit_range[1], hi))
-        log.info("bump hunt: fit range %s GeV clipped to the search's m_JJ range -> %s GeV", fit_range, clipped)
-        fit_range = clipped
 
     def work():
+        scores = load_scores(scores_path)
+        if settings.get("fit_range"):
+            fit_range = tuple(settings["fit_range"])
+            # only events inside the search's m_JJ range have scores: beyond it the spectrum is empty
+            lo, hi = cfg.regions.mjj_range
+            if fit_range[0] < lo or fit_range[1] > hi:
+                clipped = (max(fit_range[0], lo), min(fit_range[1], hi))
+                log.info("bump hunt: fit range %s GeV clipped to the search's m_JJ range -> %s GeV", fit_range,
+                         clipped)
+                fit_range = clipped
+        else:  # above the trigger turn-on, up to the last scored event
+            fit_range = bh.auto_fit_range(scores["mjj"].to_numpy(float), sr, settings.get("bin_width", 100.0))
         windows = None
         if settings.get("scan", True):
             windows = bh.sliding_windows(fit_range, sr_width=settings.get("scan_width", sr[1] - sr[0]),
@@ -248,7 +253,7 @@ def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
                                          sideband_width=settings.get("scan_sideband", 1000.0))
         table = cfg.output_dir / "metrics_table.md"
         make_bumphunt_outputs(
-            load_scores(scores_path), outdir, efficiencies=settings.get("working_points"), signal_region=sr,
+            scores, outdir, efficiencies=settings.get("working_points"), signal_region=sr,
             fit_range=fit_range, bin_width=settings.get("bin_width", 100.0), style=settings.get("style", "atlas"),
             scan=windows is not None, scan_efficiency=settings.get("scan_efficiency", 0.01),
             scan_windows=windows, n_toys=settings.get("n_toys", 100), seed=settings["seed"],

@@ -212,6 +212,12 @@ def load_scores(path: str | Path):
             f"{path}: missing columns {missing}; a scores file needs mjj (GeV) and score "
             f"(has {list(frame.columns)})"
         )
+    if "role" in frame and "extra" in set(frame["role"].astype(str)):
+        raise ValueError(
+            f"{path}: written by a radar before the closure fix: its sideband events were scored by the mean "
+            "of the k fold models, a narrower distribution than the SR's single-model scores, which fakes "
+            "bumps after a cut; rerun the search (radar search --overwrite) to rescore every event out of fold"
+        )
     bad = ~np.isfinite(frame["mjj"].to_numpy(float))
     if bad.any():
         rows = np.flatnonzero(bad)
@@ -228,6 +234,7 @@ def make_bumphunt_outputs(
     fit_range: tuple[float, float] | None = None,
     bin_width: float = 100.0,
     fit_config=None,
+    min_sideband: float | None = None,
     style: str = "atlas",
     scan: bool = False,
     scan_efficiency: float = 0.01,
@@ -242,6 +249,7 @@ def make_bumphunt_outputs(
     results, draw the figures and write the report into ``outdir``.
 
     scores: DataFrame with ``mjj`` (GeV), ``score`` and optionally ``label``, ``weight``, ``in_sr``.
+    fit_range: None follows the data (:func:`analysis.bumphunt.auto_fit_range`: above the trigger turn-on).
     scan_scores: what :func:`analysis.bumphunt.scan` takes (callable per window, list of arrays); default:
     the same ``score`` column for every window (no retraining). Returns a dict with the result dicts and
     the paths written: ``bumphunt_json``, ``scan_json``, ``figures`` (PNGs), ``report``.
@@ -256,8 +264,8 @@ def make_bumphunt_outputs(
     outdir = Path(outdir)
     figdir = outdir / "figures"
     fit_config = fit_config or bh.FitConfig()
-    fit_range = tuple(fit_range or bh.DEFAULT_FIT_RANGE)
     mjj = scores["mjj"].to_numpy(float)
+    fit_range = tuple(fit_range) if fit_range else bh.auto_fit_range(mjj, signal_region, bin_width)
     weight = scores["weight"].to_numpy(float) if "weight" in scores else None
     label = scores["label"].to_numpy(float) if "label" in scores else None
     in_sr = scores["in_sr"].to_numpy(bool) if "in_sr" in scores else None
@@ -272,6 +280,7 @@ def make_bumphunt_outputs(
         weight=weight,
         label=label,
         config=fit_config,
+        min_sideband=bh.MIN_SIDEBAND if min_sideband is None else min_sideband,
     )
     out: dict[str, Any] = {
         "bumphunt": result.to_dict(),

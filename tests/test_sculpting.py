@@ -66,3 +66,39 @@ def test_a_real_bump_is_not_flagged(tmp_path):
     assert (tmp_path / "figures" / "efficiency_eff0p05.png").exists()
     report = out["report"].read_text()
     assert "Most significant usable working point: top 1 %" in report
+
+
+def _turn_on_sample(n, seed, turn_on=2550.0, width=80.0):
+    """Dijet-function m_JJ times a logistic trigger turn-on (peak near 2.6-2.7 TeV, as LHCO)."""
+    rng = np.random.default_rng(seed)
+    mjj = bh.sample_dijet_mjj(3 * n, (1.0, 10.0, 1.5), (1800.0, 7000.0), seed=seed)
+    keep = rng.uniform(size=mjj.size) < 1 / (1 + np.exp(-(mjj - turn_on) / width))
+    return mjj[keep][:n]
+
+
+def test_fit_range_starts_above_the_turn_on_and_short_sidebands_are_refused():
+    mjj = _turn_on_sample(200_000, seed=3)
+    start, top = bh.auto_fit_range(mjj, (3300.0, 3700.0))
+    counts = np.histogram(mjj, np.arange(1800, 7100, 100))[0]
+    peak = 1800 + 100 * np.argmax(counts)
+    assert start == peak + 100 + bh.TURN_ON_MARGIN  # the bin after the peak, plus the margin
+    assert (start - 3300) % 100 == 0 and top >= 6500
+    # data whose range starts above the turn-on: fitted from its first whole bin
+    assert bh.auto_fit_range(mjj[mjj >= 2950], (3300.0, 3700.0))[0] == 3000.0
+    score = np.random.default_rng(0).normal(size=mjj.size)
+    with pytest.raises(ValueError, match=r"signal region 2800-3200 GeV leaves -?\d+ GeV of lower"):
+        bh.bump_hunt(mjj, score, signal_region=(2800.0, 3200.0), fit_range=(start, top))
+    result = bh.bump_hunt(mjj, score, signal_region=(start + 300, start + 700), fit_range=(start, top),
+                          efficiencies=(1.0,))
+    assert result.working_points[0].fit.ok
+
+
+def test_scores_of_the_pre_fix_scheme_are_refused(tmp_path):
+    import pandas as pd
+
+    from analysis.report import load_scores
+
+    frame = pd.DataFrame({"mjj": [3000.0, 3500.0], "score": [0.1, 0.2], "role": ["extra", "data"]})
+    frame.to_parquet(tmp_path / "old.parquet")
+    with pytest.raises(ValueError, match="before the closure fix"):
+        load_scores(tmp_path / "old.parquet")
