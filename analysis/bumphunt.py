@@ -1006,7 +1006,8 @@ class ScanResult:
     """Sliding-window scan at one working point.
 
     windows: the scan windows; per window (arrays over windows): z_local, p_local, n_obs, b, sigma_b,
-    fit_ok, flags, efficiency_realised (selected fraction of all events in the window's fit range),
+    fit_ok (a good fit of a cut that did not sculpt: :mod:`analysis.sculpting`), flags (the fit's, plus
+    ``sculpted``), efficiency_realised (selected fraction of all events in the window's fit range),
     fits (the DijetFit per window), spectra (edges, counts, expected per window, for plots).
     max_window: index of the most significant usable window; z_max its local Z.
     toys_max_z (n_toys,) the largest local Z per background-only toy; p_global, z_global the global
@@ -1148,17 +1149,21 @@ def scan(
         score = _window_scores(scores, i, win, n)
         in_fit = (mjj >= edges[0]) & (mjj < edges[-1])
         in_sr = (mjj >= win.sr_low) & (mjj < win.sr_high)
-        selected, _ = score_cut(score, in_fit, in_sr, efficiency,
-                                f"scan window {i} (SR {win.sr_low:.0f}-{win.sr_high:.0f} GeV)",
-                                empty_sr_selects_nothing=True)
+        selected, threshold = score_cut(score, in_fit, in_sr, efficiency,
+                                        f"scan window {i} (SR {win.sr_low:.0f}-{win.sr_high:.0f} GeV)",
+                                        empty_sr_selects_nothing=True)
         counts = np.histogram(mjj[selected], bins=edges, weights=w_all[selected])[0].astype(float)
         total = float(w_all[in_fit].sum())
         eff_real.append(float(counts.sum() / total) if total > 0 else float("nan"))
         fit, sr = hunt_spectrum(counts, edges, win.signal_region, config)
+        sculpted = False
+        if efficiency < 1 and in_sr.any():  # a sculpted window is never the most significant one
+            sculpted = efficiency_diagnostics(mjj, score, in_sr, edges, sr["sr_mask"], threshold, efficiency,
+                                              w_all)["sculpted"]
         fits.append(fit)
-        flags.append(list(fit.flags))
+        flags.append(list(fit.flags) + (["sculpted"] if sculpted else []))
         slices.append((lo_i, hi_i))
-        rows.append((sr["z_local"], sr["p_local"], sr["n_obs"], sr["b"], sr["sigma_b"], fit.ok))
+        rows.append((sr["z_local"], sr["p_local"], sr["n_obs"], sr["b"], sr["sigma_b"], fit.ok and not sculpted))
         spectra.append(
             {"edges": edges.tolist(), "counts": counts.tolist(), "expected": sr["expected"].tolist()}
         )

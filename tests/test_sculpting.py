@@ -102,3 +102,14 @@ def test_scores_of_the_pre_fix_scheme_are_refused(tmp_path):
     frame.to_parquet(tmp_path / "old.parquet")
     with pytest.raises(ValueError, match="before the closure fix"):
         load_scores(tmp_path / "old.parquet")
+
+
+def test_scan_windows_carry_the_sculpting_flag():
+    data = bh.toy_dataset(100_000, seed=7)
+    sr = (data["mjj"] >= 3300) & (data["mjj"] < 3700)
+    score = np.where(sr, 1.19 * data["score"], data["score"])
+    windows = bh.sliding_windows((2800.0, 6000.0), sr_width=400.0, step=200.0)
+    result = bh.scan(data["mjj"], score, windows, efficiency=0.05, n_toys=0)
+    i = [w.signal_region for w in result.windows].index((3300.0, 3700.0))
+    assert "sculpted" in result.flags[i] and not result.fit_ok[i]
+    assert result.max_window != i and result.z_local[i] > 5  # the fake bump is not the scan's answer
