@@ -270,3 +270,20 @@ def test_bad_inputs_are_rejected(data):
         ConditionalFlow(3, kind="glow")
     with pytest.raises(RuntimeError, match="not fitted"):
         ConditionalFlow(3, **TINY).log_prob(x, m)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_latent_space_is_standard_normal_and_mass_independent(kind):
+    # LaCATHODE classifies here: events that follow the learnt density map to N(0, 1) at every mass,
+    # although x itself follows m (mean -100 ... +100 across the range)
+    rng = np.random.default_rng(9)
+    m = rng.uniform(2500.0, 3500.0, 3000)
+    x = rng.normal((m - 3000.0) / 5.0, 10.0)[:, None]
+    flow = ConditionalFlow(1, kind=kind, n_blocks=2, hidden=16, n_bins=4, epochs=30, lr=5e-3, batch_size=256,
+                           patience=5, seed=2).fit(x, m)
+    z = flow.to_latent(x, m)
+    assert z.shape == (3000, 1) and z.dtype == np.float64
+    assert abs(z.mean()) < 0.15 and z.std() == pytest.approx(1.0, abs=0.15)
+    low, high = z[m < 2800, 0], z[m > 3200, 0]
+    assert abs(low.mean() - high.mean()) < 0.25  # x moves by 80 (8 sigma) between these masses
+    assert abs(x[m < 2800, 0].mean() - x[m > 3200, 0].mean()) > 60
