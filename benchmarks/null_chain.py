@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--legacy-datasets", type=int, default=5)
     parser.add_argument("--flow", default='{"epochs": 30, "n_blocks": 4, "hidden": 64, "batch_size": 1024, '
                                           '"lr": 0.0004}', help="flow settings (JSON), the report's")
+    parser.add_argument("--nominal-only", action="store_true", help="skip the SR next to the turn-on")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             "flow": flow, "efficiencies": efficiencies, "before_fit_range": args.before_fit_range, "mass_shift": 0.0}
     tasks = []
     for d in range(args.datasets):
-        for sr in (NOMINAL_SR, turn_on_sr):
+        for sr in (NOMINAL_SR,) if args.nominal_only else (NOMINAL_SR, turn_on_sr):
             tasks.append({**base, "kind": "null", "dataset": d, "seed": 1000 + d, "sr": sr,
                           "out": str(args.output / f"null_{d:02d}" / f"sr_{sr[0]:.0f}_{sr[1]:.0f}")})
     for d in range(args.signal_datasets):
