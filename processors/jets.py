@@ -11,7 +11,8 @@ Conventions (GeV, radians):
 - trigger: at least one jet with pT > 1.2 TeV and |η| < 2.5 (configurable), and at least two jets;
 - the two leading-pT jets make the dijet system; for the features they are ordered by mass
   (J1 = lighter jet, J2 = heavier jet);
-- N-subjettiness τ1..τ3 per jet, β = 1, R0 = R, normalised by Σ pT · R0, with exclusive-kt axes.
+- N-subjettiness τ1..τ3 per jet, β = 1 (``tau_beta``), R0 = R, normalised by Σ pT · R0^β, with exclusive-kt
+  axes (other ``tau_axes`` only with ``tau_convention="contrib"``; the columnar paths refuse them).
   ``tau_convention="kt"`` (default) is fastjet-contrib's ``Nsubjettiness`` with ``KT_Axes`` and
   ``NormalizedMeasure`` (ΔR in rapidity–φ), computed with flat numpy over the kt axes of the whole
   chunk (equal to contrib to rounding, about twice as fast end to end); ``"contrib"`` calls
@@ -69,6 +70,12 @@ class JetConfig:
             raise ValueError(f"jet radius must be positive, got {self.jet_radius}")
         if self.tau_convention not in TAU_CONVENTIONS:
             raise ValueError(f"tau_convention must be one of {TAU_CONVENTIONS}, got {self.tau_convention!r}")
+        if not self.tau_beta > 0:
+            raise ValueError(f"tau_beta must be positive, got {self.tau_beta}")
+        if self.tau_convention != "contrib" and self.tau_axes != "KT_Axes":
+            # the columnar path computes exclusive-kt axes only: other axes would be silently ignored
+            raise ValueError(f"tau_axes {self.tau_axes!r} needs tau_convention='contrib' (the columnar "
+                             f"'{self.tau_convention}' path uses exclusive-kt axes, KT_Axes)")
 
     @property
     def r0(self) -> float:
@@ -120,7 +127,8 @@ def _longitudinal(k: dict[str, np.ndarray], kind: str) -> np.ndarray:
 def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     """N-subjettiness with exclusive-kt axes, computed with flat numpy over all jets of a chunk.
 
-    τN = Σ_i pT_i min_k ΔR(i, axis_k) / (Σ_i pT_i R0), 0 for jets with fewer than N constituents.
+    τN = Σ_i pT_i min_k ΔR(i, axis_k)^β / (Σ_i pT_i R0^β) (``config.tau_beta``, contrib's
+    ``NormalizedMeasure``), 0 for jets with fewer than N constituents.
     ``constituents``: events × jets × particles. Returns (n_jets_total, 3), jets in input order.
 
     ``"kt"``: fastjet-contrib's ``KT_Axes`` + ``NormalizedMeasure`` (kt with R = 1000, ΔR in y–φ);
@@ -145,7 +153,8 @@ def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     jet_of = np.repeat(np.arange(n_jets), counts)
     particles = _flat_kinematics(constituents)
     p_long = _longitudinal(particles, metric)
-    norm = np.bincount(jet_of, weights=particles["pt"], minlength=n_jets) * config.r0
+    beta = float(config.tau_beta)
+    norm = np.bincount(jet_of, weights=particles["pt"], minlength=n_jets) * config.r0**beta
     taus = np.zeros((n_jets, 3))
     for n, axes in enumerate(axes_by_n, start=1):
         n_axes = ak.to_numpy(ak.flatten(ak.num(axes, axis=2), axis=None))
@@ -163,8 +172,9 @@ def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
         d_phi = particles["phi"][:, None] - phi_table[jet_of]
         if convention != "lhco_peer":
             d_phi = np.mod(d_phi + np.pi, 2 * np.pi) - np.pi
-        min_dr = np.sqrt(np.min(d_long**2 + d_phi**2, axis=1))
-        tau = np.bincount(jet_of, weights=particles["pt"] * min_dr, minlength=n_jets)
+        min_dr2 = np.min(d_long**2 + d_phi**2, axis=1)
+        min_dr_beta = np.sqrt(min_dr2) if beta == 1.0 else min_dr2 ** (0.5 * beta)
+        tau = np.bincount(jet_of, weights=particles["pt"] * min_dr_beta, minlength=n_jets)
         taus[:, n - 1] = np.where((norm > 0) & (counts >= n), tau / np.where(norm > 0, norm, 1.0), 0.0)
     return taus
 

@@ -86,15 +86,28 @@ def test_real_events_match_peer_reclustering(tiny_events, peer):
     assert np.median(deviation) < 0.03
 
 
-def test_columnar_nsubjettiness_equals_fastjet_contrib(tiny_events):
-    """The default columnar τ (kt axes, y–φ, normalised) is fastjet-contrib's Nsubjettiness to rounding."""
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_columnar_nsubjettiness_equals_fastjet_contrib(tiny_events, beta):
+    """The default columnar τ (kt axes, y–φ, normalised) is fastjet-contrib's Nsubjettiness to rounding, for
+    every angular exponent β (it ignored β before: β = 2 gave the β = 1 values, up to 179 % off)."""
     particles = tiny_events.particles[:300]
-    ours, _ = extract_features(particles, config=JetConfig(tau_convention="kt"))
-    contrib, _ = extract_features(particles, config=JetConfig(tau_convention="contrib"))
+    ours, _ = extract_features(particles, config=JetConfig(tau_convention="kt", tau_beta=beta))
+    contrib, _ = extract_features(particles, config=JetConfig(tau_convention="contrib", tau_beta=beta))
+    if beta != 1.0:
+        unit, _ = extract_features(particles, config=JetConfig(tau_convention="kt"))
+        assert np.max(np.abs(ours["tau21_j1"] - unit["tau21_j1"])) > 0.05
     for name in ("tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"):
         np.testing.assert_allclose(ours[name], contrib[name], rtol=1e-10, atol=1e-12)
     pd.testing.assert_frame_equal(ours.drop(columns=["tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"]),
                                   contrib.drop(columns=["tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"]))
+
+
+def test_columnar_paths_refuse_axes_they_cannot_compute():
+    with pytest.raises(ValueError, match="needs tau_convention='contrib'"):
+        JetConfig(tau_axes="WTA_KT_Axes")
+    assert JetConfig(tau_axes="WTA_KT_Axes", tau_convention="contrib").tau_axes == "WTA_KT_Axes"
+    with pytest.raises(ValueError, match="tau_beta must be positive"):
+        JetConfig(tau_beta=0.0)
 
 
 @pytest.mark.parametrize("convention", ["lhco_peer", "lhco"])
