@@ -577,6 +577,26 @@ def auto_fit_range(
     return float(start), top
 
 
+def resolve_fit_range(
+    mjj: np.ndarray,
+    signal_region: tuple[float, float],
+    fit_range: Sequence[float] | None = None,
+    bin_width: float = 100.0,
+) -> tuple[float, float]:
+    """The fit range of a bump hunt on scored events ``mjj`` (N,) GeV: ``fit_range`` clipped to the events'
+    m_JJ range (a scores file covers the search's range only: beyond it the spectrum is empty, not falling),
+    or, when None, the range the data allow (:func:`auto_fit_range`)."""
+    mjj = np.asarray(mjj, dtype=float)
+    if fit_range is None:
+        return auto_fit_range(mjj, signal_region, bin_width)
+    lo, hi = map(float, fit_range)
+    top = float(np.ceil(np.nanmax(mjj) / bin_width) * bin_width)
+    clipped = (max(lo, float(np.nanmin(mjj))), min(hi, top))
+    if clipped != (lo, hi):
+        log.info("fit range %.0f-%.0f GeV clipped to the scored events' m_JJ range: %.0f-%.0f GeV", lo, hi, *clipped)
+    return clipped
+
+
 def check_sidebands(fit_range: tuple[float, float], signal_region: tuple[float, float],
                     min_sideband: float = MIN_SIDEBAND) -> None:
     """Refuse an SR whose sideband on either side inside ``fit_range`` is shorter than ``min_sideband`` GeV:

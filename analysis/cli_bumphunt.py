@@ -94,7 +94,6 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -103,17 +102,9 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console()
     scores = load_scores(args.scores)
-    if args.fit_range:
-        fit_range = tuple(args.fit_range)
-        # a scores file covers the search's m_JJ range only: above its last event the spectrum is empty, not
-        # falling, so the fit must stop there (bins are whole: round up to the bin width)
-        top = float(np.ceil(scores["mjj"].max() / args.bin_width) * args.bin_width)
-        if top < fit_range[1]:
-            console.print(f"fit range {fit_range} GeV clipped to the scores' m_JJ range: upper edge {top:.0f} GeV")
-            fit_range = (fit_range[0], top)
-    else:
-        fit_range = bh.auto_fit_range(scores["mjj"].to_numpy(float), tuple(args.sr), args.bin_width)
-        console.print(f"fit range from the data (above the trigger turn-on): {fit_range[0]:.0f}-{fit_range[1]:.0f} GeV")
+    fit_range = bh.resolve_fit_range(scores["mjj"].to_numpy(float), tuple(args.sr), args.fit_range, args.bin_width)
+    console.print(f"fit range {fit_range[0]:.0f}-{fit_range[1]:.0f} GeV"
+                  + ("" if args.fit_range else " (from the data: above the trigger turn-on)"))
     config = bh.FitConfig(n_params=args.n_params, wilks_threshold=args.wilks_threshold)
     windows = None
     if args.scan:

@@ -235,17 +235,8 @@ def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
 
     def work():
         scores = load_scores(scores_path)
-        if settings.get("fit_range"):
-            fit_range = tuple(settings["fit_range"])
-            # only events inside the search's m_JJ range have scores: beyond it the spectrum is empty
-            lo, hi = cfg.regions.mjj_range
-            if fit_range[0] < lo or fit_range[1] > hi:
-                clipped = (max(fit_range[0], lo), min(fit_range[1], hi))
-                log.info("bump hunt: fit range %s GeV clipped to the search's m_JJ range -> %s GeV", fit_range,
-                         clipped)
-                fit_range = clipped
-        else:  # above the trigger turn-on, up to the last scored event
-            fit_range = bh.auto_fit_range(scores["mjj"].to_numpy(float), sr, settings.get("bin_width", 100.0))
+        fit_range = bh.resolve_fit_range(scores["mjj"].to_numpy(float), sr, settings.get("fit_range"),
+                                         settings.get("bin_width", 100.0))
         windows = None
         if settings.get("scan", True):
             windows = bh.sliding_windows(fit_range, sr_width=settings.get("scan_width", sr[1] - sr[0]),

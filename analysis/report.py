@@ -249,7 +249,8 @@ def make_bumphunt_outputs(
     results, draw the figures and write the report into ``outdir``.
 
     scores: DataFrame with ``mjj`` (GeV), ``score`` and optionally ``label``, ``weight``, ``in_sr``.
-    fit_range: None follows the data (:func:`analysis.bumphunt.auto_fit_range`: above the trigger turn-on).
+    fit_range: clipped to the scored events (:func:`analysis.bumphunt.resolve_fit_range`); None follows the
+    data (above the trigger turn-on).
     scan_scores: what :func:`analysis.bumphunt.scan` takes (callable per window, list of arrays); default:
     the same ``score`` column for every window (no retraining). Returns a dict with the result dicts and
     the paths written: ``bumphunt_json``, ``scan_json``, ``figures`` (PNGs), ``report``.
@@ -265,7 +266,7 @@ def make_bumphunt_outputs(
     figdir = outdir / "figures"
     fit_config = fit_config or bh.FitConfig()
     mjj = scores["mjj"].to_numpy(float)
-    fit_range = tuple(fit_range) if fit_range else bh.auto_fit_range(mjj, signal_region, bin_width)
+    fit_range = bh.resolve_fit_range(mjj, signal_region, fit_range, bin_width)
     weight = scores["weight"].to_numpy(float) if "weight" in scores else None
     label = scores["label"].to_numpy(float) if "label" in scores else None
     in_sr = scores["in_sr"].to_numpy(bool) if "in_sr" in scores else None
