@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,7 +197,3 @@ def efficiency_diagnostics(mjj: np.ndarray, score: np.ndarray, in_sr: np.ndarray
         "sculpted": bool(reasons), "reasons": reasons,
     }
 
-
-def is_sculpted(working_point: Mapping[str, Any]) -> bool:
-    """Whether a saved working point (dict) carries the sculpting flag."""
-    return bool((working_point.get("sculpting") or {}).get("sculpted"))
