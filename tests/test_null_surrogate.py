@@ -138,3 +138,21 @@ def test_ks_table_and_bad_inputs(ns, fitted, tmp_path):
         ns.fit_surrogate(signal, None, **TINY_FLOW)
     with pytest.raises(FileNotFoundError, match="spectrum.json"):
         ns.Surrogate.load(tmp_path)
+
+
+def test_smooth_marginals_follow_mjj_smoothly_and_round_trip(ns, fitted, tmp_path):
+    fitted, _ = fitted
+    smooth = ns.SmoothMarginals.fit(fitted, n=20_000, seed=1, n_bins=10, degree=2)
+    q = smooth.quantiles(np.log(np.array([2800.0, 3500.0, 4500.0]) / 3500.0))
+    assert q.shape == (4, 3, len(ns.QUANTILE_LEVELS)) and (np.diff(q, axis=2) >= 0).all()
+    a = ns.draw_smooth(fitted, smooth, 5_000, seed=3, mjj_range=(2800.0, 5000.0))
+    b = ns.draw_smooth(fitted, smooth, 5_000, seed=3, mjj_range=(2800.0, 5000.0))
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == list(FEATURE_COLUMNS) and (a["label"] == 0).all()
+    assert a["mjj"].between(2800.0, 5000.0).all() and (a["delta_mj"] >= 0).all()
+    np.testing.assert_allclose(a["mj2"], a["mj1"] + a["delta_mj"])
+    assert not a.duplicated(subset=["mj1", "delta_mj", "tau21_j1", "tau21_j2"]).any()  # no repeated events
+    path = smooth.save(tmp_path / "smooth.npz")
+    again = ns.SmoothMarginals.load(path)
+    np.testing.assert_array_equal(again.coefficients, smooth.coefficients)
+    pd.testing.assert_frame_equal(ns.draw_smooth(fitted, again, 5_000, seed=3, mjj_range=(2800.0, 5000.0)), a)
