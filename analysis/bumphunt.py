@@ -544,11 +544,10 @@ def auto_fit_range(
     signal_region: tuple[float, float],
     bin_width: float = 100.0,
     margin: float = TURN_ON_MARGIN,
-    upper: float | None = None,
 ) -> tuple[float, float]:
     """The fit range that the data allow (GeV): from the bin after the peak of the m_JJ spectrum (where it
     starts to fall: above the trigger turn-on, whose rising and bending edge the dijet function cannot
-    describe) plus ``margin``, to the upper edge of the last occupied bin (or ``upper``). Bin edges lie on
+    describe) plus ``margin``, to the upper edge of the last occupied bin. Bin edges lie on
     the grid of the SR edges; a spectrum that falls from its first whole bin on (turn-on cut away) is fitted
     from there. mjj (N,) GeV of all events (no cut)."""
     mjj = np.asarray(mjj, dtype=float)
@@ -570,8 +569,6 @@ def auto_fit_range(
     else:
         start = float(edges[peak + 1]) + bin_width * math.ceil(margin / bin_width - 1e-9)
     top = float(edges[np.flatnonzero(counts)[-1] + 1])
-    if upper is not None:
-        top = min(top, float(upper))
     log.info("fit range from the data: spectrum peaks at %.0f-%.0f GeV; fit %.0f-%.0f GeV",
              edges[peak], edges[peak + 1], start, top)
     return float(start), top
@@ -819,7 +816,7 @@ class BumpHuntResult:
         return write_json(path, self.to_dict())
 
     @property
-    def best(self) -> WorkingPoint:
+    def best(self) -> WorkingPoint | None:
         """The working point with the largest local significance among usable ones (good fit, no sculpting
         flag); None when there is none."""
         usable = [wp for wp in self.working_points if wp.usable]

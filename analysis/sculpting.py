@@ -139,7 +139,7 @@ def _curve(n_pass: np.ndarray, n_total: np.ndarray, edges: np.ndarray, sr_mask: 
 def efficiency_diagnostics(mjj: np.ndarray, score: np.ndarray, in_sr: np.ndarray, edges: np.ndarray,
                            sr_mask: np.ndarray, threshold: float, efficiency: float,
                            weight: np.ndarray | None = None,
-                           config: SculptingConfig = SculptingConfig()) -> dict[str, Any]:
+                           config: SculptingConfig = DEFAULT_SCULPTING) -> dict[str, Any]:
     """Cut efficiency per m_JJ bin over the fit range and the three sculpting tests of one working point.
 
     mjj, score (N,); in_sr (N,) the events whose scores define the cuts; edges (nbins+1,) GeV; sr_mask

@@ -231,9 +231,9 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
 
     rows0/rows1: data row indices of the class-0/1 events (None: the class is not made of data rows).
     Every data row has its fold from ONE assignment over the data (seeded by the unit seed; balanced
-    within class 0, class 1 and the rest), and is scored by the one model that did not train on its fold — SR data, sidebands
-    and rows in no class alike (``role`` ``data``, ``template``, ``fold``): the scores entering an m_JJ
-    spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
+    within class 0, class 1 and the rest), and is scored by the one model that did not train on its
+    fold — SR data, sidebands and rows in no class alike (``role`` ``data``, ``template``, ``fold``):
+    the scores entering an m_JJ spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
     models. ``embed(table, what)``: the classifier's inputs of a table's events (default: the features).
     """
     from analysis.cwola import fold_assignment, kfold_scores
