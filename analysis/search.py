@@ -8,7 +8,9 @@ varies the trainings), runs its method and writes, atomically, into
 - ``scores.parquet``: one row per data event in the m_JJ range — ``mjj, score, label, weight, in_sr,
   role`` (+ ``score_fold_mean``). Every data event is scored by exactly one model that never trained
   on it, all such models trained alike (k folds over the data, :func:`_classify`; density methods:
-  k density folds), so SR and sideband scores share one distribution. ``role`` says which class the
+  k density folds), so SR and sideband scores share one distribution. Templates fitted on data (CATHODE,
+  LaCATHODE, SALAD, CURTAINs, FETA) are fitted per fold too (:func:`_classify_per_fold`): a sideband
+  event never scores against a template that learnt it. ``role`` says which class the
   event was in: ``data`` / ``template`` (class 1 / 0 of the other folds' trainings), ``fold`` (in no
   class, e.g. sidebands of a template method), ``density`` (ANODE, R-ANODE). ``score_fold_mean`` is a
   diagnostic only: the pre-fix scheme (events in no class scored by the mean of the k models), whose
@@ -227,7 +229,9 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
               X1: np.ndarray, rows1: np.ndarray | None,
               embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None) -> MethodOutput:
     """k-fold class 0 vs class 1 (:func:`analysis.cwola.kfold_scores`); every data event and the test set
-    get a score.
+    get a score. For class-0 inputs that are NOT made from the data (CWoLa Hunting's sidebands are data
+    rows; an external IAD template, supervised signal); a template fitted on data is made per fold
+    (:func:`_classify_per_fold`).
 
     rows0/rows1: data row indices of the class-0/1 events (None: the class is not made of data rows).
     Every data row has its fold from ONE assignment over the data (seeded by the unit seed; balanced
@@ -236,23 +240,18 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
     the scores entering an m_JJ spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
     models. ``embed(table, what)``: the classifier's inputs of a table's events (default: the features).
     """
-    from analysis.cwola import fold_assignment, kfold_scores
+    from analysis.cwola import kfold_scores
     from analysis.metrics import auc, auc_null_sigma
 
     cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
     embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
     k = cfg.k_folds
+    data_folds = _data_folds(ctx, rows0, rows1)
     trained = np.zeros(len(data), bool)
     for rows in (rows0, rows1):
         if rows is not None:
             trained[rows] = True
     rest = np.flatnonzero(~trained)
-    # balanced within each class: a fold holding more SR events than another would get a model with a
-    # lower class-1 prior, and score those very events lower (a deficit in the SR on background only)
-    data_folds = np.zeros(len(data), np.int64)
-    for i, rows in enumerate((rows0, rows1, rest)):
-        if rows is not None:
-            data_folds[rows] = fold_assignment(len(rows), k, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i)
     X_test = embed(test, "test") if len(test) else None
     result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=k, seed=ctx.seed,
                           folds0=None if rows0 is None else data_folds[rows0],
@@ -279,6 +278,107 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
                         classification_auc=auc(y, s, w),
                         classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
                         extra={"n_class0": len(X0), "n_class1": len(X1)}, diagnostic_scores=fold_mean)
+
+
+def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | None) -> np.ndarray:
+    """The one fold assignment over the search data (seeded by the unit seed), balanced within class 0,
+    class 1 and the rest.
+
+    Balanced within class: a fold holding more SR events than another would get a model with a lower
+    class-1 prior, and score those very events lower (a deficit in the SR on background only)."""
+    from analysis.cwola import fold_assignment
+
+    n = len(ctx.prepared.data)
+    trained = np.zeros(n, bool)
+    for rows in (rows0, rows1):
+        if rows is not None:
+            trained[rows] = True
+    folds = np.zeros(n, np.int64)
+    for i, rows in enumerate((rows0, rows1, np.flatnonzero(~trained))):
+        if rows is not None:
+            folds[rows] = fold_assignment(len(rows), ctx.cfg.k_folds, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i)
+    return folds
+
+
+#: what one fold of a per-fold method trains on: the class-0 inputs (N0, F) and weights, and the
+#: classifier inputs of data events (``embed(table, what)``; None: the features)
+FoldInputs = tuple[np.ndarray, np.ndarray | None, Callable[[pd.DataFrame, str], np.ndarray] | None]
+
+
+def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray], FoldInputs],
+                       rows1: np.ndarray) -> MethodOutput:
+    """k-fold template vs SR data where the TEMPLATE is made per fold too: every data event's score
+    depends on no model that saw the event.
+
+    A template fitted on all sideband data makes the sideband events' scores depend on themselves: the
+    flow reproduces its training events a little (memorisation), so the classifier learns "unlike the
+    sideband events" and the very sideband events that trained the flow pass a tail cut less often than
+    fresh events at the same m_JJ — most of all next to the SR, whose template the nearest sideband
+    events shaped. Measured on the smooth background-only surrogate (null_chain): sideband events next
+    to the SR passed a top-5 % cut 5-25 % less often than fresh events, a bump in the SR of 2-4σ.
+
+    So fold f's template comes from a fit (``fold_inputs(f, train)``, ``train``: the data rows not in
+    fold f) that never saw fold f's events; classifier f is trained on that template vs the SR data
+    rows not in fold f and scores every data row of fold f (SR, sidebands, the rest; ``role`` ``data``
+    for SR rows, ``fold`` for the others). The labelled test set gets the mean of the k classifiers
+    (each on its own fold's ``embed``); ``score_fold_mean`` (diagnostic) the same mean for rows outside
+    the SR, as the pre-fix scheme did.
+    """
+    from analysis.metrics import auc, auc_null_sigma
+    from models.classifiers import classifier_suffix, get_classifier
+
+    cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
+    k = cfg.k_folds
+    folds = _data_folds(ctx, None, rows1)
+    in_sr = np.zeros(len(data), bool)
+    in_sr[rows1] = True
+    rest = np.flatnonzero(~in_sr)
+    scores, fold_mean = np.full(len(data), np.nan), np.zeros(len(data))
+    test_scores = np.zeros(len(test))
+    auc_y, auc_s, auc_w = [], [], []
+    settings = classifier_settings(cfg)
+    held_template: list[tuple[np.ndarray, np.ndarray]] = []
+    models = []
+    for f in range(k):
+        train = folds != f
+        X0, w0, embed = fold_inputs(f, train)
+        embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
+        w0 = np.ones(len(X0)) if w0 is None else np.asarray(w0, dtype="float64")
+        train1 = rows1[train[rows1]]
+        X1 = embed(data.iloc[train1], "data")
+        if min(len(X0), len(X1)) < 2:
+            raise ValueError(f"fold {f}: {len(X0)} template and {len(X1)} SR data events: too few to train")
+        clf = get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings).fit(
+            np.concatenate([X0, X1]), np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
+            sample_weight=np.concatenate([w0, np.ones(len(X1))]))
+        own = np.flatnonzero(~train)
+        scores[own] = clf.predict_proba(embed(data.iloc[own], "data"))
+        fold_mean[rest] += clf.predict_proba(embed(data.iloc[rest], "data")) / k
+        if len(test):
+            test_scores += clf.predict_proba(embed(test, "test")) / k
+        if ctx.model_dir is not None:
+            clf.save(ctx.model_dir / f"fold{f}{classifier_suffix(cfg.classifier.name)}")
+        models.append(clf)
+        held_template.append((X0, w0))
+        log.info("%s: fold %d/%d trained (%d template, %d SR data events)", ctx.method, f + 1, k, len(X0), len(X1))
+    # classification AUC: SR data out of fold; fold f's template scored by the next fold's classifier,
+    # which never trained on it
+    for f, (X0, w0) in enumerate(held_template):
+        auc_s.append(models[(f + 1) % k].predict_proba(X0))
+        auc_y.append(np.zeros(len(X0)))
+        auc_w.append(w0)
+    n0 = sum(len(y) for y in auc_y) // k
+    auc_s.append(scores[rows1])
+    auc_y.append(np.ones(len(rows1)))
+    auc_w.append(np.ones(len(rows1)))
+    fold_mean[rows1] = scores[rows1]
+    role = np.full(len(data), "fold", dtype=object)
+    role[rows1] = "data"
+    y, s, w = np.concatenate(auc_y), np.concatenate(auc_s), np.concatenate(auc_w)
+    return MethodOutput(scores=scores, role=role, test_scores=test_scores, classification_auc=auc(y, s, w),
+                        classification_auc_sigma=auc_null_sigma(len(rows1), n0),
+                        extra={"n_class0": n0, "n_class1": len(rows1), "template_folds": k},
+                        diagnostic_scores=fold_mean)
 
 
 @register_method("iad")
@@ -369,11 +469,13 @@ def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
 
 
 def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
-    """Any registered template vs SR data: fit on SB data (and simulation), sampled at SR m_JJ values drawn
-    from a KDE of SR data (``cathode_oversampling`` × N_SR events), then the k-fold classifier.
+    """Any registered template vs SR data, per fold (:func:`_classify_per_fold`): fold f's template is fit
+    on the sideband data (and simulation) outside fold f and sampled at masses drawn from a KDE of the SR
+    data outside fold f (``cathode_oversampling`` × those SR events); classifier f separates it from the
+    SR data outside fold f and scores fold f.
 
-    The template sample is saved as ``template.parquet`` (features, ``mjj``, ``weight``) in the unit
-    directory. ``combined_events`` first looks for its members' saved templates of the same run,
+    The template samples are saved as ``template.parquet`` (features, ``mjj``, ``weight``, ``fold``) in
+    the unit directory. ``combined_events`` first looks for its members' saved templates of the same run,
     injection and seed (:func:`_reused_member_templates`) and fits its members itself only when one is
     missing (``method_settings.combined_events.reuse_members: false`` forces the refit).
     """
@@ -384,44 +486,54 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
     data = ctx.prepared.data
     mjj = data["mjj"].to_numpy()
     sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
-    n = int(round(ctx.cfg.cathode_oversampling * sr.sum()))
     kwargs = _template_kwargs(ctx, name)
     reuse = bool(kwargs.pop("reuse_members", True)) if name == "combined_events" else False
     if reuse and _method_settings(ctx, name).get("member_kwargs"):
         log.info("combined_events: member_kwargs given; fitting the members with them instead of reusing")
         reuse = False
     extra: dict[str, Any] = {}
-    found = _reused_member_templates(ctx, kwargs["members"], n) if reuse else None
+    found = _reused_member_templates(ctx, kwargs["members"]) if reuse else None
     if found is not None:
-        samples, weights = found
         extra["members_reused"] = list(kwargs["members"])
         extra["seconds_members"] = _members_seconds(ctx, kwargs["members"])
-        template = None
-    else:
-        template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
-        template.fit(data[sb].reset_index(drop=True), ctx.prepared.simulation)
-        limit = getattr(template, "max_distinct", None)
-        if limit is not None and n > limit:  # a template of a finite pool (SALAD): no repeated events
-            log.info("%s: %d distinct template events (not %d)", name, limit, n)
-            n = int(limit)
-        samples, weights = template.sample(n, draw_mjj_kde(mjj[sr], n, ctx.seed))
-    n = len(samples)
-    X0 = feature_matrix(samples, ctx.features, f"{name} samples")
-    weights = np.asarray(weights, dtype="float64")
-    _save_template_sample(ctx, samples, weights)
-    rows1 = np.flatnonzero(sr)
-    out = _classify(ctx, X0, weights, None, feature_matrix(data.iloc[rows1], ctx.features), rows1)
+    fitted: dict[str, float] = {"flow_trainings_failed": 0}
+    made: list[tuple[pd.DataFrame, np.ndarray]] = []
+
+    def fold_inputs(f: int, train: np.ndarray) -> FoldInputs:
+        if found is not None:
+            samples, weights = found[f]
+        else:
+            n = int(round(ctx.cfg.cathode_oversampling * (sr & train).sum()))
+            template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **kwargs)
+            template.fit(data[sb & train].reset_index(drop=True), ctx.prepared.simulation)
+            limit = getattr(template, "max_distinct", None)
+            if limit is not None and n > limit:  # a template of a finite pool (SALAD): no repeated events
+                log.info("%s: fold %d: %d distinct template events (not %d)", name, f, limit, n)
+                n = int(limit)
+            samples, weights = template.sample(n, draw_mjj_kde(mjj[sr & train], n, ctx.seed * 1000 + f))
+            fitted["flow_trainings_failed"] += int(getattr(template, "n_failed", 0))
+            for attr in ("n_clipped", "n_trainings"):
+                if getattr(template, attr, None) is not None:
+                    fitted[attr] = fitted.get(attr, 0) + getattr(template, attr)
+            for attr in ("clip_value", "oversampling"):
+                if getattr(template, attr, None) is not None:
+                    fitted[attr] = getattr(template, attr)
+            _save_flow_model(ctx, template, f"{name}_template_fold{f}.pt")
+        weights = np.asarray(weights, dtype="float64")
+        made.append((samples, weights))
+        return feature_matrix(samples, ctx.features, f"{name} samples (fold {f})"), weights, None
+
+    out = _classify_per_fold(ctx, fold_inputs, np.flatnonzero(sr))
+    _save_template_sample(ctx, made)
     out.extra.update(extra)
+    samples = pd.concat([m[0] for m in made], ignore_index=True)
+    weights = np.concatenate([m[1] for m in made])
     true_bkg = data[sr & (data["label"].to_numpy() == 0)]
     if len(true_bkg):
         out.extra["template_ks"] = ks_per_feature(samples, true_bkg, ctx.features, wa=weights)
-    out.extra["n_template"] = n
-    if template is not None:
-        out.extra["flow_trainings_failed"] = int(getattr(template, "n_failed", 0))
-        for attr in ("n_clipped", "clip_value", "oversampling", "n_trainings"):
-            if getattr(template, attr, None) is not None:
-                out.extra[attr] = getattr(template, attr)
-        _save_flow_model(ctx, template, f"{name}_template.pt")
+    out.extra["n_template"] = len(samples)
+    if found is None:
+        out.extra.update(fitted)
     return out
 
 
@@ -439,23 +551,29 @@ def _members_seconds(ctx: UnitContext, members) -> float:
     return total
 
 
-def _save_template_sample(ctx: UnitContext, samples: pd.DataFrame, weights: np.ndarray) -> None:
-    """Write the unit's template (features, mjj, weight) next to its scores, for combinations and studies."""
+def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.ndarray]]) -> None:
+    """Write the unit's per-fold templates (features, mjj, weight, fold) next to its scores, for
+    combinations and studies."""
     from processors.io import atomic_output
 
     if ctx.run_dir is None:
         return
-    frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in ["mjj", *ctx.features]})
-    frame["weight"] = weights
+    parts = []
+    for f, (samples, weights) in enumerate(folds):
+        frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in ["mjj", *ctx.features]})
+        frame["weight"] = weights
+        frame["fold"] = np.full(len(frame), f, dtype=np.int64)
+        parts.append(frame)
     path = unit_dir(ctx.run_dir, ctx.method, ctx.injection, ctx.seed) / TEMPLATE_SAMPLE
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pd.concat(parts, ignore_index=True).to_parquet(tmp, index=False)
 
 
 def load_template_sample(run_dir: str | Path, method: str, injection: float | None,
                          seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The saved template of a finished template unit: (events with ``mjj`` and the features, weights)."""
+    """The saved template of a finished template unit: (events with ``mjj``, the features and ``fold``,
+    the template's fold: whose classifier trained on it; weights)."""
     path = unit_dir(Path(run_dir), method, injection, seed) / TEMPLATE_SAMPLE
     if not path.exists() or not unit_finished(Path(run_dir), method, injection, seed):
         raise FileNotFoundError(f"{path}: no template of a finished unit ({method}, {injection}, seed {seed})")
@@ -463,12 +581,14 @@ def load_template_sample(run_dir: str | Path, method: str, injection: float | No
     return frame.drop(columns="weight"), frame["weight"].to_numpy(dtype="float64")
 
 
-def _reused_member_templates(ctx: UnitContext, members, n: int) -> tuple[pd.DataFrame, np.ndarray] | None:
-    """The sample-level combination built from the members' saved templates of this run, injection and
-    seed: an equal share from each member — ``min(n // members, smallest member template)`` events drawn
-    without replacement (seeded), so no event repeats — each share scaled to equal total weight
-    (:func:`models.templates.combined.stack_equal_weight`). None when a member has no finished unit here
-    (then the members are fitted afresh)."""
+def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFrame, np.ndarray]] | None:
+    """The sample-level combination built from the members' saved per-fold templates of this run,
+    injection and seed, one per fold: from each member's fold-f template an equal share — ``min(n_f //
+    members, smallest member's fold-f template)`` events, ``n_f`` = ``cathode_oversampling`` × the SR data
+    outside fold f, drawn without replacement (seeded), so no event repeats — each share scaled to equal
+    total weight (:func:`models.templates.combined.stack_equal_weight`). None when a member has no
+    finished unit here, or one saved by an older radar without folds (then the members are fitted afresh).
+    """
     from models.templates.combined import stack_equal_weight
 
     if ctx.run_dir is None:
@@ -480,20 +600,28 @@ def _reused_member_templates(ctx: UnitContext, members, n: int) -> tuple[pd.Data
         except FileNotFoundError:
             log.info("combined_events: member %s has no finished unit here; fitting the members", member)
             return None
-        if any(f not in events for f in ctx.features):
-            log.info("combined_events: member %s saved no %s; fitting the members", member, ctx.features)
+        if any(f not in events for f in [*ctx.features, "fold"]):
+            log.info("combined_events: member %s saved no %s with folds; fitting the members", member, ctx.features)
             return None
         loaded.append((events, weights))
-    share = min(n // len(loaded), *(len(events) for events, _ in loaded))
-    total = share * len(loaded)
+    mjj = ctx.prepared.data["mjj"].to_numpy()
+    sr = ctx.regions.signal_region(mjj)
+    folds = _data_folds(ctx, None, np.flatnonzero(sr))
     rng = np.random.default_rng(ctx.seed * 7_777_777 + 11)
-    rows = np.array_split(rng.permutation(total), len(loaded))
-    parts = []
-    for events, w in loaded:
-        pick = rng.choice(len(events), size=share, replace=False)
-        parts.append((events.iloc[pick][["mjj", *ctx.features]].reset_index(drop=True), w[pick]))
-    log.info("combined_events: %d events from each of the saved templates of %s", share, list(members))
-    return stack_equal_weight(parts, rows, total)
+    combined = []
+    for f in range(ctx.cfg.k_folds):
+        n = int(round(ctx.cfg.cathode_oversampling * (sr & (folds != f)).sum()))
+        own = [(events[events["fold"].to_numpy() == f], w[events["fold"].to_numpy() == f]) for events, w in loaded]
+        share = min(n // len(own), *(len(events) for events, _ in own))
+        total = share * len(own)
+        rows = np.array_split(rng.permutation(total), len(own))
+        parts = []
+        for events, w in own:
+            pick = rng.choice(len(events), size=share, replace=False)
+            parts.append((events.iloc[pick][["mjj", *ctx.features]].reset_index(drop=True), w[pick]))
+        combined.append(stack_equal_weight(parts, rows, total))
+    log.info("combined_events: the fold templates of %s, in equal shares", list(members))
+    return combined
 
 
 for _name in TEMPLATE_METHODS:
@@ -505,11 +633,11 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     """LaCATHODE (Hallin et al., arXiv:2210.14924): CATHODE's flow, with the classifier moved into the flow's
     latent space.
 
-    The conditional flow is fitted on sideband data (as CATHODE, ``flow`` settings with
-    ``method_settings.lacathode`` on top); every data event is mapped to the latent space at its own m_JJ
-    (:meth:`models.flows.ConditionalFlow.to_latent`, best epoch). The template is ``cathode_oversampling`` ×
-    N_SR standard-normal draws (the flow's base density, the same at every mass), class 1 the latent SR
-    data. Where the flow describes the background, the latent coordinates do not depend on m_JJ, so a cut
+    Per fold (:func:`_classify_per_fold`): fold f's conditional flow is fitted on the sideband data outside
+    fold f (as CATHODE, ``flow`` settings with ``method_settings.lacathode`` on top); data events are mapped
+    to its latent space at their own m_JJ (:meth:`models.flows.ConditionalFlow.to_latent`, best epoch). The
+    template is ``cathode_oversampling`` × N_SR standard-normal draws (the flow's base density, the same at
+    every mass), class 1 the latent SR data outside fold f; classifier f scores fold f. Where the flow describes the background, the latent coordinates do not depend on m_JJ, so a cut
     on the classifier does not sculpt the m_JJ spectrum of the background even when the features follow
     m_JJ (where CATHODE's classifier, evaluated away from the SR, does).
     """
@@ -519,19 +647,24 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     mjj = data["mjj"].to_numpy()
     sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
     kwargs = {**_flow_settings(ctx), **_method_settings(ctx, "lacathode")}
-    template = get_template("cathode")(features=tuple(ctx.features), seed=ctx.seed, **kwargs)
-    template.fit(data[sb].reset_index(drop=True))
-    flow = template.flow
+    failed = [0]
 
-    def latent(table: pd.DataFrame, what: str) -> np.ndarray:
-        return flow.to_latent(feature_matrix(table, ctx.features, what), table["mjj"].to_numpy())
+    def fold_inputs(f: int, train: np.ndarray) -> FoldInputs:
+        template = get_template("cathode")(features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **kwargs)
+        template.fit(data[sb & train].reset_index(drop=True))
+        failed[0] += int(template.n_failed)
+        _save_flow_model(ctx, template, f"lacathode_flow_fold{f}.pt")
+        flow = template.flow
 
-    n = int(round(ctx.cfg.cathode_oversampling * sr.sum()))
-    X0 = np.random.default_rng(ctx.seed * 7_777_777 + 5).standard_normal((n, len(ctx.features)))
-    rows1 = np.flatnonzero(sr)
-    out = _classify(ctx, X0, None, None, latent(data.iloc[rows1], "data"), rows1, embed=latent)
-    out.extra.update({"n_template": n, "flow_trainings_failed": int(template.n_failed)})
-    _save_flow_model(ctx, template, "lacathode_flow.pt")
+        def latent(table: pd.DataFrame, what: str) -> np.ndarray:
+            return flow.to_latent(feature_matrix(table, ctx.features, what), table["mjj"].to_numpy())
+
+        n = int(round(ctx.cfg.cathode_oversampling * (sr & train).sum()))
+        X0 = np.random.default_rng(ctx.seed * 7_777_777 + 5 + f).standard_normal((n, len(ctx.features)))
+        return X0, None, latent
+
+    out = _classify_per_fold(ctx, fold_inputs, np.flatnonzero(sr))
+    out.extra.update({"n_template": out.extra["n_class0"], "flow_trainings_failed": failed[0]})
     return out
 
 

@@ -231,7 +231,8 @@ def test_flow_methods_run_with_tiny_flows(toy_dir, tmp_path, method, kind):
     scores = pd.read_parquet(unit_dir(cfg.output_dir, method, 300, 0) / "scores.parquet")
     assert np.isfinite(scores["score"]).all() and len(scores) == m["n_data"]
     if method == "cathode":
-        assert m["n_template"] == m["n_data_sr"] and set(m["template_ks"]) == set(cfg.features)
+        # one template per fold, of oversampling x the SR data outside that fold
+        assert m["n_template"] == (cfg.k_folds - 1) * m["n_data_sr"] and set(m["template_ks"]) == set(cfg.features)
         assert set(scores.loc[scores["in_sr"], "role"]) == {"data"}
     assert any((unit_dir(cfg.output_dir, method, 300, 0) / "models").iterdir())
 

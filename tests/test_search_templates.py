@@ -82,19 +82,24 @@ def test_combined_events_reuses_the_member_templates_in_equal_shares(run):
     events, weights = load_template_sample(cfg.output_dir, "combined_events", 300, 0)
     members = {m: load_template_sample(cfg.output_dir, m, 300, 0) for m in TEMPLATES}
     features = list(cfg.features)
-    share = min(len(e) for e, _ in members.values())
-    assert len(events) == len(TEMPLATES) * share == metrics["n_template"]
-    rows = [tuple(np.round(r, 9)) for r in events[features].to_numpy()]
-    assert len(set(rows)) == len(rows)  # no event twice
-    source = np.full(len(events), -1)
-    for k, (e, _) in enumerate(members.values()):
-        member_rows = {tuple(np.round(r, 9)) for r in e[features].to_numpy()}
-        source[[i for i, r in enumerate(rows) if r in member_rows and source[i] < 0]] = k
-    assert (source >= 0).all()  # every combined event is an event of one member's template
-    counts = np.bincount(source, minlength=len(TEMPLATES))
-    assert (counts == share).all()  # equal shares
-    shares = np.bincount(source, weights=weights, minlength=len(TEMPLATES))
-    np.testing.assert_allclose(shares, counts, rtol=1e-9)  # each member carries weight = its event count
+    assert len(events) == metrics["n_template"]
+    assert sorted(set(events["fold"])) == list(range(cfg.k_folds))
+    for fold in range(cfg.k_folds):  # every fold's combination is made of the members' templates of that fold
+        own = (events["fold"] == fold).to_numpy()
+        member_fold = {m: e[e["fold"] == fold] for m, (e, _) in members.items()}
+        share = min(len(e) for e in member_fold.values())
+        assert own.sum() == len(TEMPLATES) * share
+        rows = [tuple(np.round(r, 9)) for r in events.loc[own, features].to_numpy()]
+        assert len(set(rows)) == len(rows)  # no event twice
+        source = np.full(len(rows), -1)
+        for k, e in enumerate(member_fold.values()):
+            member_rows = {tuple(np.round(r, 9)) for r in e[features].to_numpy()}
+            source[[i for i, r in enumerate(rows) if r in member_rows and source[i] < 0]] = k
+        assert (source >= 0).all()  # every combined event is an event of that fold's template of one member
+        counts = np.bincount(source, minlength=len(TEMPLATES))
+        assert (counts == share).all()  # equal shares
+        shares = np.bincount(source, weights=weights[own], minlength=len(TEMPLATES))
+        np.testing.assert_allclose(shares, counts, rtol=1e-9)  # each member carries weight = its event count
 
 
 def test_salad_template_repeats_no_simulation_event(run):
@@ -104,8 +109,11 @@ def test_salad_template_repeats_no_simulation_event(run):
 
     events, _ = load_template_sample(cfg.output_dir, "salad", 300, 0)
     metrics = json.loads((unit_dir(cfg.output_dir, "salad", 300, 0) / "metrics.json").read_text())
-    assert not events[list(cfg.features)].duplicated().any()
-    assert metrics["n_template"] == len(events) < metrics["n_data_sr"] * cfg.cathode_oversampling
+    for fold in range(cfg.k_folds):  # one template per fold (from the same simulation pool)
+        own = events[events["fold"] == fold]
+        assert len(own) and not own[list(cfg.features)].duplicated().any()
+        assert len(own) < metrics["n_data_sr"] * cfg.cathode_oversampling
+    assert metrics["n_template"] == len(events)
 
 
 def test_comparison_studies_are_written_by_the_search(run):
