@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from analysis.sculpting import DEFAULT_SCULPTING, SculptingConfig, efficiency_diagnostics
+from radar.analysis.sculpting import DEFAULT_SCULPTING, SculptingConfig, efficiency_diagnostics
 
 log = logging.getLogger(__name__)
 
@@ -690,7 +690,7 @@ class WorkingPoint:
     truth: dict[str, Any] = field(default_factory=dict)
     signal_counts: np.ndarray | None = None
     histogram: Any = None
-    #: what the cut did to the background (:func:`analysis.sculpting.efficiency_diagnostics`); None: no cut
+    #: what the cut did to the background (:func:`radar.analysis.sculpting.efficiency_diagnostics`); None: no cut
     sculpting: dict[str, Any] | None = None
 
     @property
@@ -811,7 +811,7 @@ class BumpHuntResult:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON, atomically."""
-        from processors.io import write_json
+        from radar.processors.io import write_json
 
         return write_json(path, self.to_dict())
 
@@ -845,7 +845,7 @@ def bump_hunt(
     efficiencies (default: ``signal_region`` on mjj); weight (N,) optional event weights; label (N,)
     optional truth (1 signal, 0 background, -1 unknown) used only to report S and B after each cut.
     efficiencies: fractions of SR events kept (1 = no cut). Every cut also gets the efficiency per m_JJ
-    bin and the sculpting tests (:mod:`analysis.sculpting`); a sculpted working point is never the
+    bin and the sculpting tests (:mod:`radar.analysis.sculpting`); a sculpted working point is never the
     :attr:`BumpHuntResult.best`. An SR with less than ``min_sideband`` GeV of sideband on either side inside
     the fit range is refused (:func:`check_sidebands`). Returns a :class:`BumpHuntResult`.
     """
@@ -1023,7 +1023,7 @@ class ScanResult:
     """Sliding-window scan at one working point.
 
     windows: the scan windows; per window (arrays over windows): z_local, p_local, n_obs, b, sigma_b,
-    fit_ok (a good fit of a cut that did not sculpt: :mod:`analysis.sculpting`), flags (the fit's, plus
+    fit_ok (a good fit of a cut that did not sculpt: :mod:`radar.analysis.sculpting`), flags (the fit's, plus
     ``sculpted``), efficiency_realised (selected fraction of all events in the window's fit range),
     fits (the DijetFit per window), spectra (edges, counts, expected per window, for plots).
     max_window: index of the most significant usable window; z_max its local Z.
@@ -1077,7 +1077,7 @@ class ScanResult:
         }
 
     def save(self, path: str | Path) -> Path:
-        from processors.io import write_json
+        from radar.processors.io import write_json
 
         return write_json(path, self.to_dict())
 

@@ -1,7 +1,7 @@
 """The ``radar`` command.
 
-Every stage contributes its own sub-commands: any module named ``cli_*.py`` in ``processors``,
-``analysis``, ``models`` or ``plots`` that defines ``register(subparsers)`` is picked up. ``register``
+Every stage contributes its own sub-commands: any module named ``cli_*.py`` in ``radar.processors``,
+``radar.analysis``, ``radar.models`` or ``radar.plots`` that defines ``register(subparsers)`` is picked up. ``register``
 adds one or more parsers and sets ``func`` (called with the parsed arguments, returns an exit code).
 Heavy imports belong inside ``func`` so that ``radar --help`` stays fast.
 """
@@ -14,7 +14,18 @@ import logging
 import pkgutil
 import sys
 
-_PACKAGES = ("processors", "analysis", "models", "plots")
+_PACKAGES = ("radar.processors", "radar.analysis", "radar.models", "radar.plots")
+
+
+def version() -> str:
+    """The installed distribution's version (``radar-hep``), or ``unknown`` outside an installation."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("radar-hep")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _command_modules() -> list[str]:
@@ -31,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radar", description="Resonant anomaly detection searches, end to end."
     )
+    parser.add_argument("--version", action="version", version=f"radar {version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -97,8 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from analysis import bumphunt as bh
-    from analysis.report import load_scores, make_bumphunt_outputs
+    from radar.analysis import bumphunt as bh
+    from radar.analysis.report import load_scores, make_bumphunt_outputs
 
     console = Console()
     scores = load_scores(args.scores)

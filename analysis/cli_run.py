@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from analysis.pipeline import load_run_config, run_pipeline
+    from radar.analysis.pipeline import load_run_config, run_pipeline
 
     config = load_run_config(args.config, {"output": args.output, "workers": args.workers,
                                            "scheduler": args.scheduler})
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from analysis.pipeline import PRESETS_DIR
+    from radar.analysis.pipeline import PRESETS_DIR
 
     args.config = str(PRESETS_DIR / "demo.yaml")
     return _run(args)

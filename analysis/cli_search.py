@@ -28,8 +28,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from analysis.config import load_config, validate_data
-    from analysis.search import load_inputs, run_search
+    from radar.analysis.config import load_config, validate_data
+    from radar.analysis.search import load_inputs, run_search
 
     console = Console()
     cfg = load_config(args.config)

@@ -10,7 +10,7 @@ units of a ``radar search`` run directory (``RUN/<method>/inj_<x>/seed_<s>/score
 ``test_scores.parquet``), checking that every member scored the same events.
 
 Sample level ("combined events"): one template made of an equal-weight share of every member template
-(:class:`models.templates.combined.CombinedTemplate`, registered as ``combined_events``);
+(:class:`radar.models.templates.combined.CombinedTemplate`, registered as ``combined_events``);
 :func:`build_combined_template` makes one, :func:`combine_samples` stacks already drawn samples.
 """
 
@@ -78,7 +78,7 @@ def combined_unit_scores(run_dir: str | Path, methods: Sequence[str], injection:
     prepared data). Returns copies of the first member's tables with ``score`` replaced by the
     combination (and, for ``scores``, ``role`` set to "combined").
     """
-    from analysis.search import unit_dir
+    from radar.analysis.search import unit_dir
 
     if len(methods) < 2:
         raise ValueError(f"combined_unit_scores: need >= 2 member methods, got {list(methods)}")
@@ -113,14 +113,14 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
 
     For every (injection, seed) whose member units have all finished, writes
     ``RUN/<name>/inj_<x>/seed_<s>/{scores,test_scores}.parquet`` and ``metrics.json`` (last) in the
-    format of :func:`analysis.search.run_unit`, so that ``metrics_table`` picks the combination up like
+    format of :func:`radar.analysis.search.run_unit`, so that ``metrics_table`` picks the combination up like
     any method. Units whose members are missing are skipped with a log line. Returns the metrics paths.
     """
     import json
 
-    from analysis.metrics import auc, classifier_metrics
-    from analysis.search import unit_dir, unit_finished
-    from processors.io import atomic_output, write_json
+    from radar.analysis.metrics import auc, classifier_metrics
+    from radar.analysis.search import unit_dir, unit_finished
+    from radar.processors.io import atomic_output, write_json
 
     run_dir = Path(run_dir)
     written = []
@@ -167,9 +167,9 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
 def build_combined_template(members: Sequence[str] | None = None, *, features: Sequence[str] | None = None,
                             seed: int = 0, device: str = "auto",
                             member_kwargs: Mapping[str, Mapping[str, Any]] | None = None):
-    """A :class:`models.templates.combined.CombinedTemplate` of the named member templates (unfitted)."""
-    from models.templates.combined import DEFAULT_MEMBERS, CombinedTemplate
-    from processors.features import LHCO_FEATURES
+    """A :class:`radar.models.templates.combined.CombinedTemplate` of the named member templates (unfitted)."""
+    from radar.models.templates.combined import DEFAULT_MEMBERS, CombinedTemplate
+    from radar.processors.features import LHCO_FEATURES
 
     return CombinedTemplate(tuple(features or LHCO_FEATURES), seed=seed, device=device,
                             members=tuple(members or DEFAULT_MEMBERS),
@@ -180,7 +180,7 @@ def combine_samples(samples: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -> t
     """Concatenate already drawn member samples {name: (events, weights)} with equal total weight per
     member: member k's weights are scaled to sum to (total events) / (number of members).
 
-    Unlike :class:`~models.templates.combined.CombinedTemplate` the members may have drawn different
+    Unlike :class:`~radar.models.templates.combined.CombinedTemplate` the members may have drawn different
     numbers of events. Returns (events, weights) with an added ``member`` column naming the source.
     """
     if not samples:

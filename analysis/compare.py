@@ -61,7 +61,7 @@ def template_ks(templates: Mapping[str, Sample], true_background: pd.DataFrame,
     """
     from scipy.special import kolmogorov
 
-    from analysis.metrics import weighted_ks
+    from radar.analysis.metrics import weighted_ks
 
     features = list(features)
     _check_sample("true background", true_background, None, features)
@@ -131,9 +131,9 @@ def top_overlap(scores: Mapping[str, np.ndarray] | pd.DataFrame, percents: Seque
 
 def _auc_kfold(X0: np.ndarray, w0: np.ndarray | None, X1: np.ndarray, *, classifier: str, k_folds: int, seed: int,
                **clf_kwargs: Any) -> float:
-    """Out-of-fold AUC of class 0 (weights ``w0``) vs class 1 (:func:`analysis.cwola.kfold_scores`)."""
-    from analysis.cwola import kfold_scores
-    from analysis.metrics import auc
+    """Out-of-fold AUC of class 0 (weights ``w0``) vs class 1 (:func:`radar.analysis.cwola.kfold_scores`)."""
+    from radar.analysis.cwola import kfold_scores
+    from radar.analysis.metrics import auc
 
     res = kfold_scores(X0, X1, w0, None, classifier=classifier, k_folds=k_folds, seed=seed, **clf_kwargs)
     y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
@@ -153,8 +153,8 @@ def truth_auc_spread(true_background: pd.DataFrame, features: Sequence[str], *, 
     into halves H1, H2 and the out-of-fold AUC of H1 vs H2 is computed. Returns ``truth_auc`` (list), its
     median, mean, std, ``band`` = mean ± 2 std and ``null_sigma`` (the AUC's standard deviation expected
     for two samples of one distribution)."""
-    from analysis.datasets import feature_matrix
-    from analysis.metrics import auc_null_sigma
+    from radar.analysis.datasets import feature_matrix
+    from radar.analysis.metrics import auc_null_sigma
 
     X_b = feature_matrix(true_background, list(features), "true background")
     if len(X_b) < 4 * k_folds:
@@ -178,14 +178,14 @@ def auc_vs_truth(template: Sample, true_background: pd.DataFrame, features: Sequ
     """Template-vs-true-background AUC against the truth-vs-truth spread, at equal sample sizes.
 
     For each repeat r (seed ``seed + r``) the true SR background is split in halves H1, H2. The
-    truth-vs-truth AUC is the out-of-fold AUC (``k_folds``-fold, :func:`analysis.cwola.kfold_scores`)
+    truth-vs-truth AUC is the out-of-fold AUC (``k_folds``-fold, :func:`radar.analysis.cwola.kfold_scores`)
     of H1 vs H2 (:func:`truth_auc_spread`; pass its result as ``truth`` to reuse it for several templates);
     the template AUC that of a random |H1|-event subsample of the template (weights kept) vs H2. Returns
     ``template_auc`` and ``truth_auc`` (lists), their medians, the truth mean and std, ``band`` = truth
     mean ± 2 std and ``inside`` (template median <= upper band edge: a template that leaks signal-like or
     unphysical structure is *more* separable than truth).
     """
-    from analysis.datasets import feature_matrix
+    from radar.analysis.datasets import feature_matrix
 
     events, weights = template
     w_t = _check_sample("template", events, weights, features)
@@ -213,12 +213,12 @@ def write_comparison(out_dir: str | Path, *, features: Sequence[str],
                      plots: bool = True, style: str = "atlas", **clf_kwargs: Any) -> dict[str, Path]:
     """Run the studies the inputs allow and write ``template_ks``, ``score_correlations_{background,signal}``,
     ``top_overlap`` and ``auc_vs_truth`` tables (CSV and Markdown) plus, with ``plots``, their figures
-    (:mod:`plots.compare`) into ``out_dir``. ``auc_repeats`` > 1 runs :func:`auc_vs_truth` per template;
+    (:mod:`radar.plots.compare`) into ``out_dir``. ``auc_repeats`` > 1 runs :func:`auc_vs_truth` per template;
     ``overlap_mask`` restricts the top-p % overlap to some events (e.g. ``labels == 0``: background only).
     Returns {name: path} of the files written.
     """
-    from analysis.metrics import markdown_table
-    from processors.io import atomic_output, write_json
+    from radar.analysis.metrics import markdown_table
+    from radar.processors.io import atomic_output, write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,8 +249,8 @@ def write_comparison(out_dir: str | Path, *, features: Sequence[str],
         overlap = top_overlap(scores, percents, mask=overlap_mask)
         table("top_overlap", overlap)
     if plots:
-        from plots import compare as plots_compare
-        from plots.style import save_figure
+        from radar.plots import compare as plots_compare
+        from radar.plots.style import save_figure
 
         figures = []
         if ks is not None:
@@ -277,8 +277,8 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     (``comparison/auc_vs_truth.{json,csv,md,png,pdf}``). Needs truth labels in the data; without them
     (real data) it writes nothing and says so. Returns {name: path}.
     """
-    from analysis.metrics import markdown_table, summarise
-    from analysis.search import (
+    from radar.analysis.metrics import markdown_table, summarise
+    from radar.analysis.search import (
         TEMPLATE_METHODS,
         _injection_tag,
         classifier_settings,
@@ -288,7 +288,7 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
         prepare_data,
         unit_finished,
     )
-    from processors.io import atomic_output, write_json
+    from radar.processors.io import atomic_output, write_json
 
     run_dir = Path(run_dir)
     out_root = run_dir / "comparison"
@@ -362,8 +362,8 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
             tmp.write_text(markdown_table(rows))
         with atomic_output(out_root / "auc_vs_truth.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
-        from plots import compare as plots_compare
-        from plots.style import save_figure
+        from radar.plots import compare as plots_compare
+        from radar.plots.style import save_figure
 
         for path in save_figure(plots_compare.plot_auc_vs_truth(results), out_root / "auc_vs_truth"):
             written[f"figure:{path.name}"] = path

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from processors.features import LHCO_FEATURES
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class SearchConfig:
         return str(variant["method"]) if isinstance(variant, dict) and "method" in variant else method
 
     def regions_for(self, method: str):
-        from analysis.regions import Regions
+        from radar.analysis.regions import Regions
 
         method = self.base_method(method)
         width = self.regions.cwola_sideband_width if method == "cwola_hunting" else self.regions.sideband_width
@@ -232,10 +232,10 @@ def load_config(path: str | Path) -> SearchConfig:
 
 def validate_config(cfg: SearchConfig) -> None:
     """Checks that need no data. Raises ValueError naming the problem."""
-    from analysis.regions import Regions
-    from analysis.search import available_methods
-    from models.classifiers import available as classifiers_available
-    from processors.features import FEATURE_COLUMNS
+    from radar.analysis.regions import Regions
+    from radar.analysis.search import available_methods
+    from radar.models.classifiers import available as classifiers_available
+    from radar.processors.features import FEATURE_COLUMNS
 
     if not cfg.input.data:
         raise ValueError("input.data: give at least one data/background feature table")
@@ -269,7 +269,7 @@ def validate_config(cfg: SearchConfig) -> None:
     if unknown:
         raise ValueError(f"method_settings: unknown methods {unknown}; available: {available_methods()}")
     if "combined_scores" in cfg.methods:
-        from analysis.search import combination_members
+        from radar.analysis.search import combination_members
 
         members = combination_members(cfg)
         missing = [m for m in members if m not in cfg.methods]
@@ -313,7 +313,7 @@ def validate_config(cfg: SearchConfig) -> None:
 def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
     """Checks on the loaded tables (GeV): SR within the data's m_JJ coverage, enough events in the SR
     and in the sidebands each method needs, finite features. Raises ValueError naming the problem."""
-    from analysis.datasets import check_features
+    from radar.analysis.datasets import check_features
 
     mjj = data["mjj"].to_numpy()
     lo, hi = float(np.nanmin(mjj)), float(np.nanmax(mjj))

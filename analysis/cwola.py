@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models.classifiers import classifier_suffix, get_classifier
+from radar.models.classifiers import classifier_suffix, get_classifier
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Datasets for the search: signal injection, splits, the standard LHCO test set, CATHODE SR arrays.
 
-Every table here is a radar feature table (:data:`processors.features.FEATURE_COLUMNS`, GeV). Every
+Every table here is a radar feature table (:data:`radar.processors.features.FEATURE_COLUMNS`, GeV). Every
 random step takes a seed: the same seed gives the same events.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.regions import Regions
+from radar.analysis.regions import Regions
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def load_cathode_sr(directory: str | Path) -> dict[str, pd.DataFrame]:
     "extrasig": extra SR signal, "test": the standard test set (innerdata_extrabkg_test)}``; keys whose
     file is absent are left out (``data`` needs both train and test).
     """
-    from processors.features import read_feature_table
+    from radar.processors.features import read_feature_table
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -74,7 +74,7 @@ def load_cathode_sr(directory: str | Path) -> dict[str, pd.DataFrame]:
 
 def standard_test_set(directory: str | Path) -> pd.DataFrame:
     """The standard LHCO SR test set (``innerdata_extrabkg_test.npy``: 40k background + 20k signal)."""
-    from processors.features import read_feature_table
+    from radar.processors.features import read_feature_table
 
     path = Path(directory) / CATHODE_SR_FILES["extrabkg_test"]
     return read_feature_table(path)
@@ -187,7 +187,7 @@ def toy_lhco_like(n_background: int, n_signal: int = 0, seed: int = 0,
     m_JJ (so CWoLa Hunting has nothing to find without signal). Signal: m_JJ ~ N(3500, 100),
     mj1 ~ N(100, 10), mj2 ~ N(500, 30), small tau21. Columns: :data:`FEATURE_COLUMNS`, shuffled rows.
     """
-    from processors.features import conform
+    from radar.processors.features import conform
 
     rng = np.random.default_rng(seed)
     lo, hi = mjj_range

@@ -4,12 +4,12 @@ Stages (each writes into the run directory atomically and records a key in ``sta
 a stage whose key — its settings plus the SHA-256 of its inputs — is unchanged and whose outputs
 exist is skipped):
 
-1. ``generate`` (Pythia 8, :mod:`processors.generate`) or the event files given under ``events``;
-2. ``process``: every event file → feature table (:func:`processors.runner.process_files`);
-3. ``search``: methods × injections × seeds (:func:`analysis.search.run_search`; its own
+1. ``generate`` (Pythia 8, :mod:`radar.processors.generate`) or the event files given under ``events``;
+2. ``process``: every event file → feature table (:func:`radar.processors.runner.process_files`);
+3. ``search``: methods × injections × seeds (:func:`radar.analysis.search.run_search`; its own
    ``--resume`` skips finished trainings);
 4. ``bumphunt``: m_JJ fits after score cuts, the sliding-window scan, figures and
-   ``report.md`` (:func:`analysis.report.make_bumphunt_outputs`).
+   ``report.md`` (:func:`radar.analysis.report.make_bumphunt_outputs`).
 
 Example config (paths relative to the YAML file)::
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processors.io import file_sha256, write_json
+from radar.processors.io import file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _cached_stage(run_dir: Path, stage: str, payload: Any, outputs: list[Path], 
 
 
 def _generate(config: RunConfig, run_dir: Path) -> dict[str, Path]:
-    from processors.generate import config_from_mapping, generate_to_file
+    from radar.processors.generate import config_from_mapping, generate_to_file
 
     files = {}
     for sample, settings in (config.generate or {}).items():
@@ -145,8 +145,8 @@ def _generate(config: RunConfig, run_dir: Path) -> dict[str, Path]:
 
 
 def _process(config: RunConfig, run_dir: Path, event_files: dict[str, list[Path]]) -> dict[str, Path]:
-    from processors.jets import JetConfig
-    from processors.runner import process_files
+    from radar.processors.jets import JetConfig
+    from radar.processors.runner import process_files
 
     settings = dict(config.process)
     chunk_size = int(settings.pop("chunk_size", 10_000))
@@ -167,7 +167,7 @@ def _process(config: RunConfig, run_dir: Path, event_files: dict[str, list[Path]
 
 
 def _search_config(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]):
-    from analysis.config import config_from_dict
+    from radar.analysis.config import config_from_dict
 
     values = json.loads(json.dumps(config.search))  # deep copy
     values["name"] = config.name
@@ -186,7 +186,7 @@ def _search_config(config: RunConfig, run_dir: Path, tables: dict[str, list[Path
 
 
 def _search(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]):
-    from analysis.search import run_search
+    from radar.analysis.search import run_search
 
     cfg = _search_config(config, run_dir, tables)
     inputs = sorted(str(p) for paths in tables.values() for p in paths)
@@ -208,7 +208,7 @@ def _search(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]):
 
 
 def _scores_for_bumphunt(config: RunConfig, cfg) -> tuple[Path, dict[str, Any]]:
-    from analysis.search import unit_dir
+    from radar.analysis.search import unit_dir
 
     settings = dict(config.bumphunt)
     method = settings.pop("method", cfg.methods[0])
@@ -225,8 +225,8 @@ def _scores_for_bumphunt(config: RunConfig, cfg) -> tuple[Path, dict[str, Any]]:
 
 
 def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
-    from analysis import bumphunt as bh
-    from analysis.report import load_scores, make_bumphunt_outputs
+    from radar.analysis import bumphunt as bh
+    from radar.analysis.report import load_scores, make_bumphunt_outputs
 
     scores_path, settings = _scores_for_bumphunt(config, cfg)
     outdir = run_dir / "bumphunt"
@@ -278,7 +278,7 @@ def run_pipeline(config: RunConfig) -> Path:
 
 
 def _write_run_report(run_dir: Path, cfg, bump_dir: Path, seconds: float) -> Path:
-    from processors.io import atomic_output
+    from radar.processors.io import atomic_output
 
     lines = [f"# radar run: {cfg.name}", "",
              f"Wall time of this invocation: {seconds:.0f} s (cached stages are reused).", ""]

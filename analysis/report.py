@@ -100,7 +100,7 @@ def write_report(
     ``run_dir``). notes: extra bullet lines (e.g. data provenance). extra_sections: heading -> Markdown
     (e.g. the search's metrics table). Returns the report path.
     """
-    from processors.io import atomic_output
+    from radar.processors.io import atomic_output
 
     run_dir = Path(run_dir)
     lines = [f"# {title}", ""]
@@ -249,18 +249,18 @@ def make_bumphunt_outputs(
     results, draw the figures and write the report into ``outdir``.
 
     scores: DataFrame with ``mjj`` (GeV), ``score`` and optionally ``label``, ``weight``, ``in_sr``.
-    fit_range: clipped to the scored events (:func:`analysis.bumphunt.resolve_fit_range`); None follows the
+    fit_range: clipped to the scored events (:func:`radar.analysis.bumphunt.resolve_fit_range`); None follows the
     data (above the trigger turn-on).
-    scan_scores: what :func:`analysis.bumphunt.scan` takes (callable per window, list of arrays); default:
+    scan_scores: what :func:`radar.analysis.bumphunt.scan` takes (callable per window, list of arrays); default:
     the same ``score`` column for every window (no retraining). Returns a dict with the result dicts and
     the paths written: ``bumphunt_json``, ``scan_json``, ``figures`` (PNGs), ``report``.
     """
     import numpy as np
 
-    from analysis import bumphunt as bh
-    from plots.scan import plot_scan
-    from plots.spectra import plot_bumphunt
-    from plots.style import save_figure
+    from radar.analysis import bumphunt as bh
+    from radar.plots.scan import plot_scan
+    from radar.plots.spectra import plot_bumphunt
+    from radar.plots.style import save_figure
 
     outdir = Path(outdir)
     figdir = outdir / "figures"

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.config import SearchConfig, config_from_dict, validate_config, validate_data
-from analysis.datasets import drop_shared_events, feature_matrix, inject_signal, split_indices
-from analysis.regions import Regions
+from radar.analysis.config import SearchConfig, config_from_dict, validate_config, validate_data
+from radar.analysis.datasets import drop_shared_events, feature_matrix, inject_signal, split_indices
+from radar.analysis.regions import Regions
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ _CACHE: dict[tuple, PreparedData] = {}
 
 
 def _read(paths: list[Path]) -> pd.DataFrame:
-    from processors.features import read_feature_table
+    from radar.processors.features import read_feature_table
 
     return pd.concat([read_feature_table(p) for p in paths], ignore_index=True)
 
@@ -228,7 +228,7 @@ _DATA_FOLD_SEED = 3
 def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np.ndarray | None,
               X1: np.ndarray, rows1: np.ndarray | None,
               embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None) -> MethodOutput:
-    """k-fold class 0 vs class 1 (:func:`analysis.cwola.kfold_scores`); every data event and the test set
+    """k-fold class 0 vs class 1 (:func:`radar.analysis.cwola.kfold_scores`); every data event and the test set
     get a score. For class-0 inputs that are NOT made from the data (CWoLa Hunting's sidebands are data
     rows; an external IAD template, supervised signal); a template fitted on data is made per fold
     (:func:`_classify_per_fold`).
@@ -240,8 +240,8 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
     the scores entering an m_JJ spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
     models. ``embed(table, what)``: the classifier's inputs of a table's events (default: the features).
     """
-    from analysis.cwola import kfold_scores
-    from analysis.metrics import auc, auc_null_sigma
+    from radar.analysis.cwola import kfold_scores
+    from radar.analysis.metrics import auc, auc_null_sigma
 
     cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
     embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
@@ -286,7 +286,7 @@ def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | 
 
     Balanced within class: a fold holding more SR events than another would get a model with a lower
     class-1 prior, and score those very events lower (a deficit in the SR on background only)."""
-    from analysis.cwola import fold_assignment
+    from radar.analysis.cwola import fold_assignment
 
     n = len(ctx.prepared.data)
     trained = np.zeros(n, bool)
@@ -324,8 +324,8 @@ def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray]
     (each on its own fold's ``embed``); ``score_fold_mean`` (diagnostic) the same mean for rows outside
     the SR, as the pre-fix scheme did.
     """
-    from analysis.metrics import auc, auc_null_sigma
-    from models.classifiers import classifier_suffix, get_classifier
+    from radar.analysis.metrics import auc, auc_null_sigma
+    from radar.models.classifiers import classifier_suffix, get_classifier
 
     cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
     k = cfg.k_folds
@@ -479,9 +479,9 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
     injection and seed (:func:`_reused_member_templates`) and fits its members itself only when one is
     missing (``method_settings.combined_events.reuse_members: false`` forces the refit).
     """
-    from analysis.metrics import ks_per_feature
-    from models.templates import draw_mjj_kde
-    from models.templates import get as get_template
+    from radar.analysis.metrics import ks_per_feature
+    from radar.models.templates import draw_mjj_kde
+    from radar.models.templates import get as get_template
 
     data = ctx.prepared.data
     mjj = data["mjj"].to_numpy()
@@ -554,7 +554,7 @@ def _members_seconds(ctx: UnitContext, members) -> float:
 def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.ndarray]]) -> None:
     """Write the unit's per-fold templates (features, mjj, weight, fold) next to its scores, for
     combinations and studies."""
-    from processors.io import atomic_output
+    from radar.processors.io import atomic_output
 
     if ctx.run_dir is None:
         return
@@ -586,10 +586,10 @@ def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFra
     injection and seed, one per fold: from each member's fold-f template an equal share — ``min(n_f //
     members, smallest member's fold-f template)`` events, ``n_f`` = ``cathode_oversampling`` × the SR data
     outside fold f, drawn without replacement (seeded), so no event repeats — each share scaled to equal
-    total weight (:func:`models.templates.combined.stack_equal_weight`). None when a member has no
+    total weight (:func:`radar.models.templates.combined.stack_equal_weight`). None when a member has no
     finished unit here, or one saved by an older radar without folds (then the members are fitted afresh).
     """
-    from models.templates.combined import stack_equal_weight
+    from radar.models.templates.combined import stack_equal_weight
 
     if ctx.run_dir is None:
         return None
@@ -635,13 +635,13 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
 
     Per fold (:func:`_classify_per_fold`): fold f's conditional flow is fitted on the sideband data outside
     fold f (as CATHODE, ``flow`` settings with ``method_settings.lacathode`` on top); data events are mapped
-    to its latent space at their own m_JJ (:meth:`models.flows.ConditionalFlow.to_latent`, best epoch). The
+    to its latent space at their own m_JJ (:meth:`radar.models.flows.ConditionalFlow.to_latent`, best epoch). The
     template is ``cathode_oversampling`` × N_SR standard-normal draws (the flow's base density, the same at
     every mass), class 1 the latent SR data outside fold f; classifier f scores fold f. Where the flow describes the background, the latent coordinates do not depend on m_JJ, so a cut
     on the classifier does not sculpt the m_JJ spectrum of the background even when the features follow
     m_JJ (where CATHODE's classifier, evaluated away from the SR, does).
     """
-    from models.templates import get as get_template
+    from radar.models.templates import get as get_template
 
     data = ctx.prepared.data
     mjj = data["mjj"].to_numpy()
@@ -682,7 +682,7 @@ def _density_method(ctx: UnitContext, name: str, kwargs: dict[str, Any]) -> Meth
     """k-fold density-ratio method: the data events are split into ``k_folds`` folds (seeded); each fold is
     scored by densities fitted on the other folds' SB and SR events, so no event is scored by flows that
     saw it (as the classifiers' out-of-fold scores). The test set gets the mean score of the fold models."""
-    from models.densities import get as get_density
+    from radar.models.densities import get as get_density
 
     data, test = ctx.prepared.data, ctx.prepared.test
     mjj = data["mjj"].to_numpy()
@@ -751,8 +751,8 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
 
     Takes plain values so that it can run as a Dask task in another process.
     """
-    from analysis.metrics import auc, classifier_metrics
-    from processors.io import atomic_output, write_json
+    from radar.analysis.metrics import auc, classifier_metrics
+    from radar.processors.io import atomic_output, write_json
 
     cfg = config_from_dict(cfg_dict, base_dir=base_dir)
     if cfg.execution.threads_per_task:
@@ -815,7 +815,7 @@ def load_scores(run_dir: str | Path, method: str, injection: float | None, seed:
     path = unit_dir(Path(run_dir), method, injection, seed) / ("test_scores.parquet" if test else "scores.parquet")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no scores for ({method}, {injection}, seed {seed}); is the unit finished?")
-    from analysis.report import load_scores as read_scores_file
+    from radar.analysis.report import load_scores as read_scores_file
 
     return read_scores_file(path)  # checked: mjj and score present, mjj finite
 
@@ -888,7 +888,7 @@ def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
     time per unit, and the flow trainings that failed (NaN, divergence) over all seeds."""
     import json
 
-    from analysis.metrics import summarise
+    from radar.analysis.metrics import summarise
 
     rows = []
     for method in cfg.methods:
@@ -922,8 +922,8 @@ def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
 
 
 def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> None:
-    from analysis.metrics import markdown_table
-    from processors.io import atomic_output
+    from radar.analysis.metrics import markdown_table
+    from radar.processors.io import atomic_output
 
     frame = pd.DataFrame(rows)
     with atomic_output(run_dir / "metrics_table.csv") as tmp:
@@ -955,8 +955,8 @@ def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> 
 def _write_performance_figure(run_dir: Path, cfg: SearchConfig) -> None:
     """``RUN/figures/sic_vs_injection.{png,pdf}``: max SIC and SIC at the rejection versus S/B in the SR,
     median and 16-84 % band over seeds, one line per method (injections with signal only)."""
-    from plots.performance import metrics_frame, plot_metrics_vs_injection
-    from plots.style import save_figure
+    from radar.plots.performance import metrics_frame, plot_metrics_vs_injection
+    from radar.plots.style import save_figure
 
     paths = [unit_dir(run_dir, m, i, s) / "metrics.json" for m in cfg.methods for i in cfg.injections
              for s in cfg.seeds]
@@ -983,7 +983,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
 
     import yaml
 
-    from processors.io import atomic_output, file_sha256, package_versions, write_json
+    from radar.processors.io import atomic_output, file_sha256, package_versions, write_json
 
     validate_config(cfg)
     _CACHE.clear()
@@ -1043,7 +1043,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
             prepare_data(cfg, injection, inputs)
     results = _execute(cfg, run_dir, todo, progress)
     if "combined_scores" in cfg.methods:
-        from analysis.combine import write_combined_units
+        from radar.analysis.combine import write_combined_units
 
         write_combined_units(run_dir, combination_members(cfg), cfg.injections, cfg.seeds,
                              rejection=cfg.rejection, rel_error=cfg.fpr_floor_rel_error)
@@ -1053,7 +1053,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
         _write_table(run_dir, rows, cfg.rejection)
         _write_performance_figure(run_dir, cfg)
     if cfg.compare and rows:
-        from analysis.compare import compare_run
+        from radar.analysis.compare import compare_run
 
         try:
             compare_run(run_dir, cfg)

@@ -41,7 +41,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import bumphunt as bh  # noqa: E402
+from radar.analysis import bumphunt as bh  # noqa: E402
 
 log = logging.getLogger("benchmarks.bumphunt_null")
 
@@ -208,7 +208,7 @@ def plot_null(null: dict, outdir: Path, efficiencies) -> list[Path]:
     """Histogram of the SR pulls per working point and score kind against N(0, 1)."""
     import matplotlib.pyplot as plt
 
-    from plots.style import COLORS, experiment_label, save_figure, style_context, subplots
+    from radar.plots.style import COLORS, experiment_label, save_figure, style_context, subplots
 
     paths = []
     for kind, rows in null.items():
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     signal = signal_check(args) if args.signal_datasets else []
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.output:
-        from processors.io import write_json
+        from radar.processors.io import write_json
 
         args.output.mkdir(parents=True, exist_ok=True)
         write_json(

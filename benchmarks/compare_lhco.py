@@ -21,11 +21,11 @@ import awkward as ak
 import numpy as np
 import pandas as pd
 
-from processors.detector import detector_response
-from processors.dijet import extract_features
-from processors.features import LHCO_FEATURES, read_feature_table
-from processors.generate import GeneratorConfig, make_pythia, trigger_mask, visible_final_state
-from processors.jets import JetConfig
+from radar.processors.detector import detector_response
+from radar.processors.dijet import extract_features
+from radar.processors.features import LHCO_FEATURES, read_feature_table
+from radar.processors.generate import GeneratorConfig, make_pythia, trigger_mask, visible_final_state
+from radar.processors.jets import JetConfig
 
 log = logging.getLogger("compare_lhco")
 REPO = Path(__file__).resolve().parents[1]

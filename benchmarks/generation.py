@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def bare_rate(config, seed: int, n_events: int) -> tuple[float, float]:
     """Generated events per CPU second of a bare ``pythia.next()`` loop, and the init CPU seconds."""
-    from processors.generate import make_pythia
+    from radar.processors.generate import make_pythia
 
     start = time.process_time()
     pythia = make_pythia(config, seed)
@@ -40,7 +40,7 @@ def bare_rate(config, seed: int, n_events: int) -> tuple[float, float]:
 
 def full_rate(config, seed: int, n_events: int, workdir: Path, init_seconds: float) -> dict:
     """Generated and written events per CPU second of the full generator (in this process)."""
-    from processors.generate import generate_to_file
+    from radar.processors.generate import generate_to_file
 
     start = time.process_time()
     summary = generate_to_file(config, n_events, seed, workdir / "bench.h5", workers=0,
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # one-time imports (fastjet, PyTables, coffea via processors.jets) are not part of the rate
-    import processors.jets  # noqa: F401
-    import processors.writers  # noqa: F401
-    from processors.generate import GeneratorConfig
+    import radar.processors.jets  # noqa: F401
+    import radar.processors.writers  # noqa: F401
+    from radar.processors.generate import GeneratorConfig
 
     config = GeneratorConfig(process=args.process)
     results: dict = {"process": args.process, "pthat_min": config.pthat_min, "detector": config.detector}

@@ -31,11 +31,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.cwola import kfold_scores
-from analysis.datasets import drop_shared_events, feature_matrix, half_split, inject_signal, load_cathode_sr
-from analysis.metrics import classifier_metrics, markdown_table, summarise
-from processors.features import LHCO_FEATURES
-from processors.io import write_json
+from radar.analysis.cwola import kfold_scores
+from radar.analysis.datasets import (
+    drop_shared_events,
+    feature_matrix,
+    half_split,
+    inject_signal,
+    load_cathode_sr,
+)
+from radar.analysis.metrics import classifier_metrics, markdown_table, summarise
+from radar.processors.features import LHCO_FEATURES
+from radar.processors.io import write_json
 
 log = logging.getLogger("iad_real_data")
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ the trigger turn-on (the lowest SR that the fit range from the data allows: fit 
 ``--working-points``:
 
 - **after** (radar now): the scores (every event out of fold), the fit range from the data
-  (:func:`analysis.bumphunt.auto_fit_range`), the sculpting flags; the headline is the most significant
+  (:func:`radar.analysis.bumphunt.auto_fit_range`), the sculpting flags; the headline is the most significant
   usable working point.
 - **before** (the pre-fix chain, the proof that the benchmark can fail): the same models' pre-fix scores
   (``score_fold_mean``: events outside the training classes scored by the fold mean) and the old fixed fit
@@ -90,7 +90,7 @@ def shape_chi2(mjj: np.ndarray, selected: np.ndarray, edges: np.ndarray) -> tupl
 def hunt(scores, sr, efficiencies, before_fit_range, mass_shift_study=False) -> dict[str, Any]:
     """Bump hunts of one unit's scores: after (scores, fit range from the data, flags) and before (pre-fix
     scores, the old fixed fit range)."""
-    from analysis import bumphunt as bh
+    from radar.analysis import bumphunt as bh
 
     mjj = scores["mjj"].to_numpy(float)
     label = scores["label"].to_numpy(float)
@@ -134,10 +134,10 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     import torch
 
     torch.set_num_threads(1)
-    from analysis.config import config_from_dict
-    from analysis.search import load_scores, run_search, unit_dir
     from benchmarks.null_surrogate import Surrogate
-    from processors.features import write_feature_table
+    from radar.analysis.config import config_from_dict
+    from radar.analysis.search import load_scores, run_search, unit_dir
+    from radar.processors.features import write_feature_table
 
     out = Path(task["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("analysis", "models", "processors", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from analysis import bumphunt as bh
     from benchmarks.null_surrogate import Surrogate
+    from radar.analysis import bumphunt as bh
 
     if not (args.surrogate / "surrogate.json").exists():
         parser.error(f"{args.surrogate}: no fitted surrogate; run python benchmarks/null_surrogate.py --fit {args.surrogate}")
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
              start, NOMINAL_SR, turn_on_sr)
     signal_path = None
     if args.signal_datasets:
-        from processors.features import read_feature_table, write_feature_table
+        from radar.processors.features import read_feature_table, write_feature_table
 
         signal_path = args.output / "signal.parquet"
         if not signal_path.exists():

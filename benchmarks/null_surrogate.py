@@ -2,11 +2,11 @@
 
 A closure benchmark needs many (>= 20) statistically independent background-only datasets of >= 100k
 events over m_JJ ~ 2.3-6.5 TeV; generating them with Pythia + Delphes is out of reach. The surrogate is
-fitted once to real background (the peer-reclustering files, :mod:`processors.features`) and then draws
+fitted once to real background (the peer-reclustering files, :mod:`radar.processors.features`) and then draws
 any number of datasets from one fixed, smooth distribution:
 
 - **m_JJ spectrum** (:class:`MjjSpectrum`): the 4-parameter dijet function
-  f(m) = p0 (1-x)^p1 / x^(p2 + p3 ln x), x = m / 13 TeV (:func:`analysis.bumphunt.dijet_function`), times a
+  f(m) = p0 (1-x)^p1 / x^(p2 + p3 ln x), x = m / 13 TeV (:func:`radar.analysis.bumphunt.dijet_function`), times a
   logistic trigger turn-on T(m) = 1 / (1 + exp(-z)), z = mu ((m/mu)^lam - 1) / (lam w): position ``mu``,
   width ``w`` (GeV) at ``mu`` and a Box-Cox exponent ``lam`` that lets the turn-on be steeper above ``mu``
   than below (a plain logistic or error function leaves +-5 sigma residuals in 50 GeV bins below 2.5 TeV
@@ -14,8 +14,8 @@ any number of datasets from one fixed, smooth distribution:
   (the normalisation integral by Gauss-Legendre quadrature) over :data:`FIT_RANGE`. A parametric density
   has no histogram or KDE noise, so no coherent fake bump is copied into every dataset. m_JJ is drawn by
   inverse CDF on a 1 GeV grid restricted to the requested range.
-- **Features given m_JJ**: radar's conditional flow (a :class:`models.templates.cathode.CathodeTemplate`,
-  i.e. :class:`models.flows.ConditionalFlow` with CATHODE's redraw of samples outside the training range)
+- **Features given m_JJ**: radar's conditional flow (a :class:`radar.models.templates.cathode.CathodeTemplate`,
+  i.e. :class:`radar.models.flows.ConditionalFlow` with CATHODE's redraw of samples outside the training range)
   on ``mj1, delta_mj, tau21_j1, tau21_j2`` conditioned on m_JJ, trained on the same events and range.
 
 Every dataset is an independent draw from the *same* fitted surrogate: the surrogate's own fit
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.bumphunt import SQRT_S, dijet_function
-from processors.features import LHCO_FEATURES, conform
+from radar.analysis.bumphunt import SQRT_S, dijet_function
+from radar.processors.features import LHCO_FEATURES, conform
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _quadrature(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
 class MjjSpectrum:
     """Fitted m_JJ density: ``dijet_function(m, params) * exp(log_turn_on(m, *turn_on))`` in events/GeV.
 
-    params: (p0 [events/GeV], p1, p2, p3) of :func:`analysis.bumphunt.dijet_function`, with p0 such that
+    params: (p0 [events/GeV], p1, p2, p3) of :func:`radar.analysis.bumphunt.dijet_function`, with p0 such that
     the density integrates to ``n_events`` over ``fit_range``. turn_on: (mu [GeV], width [GeV], lam).
     chi2, ndf: Pearson chi2 of the fitted events in ``chi2_bin_width`` bins (tail bins merged until the
     expectation is >= 10), ndf = bins - 1 - 6 shape parameters.
@@ -287,7 +287,7 @@ class Surrogate:
     """The fitted surrogate: an m_JJ spectrum and a conditional density of the features given m_JJ.
 
     Attributes: ``spectrum`` (:class:`MjjSpectrum`), ``template`` (the fitted
-    :class:`models.templates.cathode.CathodeTemplate`), ``features`` (its columns), ``info`` (provenance
+    :class:`radar.models.templates.cathode.CathodeTemplate`), ``features`` (its columns), ``info`` (provenance
     and timing, saved as JSON).
     """
 
@@ -328,7 +328,7 @@ class Surrogate:
     # -- persistence -------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``spectrum.json``, ``flow.pt`` (torch, weights-only loadable) and ``surrogate.json``."""
-        from processors.io import atomic_output
+        from radar.processors.io import atomic_output
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -345,7 +345,7 @@ class Surrogate:
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> Surrogate:
         """Read a surrogate written by :meth:`save`."""
-        from models.templates.cathode import CathodeTemplate
+        from radar.models.templates.cathode import CathodeTemplate
 
         directory = Path(directory)
         for name in (SPECTRUM_FILE, FLOW_FILE, INFO_FILE):
@@ -372,10 +372,10 @@ def fit_surrogate(
     """Fit the surrogate to the background feature table ``table`` (GeV; rows outside ``fit_range`` are
     not used) and save it to ``out_dir`` when given.
 
-    ``flow_kwargs`` override :data:`DEFAULT_FLOW_KWARGS` (:class:`models.flows.ConditionalFlow` options).
+    ``flow_kwargs`` override :data:`DEFAULT_FLOW_KWARGS` (:class:`radar.models.flows.ConditionalFlow` options).
     Raises ValueError if ``table`` holds signal (label 1) rows.
     """
-    from models.templates.cathode import CathodeTemplate
+    from radar.models.templates.cathode import CathodeTemplate
 
     if "label" in table.columns and (table["label"] == 1).any():
         raise ValueError(
@@ -510,7 +510,7 @@ def split_background(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from processors.features import read_feature_table
+    from radar.processors.features import read_feature_table
 
     default_data = (
         Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lhco" / "peer_reclustering"
@@ -669,7 +669,7 @@ class SmoothMarginals:
         return out
 
     def save(self, path: str | Path) -> Path:
-        from processors.io import atomic_output
+        from radar.processors.io import atomic_output
 
         with atomic_output(Path(path)) as tmp:
             with open(tmp, "wb") as handle:

@@ -43,13 +43,13 @@ def make_input(path: Path, n_events: int) -> Path:
 
 
 def load_particles(path: Path):
-    from processors.sources import lhco_raw_events
+    from radar.processors.sources import lhco_raw_events
 
     return lhco_raw_events(path, chunk_size=10_000).compute().particles
 
 
 def time_full_in_process(path: Path, chunk_size: int) -> float:
-    from processors.runner import process_files
+    from radar.processors.runner import process_files
 
     started = time.perf_counter()
     process_files([path], path.with_suffix(".parquet"), workers=0, chunk_size=chunk_size, write_histograms=False)
@@ -108,7 +108,7 @@ def time_per_event_loop(particles, n_events: int) -> float:
 def time_workers(path: Path, n_workers: int, chunk_size: int) -> float:
     from distributed import Client, LocalCluster
 
-    from processors.runner import process_files
+    from radar.processors.runner import process_files
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster):

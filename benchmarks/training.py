@@ -3,9 +3,9 @@
 Two trainings are timed, each through radar and through a minimal reference loop with the same model,
 batch size, optimiser and data (and, like any loop with early stopping, one validation pass per epoch):
 
-- the CATHODE-size conditional flow (:class:`models.flows.ConditionalFlow`, MAF 15 × 128) on
+- the CATHODE-size conditional flow (:class:`radar.models.flows.ConditionalFlow`, MAF 15 × 128) on
   ``--events`` events of four features conditioned on m_JJ;
-- the CWoLa classifier (:class:`models.classifiers.MLPClassifier`) on the same number of events,
+- the CWoLa classifier (:class:`radar.models.classifiers.MLPClassifier`) on the same number of events,
   labels "template" vs "data".
 
 For every batch size in ``--batch-sizes`` it prints seconds per epoch, radar's overhead ratio
@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.device import resolve_device  # noqa: E402
-from models.flows import ConditionalFlow, build_flow  # noqa: E402
-from models.preprocessing import MassScaler, Preprocessor  # noqa: E402
+from radar.models.device import resolve_device  # noqa: E402
+from radar.models.flows import ConditionalFlow, build_flow  # noqa: E402
+from radar.models.preprocessing import MassScaler, Preprocessor  # noqa: E402
 
 log = logging.getLogger("benchmarks.training")
 
@@ -175,7 +175,7 @@ def reference_classifier_loop(
 
 
 def radar_classifier(X, y, X_val, y_val, *, batch: int, epochs: int, lr: float, seed: int, device: str):
-    from models.classifiers import MLPClassifier
+    from radar.models.classifiers import MLPClassifier
 
     clf = MLPClassifier(
         epochs=epochs, batch_size=batch, lr=lr, seed=seed, device=device, patience=epochs + 1, n_best_epochs=1
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             report(f"MLP {hidden}", batch, lr, ref, (t_radar, bce_radar), "BCE")
 
     if args.json is not None:
-        from processors.io import write_json
+        from radar.processors.io import write_json
 
         write_json(
             args.json,

@@ -108,7 +108,7 @@ class MLPClassifier:
         """Train on ``X`` (N, F), labels ``y`` (N,) in {0, 1}, optional weights (N,)."""
         import torch
 
-        from models.device import resolve_device
+        from radar.models.device import resolve_device
 
         X = _as_2d(X)
         y = np.asarray(y).astype(int)
@@ -212,7 +212,7 @@ class MLPClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Save the kept epoch weights and scaler (torch file, loadable with weights_only=True)."""
-        from models.persistence import save_state
+        from radar.models.persistence import save_state
 
         payload = {"params": self.get_params(), "mean": self.mean_.tolist(), "std": self.std_.tolist(),
                    "n_features": self.n_features_, "states": self.states_, "best_epochs": self.best_epochs_,
@@ -223,7 +223,7 @@ class MLPClassifier:
     def load(cls, path: str | Path, device: str = "auto") -> MLPClassifier:
         import torch
 
-        from models.device import resolve_device
+        from radar.models.device import resolve_device
 
         payload = torch.load(path, map_location="cpu", weights_only=True)
         params = dict(payload["params"])
@@ -314,7 +314,7 @@ class HGBClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Pickle the fitted ensemble (sklearn models have no weights-only format; load only trusted files)."""
-        from processors.io import atomic_output
+        from radar.processors.io import atomic_output
 
         with atomic_output(path) as tmp, open(tmp, "wb") as handle:
             pickle.dump({"params": self.get_params(), "models": self.models_}, handle)

@@ -3,9 +3,9 @@
 :class:`ConditionalFlow` learns the density of features ``x`` (N, D) given the dijet mass ``m`` (N,) in
 GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
 
-- Features go through :class:`models.preprocessing.Preprocessor` (min-max → logit → standardise) and
+- Features go through :class:`radar.models.preprocessing.Preprocessor` (min-max → logit → standardise) and
   its log-Jacobian is added back, so :meth:`ConditionalFlow.log_prob` is a density in the original
-  feature space. The conditional is ``(log m - mean) / std`` (:class:`models.preprocessing.MassScaler`).
+  feature space. The conditional is ``(log m - mean) / std`` (:class:`radar.models.preprocessing.MassScaler`).
 - ``kind="maf"`` (default, CATHODE's architecture): ``n_blocks`` × [MADE (two hidden layers of
   ``hidden`` units, affine) → batch norm → feature reversal], Adam with ``lr = 1e-4``.
   ``kind="rqs"``: the same stack with rational-quadratic spline MADEs (``n_bins`` bins, linear tails).
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.device import resolve_device
-from models.preprocessing import MassScaler, Preprocessor
+from radar.models.device import resolve_device
+from radar.models.preprocessing import MassScaler, Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class ConditionalFlow:
 
         Without ``x_val``/``m_val`` a random ``val_fraction`` of the events (seeded) is held out for
         early stopping and epoch selection. ``preprocessor``: an already fitted
-        :class:`~models.preprocessing.Preprocessor` to share (e.g. between ANODE's two flows); by
+        :class:`~radar.models.preprocessing.Preprocessor` to share (e.g. between ANODE's two flows); by
         default one is fitted on the training plus validation features.
         """
         x, m = self._check_xm(x, m, "ConditionalFlow.fit")
@@ -367,7 +367,7 @@ class ConditionalFlow:
         """log p(x | m) in the original feature space, shape (N,), float64.
 
         The ensemble density is the mean of the members' probabilities. Features outside the training
-        range are clipped to it first (see :mod:`models.preprocessing`).
+        range are clipped to it first (see :mod:`radar.models.preprocessing`).
         """
         self._require_fit()
         x, m = self._check_xm(x, m, "ConditionalFlow.log_prob")
@@ -465,7 +465,7 @@ class ConditionalFlow:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted flow to ``path`` (``torch.save``, atomically)."""
-        from models.persistence import save_state
+        from radar.models.persistence import save_state
 
         return save_state(self.state_dict(), path)
 

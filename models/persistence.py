@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from processors.io import atomic_output
+from radar.processors.io import atomic_output
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike) -> Path:

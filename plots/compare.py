@@ -1,7 +1,7 @@
-"""Figures of the template comparison studies (:mod:`analysis.compare`).
+"""Figures of the template comparison studies (:mod:`radar.analysis.compare`).
 
 Each function takes the table its study returns and gives back a matplotlib figure (save it with
-:func:`plots.style.save_figure`, which writes PNG and PDF atomically):
+:func:`radar.plots.style.save_figure`, which writes PNG and PDF atomically):
 
 - :func:`plot_template_ks`: KS distance per feature and template (grouped bars).
 - :func:`plot_correlation_matrices`: score correlations on background and on signal side by side.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plots.style import COLORS, experiment_label, style_context, subplots
+from radar.plots.style import COLORS, experiment_label, style_context, subplots
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ __all__ = ["plot_auc_vs_truth", "plot_correlation_matrices", "plot_template_ks",
 
 
 def plot_template_ks(ks: pd.DataFrame, style: str = "atlas"):
-    """Grouped bars of the KS distance (``ks`` table of :func:`analysis.compare.template_ks`: columns
+    """Grouped bars of the KS distance (``ks`` table of :func:`radar.analysis.compare.template_ks`: columns
     ``method, feature, ks``), one group per feature, one bar per template. Returns the figure."""
     missing = {"method", "feature", "ks"} - set(ks.columns)
     if missing:
@@ -53,7 +53,7 @@ def plot_template_ks(ks: pd.DataFrame, style: str = "atlas"):
 
 def plot_correlation_matrices(corr: Mapping[str, pd.DataFrame], style: str = "atlas"):
     """Annotated correlation matrices (``{"background": DataFrame, "signal": DataFrame}`` of
-    :func:`analysis.compare.score_correlations`) side by side. Returns the figure."""
+    :func:`radar.analysis.compare.score_correlations`) side by side. Returns the figure."""
     if not corr:
         raise ValueError("plot_correlation_matrices: no matrices given")
     names = list(next(iter(corr.values())).columns)
@@ -81,7 +81,7 @@ def plot_correlation_matrices(corr: Mapping[str, pd.DataFrame], style: str = "at
 
 def plot_top_overlap(overlap: pd.DataFrame, style: str = "atlas"):
     """Overlap of the top p % events per method pair versus p (table of
-    :func:`analysis.compare.top_overlap`), with the random-selection baseline. Returns the figure."""
+    :func:`radar.analysis.compare.top_overlap`), with the random-selection baseline. Returns the figure."""
     missing = {"method_a", "method_b", "percent", "overlap", "random"} - set(overlap.columns)
     if missing:
         raise ValueError(f"plot_top_overlap: table lacks columns {sorted(missing)}")

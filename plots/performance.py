@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plots.style import COLORS, experiment_label, style_context, subplots
+from radar.plots.style import COLORS, experiment_label, style_context, subplots
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def curve_from_scores(
     labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """ROC curve of one classifier as ``{"tpr": (K,), "fpr": (K,)}`` (labels 1 signal / 0 background)."""
-    from analysis.metrics import roc_curve
+    from radar.analysis.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(labels, scores, weights)
     return {"tpr": tpr, "fpr": fpr}

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.ticker import FixedLocator, NullFormatter
 from scipy import stats
 
-from plots.style import COLORS, experiment_label, percent, style_context, subplots
+from radar.plots.style import COLORS, experiment_label, percent, style_context, subplots
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from plots.style import COLORS, experiment_label, percent, ratio_axes, style_context
+from radar.plots.style import COLORS, experiment_label, percent, ratio_axes, style_context
 
 
 def plot_cut_efficiency(wp: Mapping[str, Any], signal_region: Sequence[float], style: str = "atlas"):

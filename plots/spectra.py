@@ -14,7 +14,7 @@ import mplhep as hep
 import numpy as np
 from matplotlib.ticker import NullLocator
 
-from plots.style import (
+from radar.plots.style import (
     COLORS,
     com_label,
     experiment_label,
@@ -245,7 +245,7 @@ def plot_bumphunt(
         fig = plot_spectrum(wp, result["signal_region"], style)
         paths.append(save_figure(fig, outdir / f"{prefix}_{tag}")[0])
         if wp.get("sculpting"):
-            from plots.sculpting import plot_cut_efficiency
+            from radar.plots.sculpting import plot_cut_efficiency
 
             fig = plot_cut_efficiency(wp, result["signal_region"], style)
             paths.append(save_figure(fig, outdir / f"efficiency_{tag}")[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import mplhep as hep
 
-from processors.io import atomic_output
+from radar.processors.io import atomic_output
 
 log = logging.getLogger(__name__)
 

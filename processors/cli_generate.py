@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 def _config(args: argparse.Namespace, process: str):
     """GeneratorConfig from the optional YAML (--config) and the options given on the command line."""
-    from processors.generate import config_from_mapping
+    from radar.processors.generate import config_from_mapping
 
     values: dict = {}
     if args.config is not None:
@@ -83,7 +83,7 @@ def _config(args: argparse.Namespace, process: str):
 def run_generate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from processors.generate import generate_to_file
+    from radar.processors.generate import generate_to_file
 
     config = _config(args, args.process)
     fmt = args.format or ("root" if args.output.suffix.lower() == ".root" else "hdf5")
@@ -119,9 +119,9 @@ def _check_existing_sample(raw, config, n_events: int, seed: int) -> None:
 def run_dataset(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from processors.generate import generate_to_file
-    from processors.io import write_json
-    from processors.runner import process_files
+    from radar.processors.generate import generate_to_file
+    from radar.processors.io import write_json
+    from radar.processors.runner import process_files
 
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")

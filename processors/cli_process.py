@@ -36,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from processors.jets import JetConfig
-    from processors.runner import process_files
-    from processors.sources import RootLayout
+    from radar.processors.jets import JetConfig
+    from radar.processors.runner import process_files
+    from radar.processors.sources import RootLayout
 
     output = Path(args.output)
     if output.suffix.lower() not in (".parquet", ".pq"):

@@ -1,15 +1,15 @@
 """The dijet coffea processor: events → feature columns + m_JJ histograms + cutflow.
 
 :class:`DijetProcessor` is a stateless, picklable ``ProcessorABC``: ``process(events)`` takes a
-dask-awkward array of events (from :mod:`processors.sources`, or NanoEvents with a ``BaseSchema``
+dask-awkward array of events (from :mod:`radar.processors.sources`, or NanoEvents with a ``BaseSchema``
 from coffea's ``apply_to_fileset``) and returns lazy outputs; nothing is read or clustered until the
 caller computes them. All fastjet work for a partition happens in one
-:func:`processors.jets.cluster_chunk` call.
+:func:`radar.processors.jets.cluster_chunk` call.
 
 Output of ``process`` (a dict):
 
 - ``features``: record array, one row per event that passed, with the columns of
-  :data:`processors.features.FEATURE_COLUMNS` (GeV; J1 = lighter jet);
+  :data:`radar.processors.features.FEATURE_COLUMNS` (GeV; J1 = lighter jet);
 - ``mjj``: ``hist`` histogram of m_JJ (GeV) with a ``label`` category axis (0 bkg, 1 sig, -1 unknown);
 - ``cutflow``: event counts ``all, no_jets, one_jet, failed_trigger, passed``.
 """
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from coffea import processor
 
-from processors.features import FEATURE_COLUMNS, conform
-from processors.jets import FEATURE_FIELDS, STATUS_NAMES, JetConfig, cluster_chunk, empty_chunk_result
-from processors.sources import RootLayout, particles_from_branches
+from radar.processors.features import FEATURE_COLUMNS, conform
+from radar.processors.jets import FEATURE_FIELDS, STATUS_NAMES, JetConfig, cluster_chunk, empty_chunk_result
+from radar.processors.sources import RootLayout, particles_from_branches
 
 log = logging.getLogger(__name__)
 

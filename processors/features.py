@@ -168,7 +168,7 @@ def from_peer_reclustering(path: str | Path) -> pd.DataFrame:
     (0 where the denominator is 0: one- or two-constituent jets, as radar's own processing); they exceed
     1 for about 3 % of jets in the peer's convention (exclusive-kt axes, not minimised). ``ht`` is the
     scalar pT sum of *the two leading jets only* with pT > 30 GeV and |η| < 2.5 (radar's
-    :class:`~processors.jets.JetConfig` cuts; the file has no other jets), ``met`` is NaN (not stored),
+    :class:`~radar.processors.jets.JetConfig` cuts; the file has no other jets), ``met`` is NaN (not stored),
     ``label`` 0 for ``scalars_bkg*``, 1 for ``scalars_sig*``, weight 1.
     """
     path = Path(path)
@@ -177,7 +177,7 @@ def from_peer_reclustering(path: str | Path) -> pd.DataFrame:
 
 
 def _peer_from_frame(frame: pd.DataFrame, path: Path, key: str) -> pd.DataFrame:
-    from processors.jets import JetConfig  # the ht jet cuts live there, once
+    from radar.processors.jets import JetConfig  # the ht jet cuts live there, once
 
     _require_columns(frame, PEER_RECLUSTERING_COLUMNS, path, "an LHCO peer-reclustering file")
     config = JetConfig()
@@ -289,7 +289,7 @@ def write_feature_table(table: pd.DataFrame, path: str | Path, metadata: dict | 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from processors.io import atomic_output
+    from radar.processors.io import atomic_output
 
     arrow = pa.Table.from_pandas(conform(table), preserve_index=False)
     if metadata:

@@ -28,15 +28,15 @@ Processes (13 TeV pp, Monash 2013 tune = Pythia's default, MPI and hadronisation
 
 Per event the visible final state (status > 0, no neutrinos) is taken from ``Pythia.nextBatch`` (the
 event record as awkward arrays, built in C++, so there is no per-particle Python work), optionally
-passed through :func:`processors.detector.detector_response`, and kept only when it passes the LHCO
-trigger (:func:`trigger_mask`, the definition of :mod:`processors.jets`).
+passed through :func:`radar.processors.detector.detector_response`, and kept only when it passes the LHCO
+trigger (:func:`trigger_mask`, the definition of :mod:`radar.processors.jets`).
 
 Parallelism: the requested events are split into tasks of ``events_per_task`` trigger-passing events;
 task ``k`` uses the Pythia seed ``SeedSequence(seed).spawn(...)[k]``. The same ``(seed, n_events,
 events_per_task)`` therefore gives bit-identical files whatever the number of workers. Tasks run on Dask
 (the embedded ``LocalCluster`` with one process per core by default, or any scheduler address) or in
 process (``workers=0``); the main process writes them in task order with
-:class:`processors.writers.LHCORawWriter`, which makes the run resumable after a kill.
+:class:`radar.processors.writers.LHCORawWriter`, which makes the run resumable after a kill.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from processors.detector import DetectorConfig, detector_response
+from radar.processors.detector import DetectorConfig, detector_response
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def make_pythia(config: GeneratorConfig, seed: int):
     """A ready (initialised) ``pythia8mc.Pythia`` for ``config``; errors name the bad setting."""
     import pythia8mc
 
-    from processors.jets import quiet_fastjet as _quiet_native_output  # fd-level, serialised by a lock
+    from radar.processors.jets import quiet_fastjet as _quiet_native_output  # fd-level, serialised by a lock
 
     config.validate()
     if not 1 <= int(seed) <= 900_000_000:
@@ -228,9 +228,9 @@ def visible_final_state(batch: ak.Array) -> ak.Array:
 
 def trigger_mask(particles: ak.Array, config: GeneratorConfig) -> np.ndarray:
     """Boolean mask (events,) of the LHCO trigger: ≥ 1 anti-kt jet with pT > ``trigger_pt`` and
-    |η| < ``trigger_eta``, and ≥ 2 jets — :func:`processors.jets.trigger_status`, the selection of the
+    |η| < ``trigger_eta``, and ≥ 2 jets — :func:`radar.processors.jets.trigger_status`, the selection of the
     feature extraction (clustering only; no substructure is paid for here)."""
-    from processors.jets import PASS, JetConfig, trigger_status
+    from radar.processors.jets import PASS, JetConfig, trigger_status
 
     jets = JetConfig(jet_radius=config.jet_radius, trigger_pt=config.trigger_pt, trigger_eta=config.trigger_eta)
     return trigger_status(particles, jets) == PASS
@@ -386,8 +386,8 @@ def generate_to_file(
     column/branch). Writes ``<output>.json`` with the settings, seeds and counters and
     returns that summary.
     """
-    from processors.io import package_versions, write_json
-    from processors.writers import LHCORawWriter, RootTreeWriter
+    from radar.processors.io import package_versions, write_json
+    from radar.processors.writers import LHCORawWriter, RootTreeWriter
 
     if fmt not in ("hdf5", "root"):
         raise ValueError(f"unknown output format {fmt!r}; choose hdf5 or root")

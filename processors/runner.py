@@ -4,7 +4,7 @@ The embedded default is a ``distributed.LocalCluster`` of single-threaded *proce
 machine (fastjet holds the GIL, so threads would not run in parallel). ``scheduler="ADDRESS"`` runs the
 same job on an existing Dask cluster; ``workers=0`` runs in-process on the synchronous scheduler
 (debugging, tests). ROOT inputs go through coffea's executor path (``preprocess`` +
-``apply_to_fileset`` with a ``BaseSchema``); LHCO raw HDF5 through :mod:`processors.sources`;
+``apply_to_fileset`` with a ``BaseSchema``); LHCO raw HDF5 through :mod:`radar.processors.sources`;
 LHCO 15-column feature files are converted directly.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import dask
 import pandas as pd
 
-from processors.dijet import DijetProcessor, features_to_frame, mjj_histogram
-from processors.features import conform, from_lhco_feature_hdf5, write_feature_table
-from processors.io import atomic_output, file_sha256, package_versions, write_json
-from processors.jets import STATUS_NAMES, JetConfig
-from processors.sources import (
+from radar.processors.dijet import DijetProcessor, features_to_frame, mjj_histogram
+from radar.processors.features import conform, from_lhco_feature_hdf5, write_feature_table
+from radar.processors.io import atomic_output, file_sha256, package_versions, write_json
+from radar.processors.jets import STATUS_NAMES, JetConfig
+from radar.processors.sources import (
     RootLayout,
     check_root_input,
     inspect_lhco_raw,

@@ -12,7 +12,7 @@ Inputs:
 - ROOT TTrees through uproot: a flat tree with jagged particle branches (default: the layout uproot's
   ``mktree`` writes from a record array ``part``: ``npart, part_pt, part_eta, part_phi``), or Delphes
   output (collections such as ``EFlowTrack``/``EFlowPhoton``/``EFlowNeutralHadron`` or ``Particle``).
-- The official LHCO 15-column *feature* HDF5 is already jets: see :mod:`processors.features`.
+- The official LHCO 15-column *feature* HDF5 is already jets: see :mod:`radar.processors.features`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import bumphunt as bh
+from radar.analysis import bumphunt as bh
 
 SR = (3300.0, 3700.0)
 TRUE = (1.0, 10.0, 1.5)  # (p0 placeholder, p1, p2): a falling QCD-like spectrum
@@ -128,7 +128,7 @@ def test_background_only_is_consistent_with_the_null():
 
 
 def test_scan_takes_a_per_window_callable_and_regions_windows():
-    from analysis.regions import scan_windows
+    from radar.analysis.regions import scan_windows
 
     data = bh.toy_dataset(30_000, 0, seed=9)
     windows = scan_windows(mjj_range=(2800.0, 6000.0), sr_width=400.0, step=400.0, sideband_width=800.0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.cwola import fold_assignment, kfold_scores
-from analysis.metrics import auc
-from models.classifiers import (
+from radar.analysis.cwola import fold_assignment, kfold_scores
+from radar.analysis.metrics import auc
+from radar.models.classifiers import (
     MLPClassifier,
     available,
     balanced_weights,

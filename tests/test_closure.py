@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from analysis.config import config_from_dict
-from analysis.datasets import toy_lhco_like
-from analysis.search import load_scores, run_search
-from processors.features import write_feature_table
+from radar.analysis.config import config_from_dict
+from radar.analysis.datasets import toy_lhco_like
+from radar.analysis.search import load_scores, run_search
+from radar.processors.features import write_feature_table
 
 TINY_FLOW = {"n_blocks": 2, "hidden": 16, "epochs": 8, "batch_size": 256, "patience": 3, "n_best_epochs": 2}
 
@@ -61,8 +61,8 @@ def test_no_sideband_event_is_scored_against_a_template_that_learnt_it(tmp_path,
     flow reproduces its training events a little, so they look template-like and pass a tail cut less
     often: a bump in the SR). Every fold's template must be fitted without the events its classifier
     scores, and with all the other folds' sideband events."""
-    from analysis.search import UnitContext, _data_folds, prepare_data
-    from models.templates.cathode import CathodeTemplate
+    from radar.analysis.search import UnitContext, _data_folds, prepare_data
+    from radar.models.templates.cathode import CathodeTemplate
 
     fitted: list[set[float]] = []
     original = CathodeTemplate.fit

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from analysis.compare import (
+from radar.analysis.compare import (
     auc_vs_truth,
     effective_size,
     score_correlations,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import flows as flows_module
-from models.flows import KINDS, ConditionalFlow, build_flow
-from models.preprocessing import MassScaler, Preprocessor
+from radar.models import flows as flows_module
+from radar.models.flows import KINDS, ConditionalFlow, build_flow
+from radar.models.preprocessing import MassScaler, Preprocessor
 
 TINY = dict(n_blocks=2, hidden=16, epochs=1, batch_size=64, n_bins=4)
 

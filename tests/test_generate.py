@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("pythia8mc")
 
-from processors import generate as gen  # noqa: E402
-from processors.detector import DetectorConfig, detector_response  # noqa: E402
-from processors.generate import (  # noqa: E402
+from radar.processors import generate as gen  # noqa: E402
+from radar.processors.detector import DetectorConfig, detector_response  # noqa: E402
+from radar.processors.generate import (  # noqa: E402
     X_ID,
     Y_ID,
     ZR_ID,
@@ -25,8 +25,8 @@ from processors.generate import (  # noqa: E402
     trigger_mask,
     visible_final_state,
 )
-from processors.sources import particles_from_padded  # noqa: E402
-from processors.writers import part_path  # noqa: E402
+from radar.processors.sources import particles_from_padded  # noqa: E402
+from radar.processors.writers import part_path  # noqa: E402
 
 SIGNAL = GeneratorConfig(process="resonance", batch_size=50)
 # a high pT-hat threshold keeps QCD tests fast (the default 700 GeV passes only ~6 % of events)
@@ -124,7 +124,7 @@ def test_signal_peaks_at_the_chosen_masses(signal_events):
     the R = 1 jet push it ~10 % above mY). The test allows 5 % (m_JJ), 10 % (mX) and 20 % (mY) on the
     medians of 200 events.
     """
-    from processors.dijet import extract_features
+    from radar.processors.dijet import extract_features
 
     table, cutflow = extract_features(signal_events.particles)
     assert len(table) == len(signal_events.particles)  # the generator kept only triggered events
@@ -138,7 +138,7 @@ def test_signal_peaks_at_the_chosen_masses(signal_events):
 
 
 def test_trigger_mask_matches_jets_module():
-    from processors.jets import cluster_chunk
+    from radar.processors.jets import cluster_chunk
 
     pythia = make_pythia(FAST_QCD, 3)
     visible = visible_final_state(pythia.nextBatch(60))
@@ -219,7 +219,7 @@ def test_dask_workers_give_the_same_file(tmp_path):
 
 
 def test_cli_generate_and_dataset(tmp_path):
-    from analysis.cli import main
+    from radar.analysis.cli import main
 
     out = tmp_path / "sig.root"
     assert main(["generate", "resonance", "--events", "6", "--seed", "2", "-o", str(out), "--workers", "0",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp, norm
 
-from analysis.metrics import (
+from radar.analysis.metrics import (
     auc,
     auc_null_sigma,
     classifier_metrics,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from processors.features import FEATURE_COLUMNS
+from radar.processors.features import FEATURE_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FLOW = {"n_blocks": 2, "hidden": 16, "epochs": 2, "batch_size": 128, "n_best_epochs": 1}

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from processors.features import (
+from radar.processors.features import (
     FEATURE_COLUMNS,
     PEER_RECLUSTERING_PROVENANCE,
     from_peer_reclustering,
@@ -40,7 +40,7 @@ def test_directory_reads_every_event_background_first(peer_dir, peer_table, capl
     pd.testing.assert_frame_equal(
         peer_table.iloc[90_941 : 90_941 + len(first_sig)].reset_index(drop=True), first_sig
     )
-    with caplog.at_level(logging.INFO, logger="processors.features"):
+    with caplog.at_level(logging.INFO, logger="radar.processors.features"):
         read_feature_table(peer_dir / "scalars_sig10.h5")
     assert PEER_RECLUSTERING_PROVENANCE in caplog.text
 
@@ -68,9 +68,9 @@ def test_matches_radar_processing_of_the_raw_events(lhco_tiny, peer_table):
     """Row k of the background is the k-th background event of the raw file: radar's own clustering of
     the first 120 raw events gives the same m_JJ, jet masses, kinematics and (in the peer's τ
     convention) τ ratios."""
-    from processors.dijet import extract_features
-    from processors.jets import JetConfig
-    from processors.sources import lhco_raw_events
+    from radar.processors.dijet import extract_features
+    from radar.processors.jets import JetConfig
+    from radar.processors.sources import lhco_raw_events
 
     events = lhco_raw_events(lhco_tiny, chunk_size=120).partitions[0].compute()
     ours, _ = extract_features(

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from analysis.cli import main
-from analysis.pipeline import load_run_config
+from radar.analysis.cli import main
+from radar.analysis.pipeline import load_run_config
 
 TINY_RUN = {
     "name": "tiny",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import bumphunt as bh
+from radar.analysis import bumphunt as bh
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,9 @@ def _check_written(paths, stem_dir):
 
 @pytest.mark.parametrize("style", ["atlas", "cms"])
 def test_bumphunt_and_scan_figures(saved_results, tmp_path, style):
-    from plots.scan import plot_scan
-    from plots.spectra import plot_bumphunt
-    from plots.style import save_figure
+    from radar.plots.scan import plot_scan
+    from radar.plots.spectra import plot_bumphunt
+    from radar.plots.style import save_figure
 
     hunt, scan = saved_results
     paths = plot_bumphunt(hunt, tmp_path, style)
@@ -55,7 +55,7 @@ def test_bumphunt_and_scan_figures(saved_results, tmp_path, style):
 def test_spectrum_shows_flagged_fit_and_label(saved_results):
     import matplotlib.pyplot as plt
 
-    from plots.spectra import plot_spectrum
+    from radar.plots.spectra import plot_spectrum
 
     hunt, _ = saved_results
     wp = json.loads(json.dumps(hunt["working_points"][1]))
@@ -69,15 +69,15 @@ def test_spectrum_shows_flagged_fit_and_label(saved_results):
 
 
 def test_performance_figures(tmp_path):
-    from plots.performance import (
+    from radar.plots.performance import (
         curve_from_scores,
         metrics_frame,
         plot_metrics_vs_injection,
         plot_roc_sic,
         plot_score_correlations,
     )
-    from plots.spectra import plot_feature_marginals
-    from plots.style import save_figure
+    from radar.plots.spectra import plot_feature_marginals
+    from radar.plots.style import save_figure
 
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(300), np.zeros(3000)]
@@ -121,7 +121,7 @@ def test_performance_figures(tmp_path):
 
 
 def test_unknown_style_is_an_error():
-    from plots.style import style_context
+    from radar.plots.style import style_context
 
     with pytest.raises(ValueError, match="unknown plot style"):
         with style_context("lhcb"):
@@ -129,7 +129,7 @@ def test_unknown_style_is_an_error():
 
 
 def test_report_lists_results_and_figures(saved_results, tmp_path):
-    from analysis.report import write_report
+    from radar.analysis.report import write_report
 
     hunt, scan = saved_results
     fig = tmp_path / "figures" / "mjj_nocut.png"
@@ -143,7 +143,7 @@ def test_report_lists_results_and_figures(saved_results, tmp_path):
 
 
 def test_cli_bumphunt_end_to_end(tmp_path):
-    from analysis.cli import main
+    from radar.analysis.cli import main
 
     data = bh.toy_dataset(15_000, 100, seed=2)
     frame = pd.DataFrame(data)

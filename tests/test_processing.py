@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import uproot
 
-from processors.dijet import DijetProcessor, extract_features, features_to_frame
-from processors.features import FEATURE_COLUMNS, read_feature_table
-from processors.jets import JetConfig
-from processors.runner import process_files
-from processors.sources import inspect_lhco_raw, lhco_raw_events
+from radar.processors.dijet import DijetProcessor, extract_features, features_to_frame
+from radar.processors.features import FEATURE_COLUMNS, read_feature_table
+from radar.processors.jets import JetConfig
+from radar.processors.runner import process_files
+from radar.processors.sources import inspect_lhco_raw, lhco_raw_events
 
 
 def test_dask_awkward_graph_computes():
@@ -152,7 +152,7 @@ def test_delphes_layout_matches_flat(tmp_path, tiny_events):
     with uproot.recreate(root_file) as handle:
         handle.mktree("Delphes", {name: array.type.content for name, array in collections.items()})
         handle["Delphes"].extend(collections)
-    from processors.sources import RootLayout
+    from radar.processors.sources import RootLayout
 
     table = process_files([root_file], tmp_path / "d.parquet", workers=0,
                           root_layout=RootLayout(tree="Delphes", kind="delphes", label_branch=None))

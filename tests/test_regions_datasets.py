@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.datasets import (
+from radar.analysis.datasets import (
     check_features,
     half_split,
     inject_signal,
@@ -16,7 +16,7 @@ from analysis.datasets import (
     toy_lhco_like,
     train_val_test_split,
 )
-from analysis.regions import Regions, scan_windows
+from radar.analysis.regions import Regions, scan_windows
 
 
 def test_default_regions_partition_the_range():

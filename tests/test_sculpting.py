@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from analysis import bumphunt as bh
-from analysis.report import make_bumphunt_outputs
+from radar.analysis import bumphunt as bh
+from radar.analysis.report import make_bumphunt_outputs
 
 EFFS = (1.0, 0.2, 0.05, 0.01)
 
@@ -96,7 +96,7 @@ def test_fit_range_starts_above_the_turn_on_and_short_sidebands_are_refused():
 def test_scores_of_the_pre_fix_scheme_are_refused(tmp_path):
     import pandas as pd
 
-    from analysis.report import load_scores
+    from radar.analysis.report import load_scores
 
     frame = pd.DataFrame({"mjj": [3000.0, 3500.0], "score": [0.1, 0.2], "role": ["extra", "data"]})
     frame.to_parquet(tmp_path / "old.parquet")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis.config import config_from_dict
-from analysis.datasets import drop_shared_events, toy_lhco_like
-from analysis.search import _CACHE, prepare_data, run_search
-from processors.features import write_feature_table
+from radar.analysis.config import config_from_dict
+from radar.analysis.datasets import drop_shared_events, toy_lhco_like
+from radar.analysis.search import _CACHE, prepare_data, run_search
+from radar.processors.features import write_feature_table
 
 KEY = ["mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2"]
 
@@ -77,9 +77,9 @@ class _Memoriser:
 @pytest.mark.parametrize("method", ["anode", "ranode"])
 def test_density_scores_are_out_of_fold(tmp_path, monkeypatch, method):
     """No data event may be scored by a density fitted on it (the bump hunt cuts on these scores)."""
-    import models.densities
+    import radar.models.densities
 
-    monkeypatch.setattr(models.densities, "get", lambda name: _Memoriser)
+    monkeypatch.setattr(radar.models.densities, "get", lambda name: _Memoriser)
     write_feature_table(toy_lhco_like(3000, 0, seed=10), tmp_path / "bkg.parquet")
     write_feature_table(toy_lhco_like(0, 400, seed=11), tmp_path / "sig.parquet")
     cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
@@ -87,7 +87,7 @@ def test_density_scores_are_out_of_fold(tmp_path, monkeypatch, method):
                             "save_models": False, "execution": {"mode": "sync"}, "output": str(tmp_path / "run")})
     _CACHE.clear()
     assert run_search(cfg)["n_failed"] == 0
-    from analysis.search import load_scores
+    from radar.analysis.search import load_scores
 
     scores = load_scores(cfg.output_dir, method, 100, 0)
     assert len(scores) > 2000 and (scores["score"] == 0).all()

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from analysis.config import config_from_dict
-from analysis.datasets import toy_lhco_like
-from analysis.search import load_scores, run_search, unit_dir
-from models.densities import get as get_density
-from models.templates import get as get_template
-from processors.features import write_feature_table
+from radar.analysis.config import config_from_dict
+from radar.analysis.datasets import toy_lhco_like
+from radar.analysis.search import load_scores, run_search, unit_dir
+from radar.models.densities import get as get_density
+from radar.models.templates import get as get_template
+from radar.processors.features import write_feature_table
 
 METHODS = ["cathode", "salad", "curtains", "feta", "combined_events", "ranode", "combined_scores"]
 TEMPLATES = ["salad", "cathode", "curtains", "feta"]
@@ -75,7 +75,7 @@ def test_table_reports_wall_time_and_failed_trainings(run):
 
 def test_combined_events_reuses_the_member_templates_in_equal_shares(run):
     cfg, _ = run
-    from analysis.search import load_template_sample
+    from radar.analysis.search import load_template_sample
 
     metrics = json.loads((unit_dir(cfg.output_dir, "combined_events", 300, 0) / "metrics.json").read_text())
     assert metrics["members_reused"] == TEMPLATES
@@ -105,7 +105,7 @@ def test_combined_events_reuses_the_member_templates_in_equal_shares(run):
 def test_salad_template_repeats_no_simulation_event(run):
     """A template with repeated events lets the k-fold classifier recognise them in its held-out fold."""
     cfg, _ = run
-    from analysis.search import load_template_sample
+    from radar.analysis.search import load_template_sample
 
     events, _ = load_template_sample(cfg.output_dir, "salad", 300, 0)
     metrics = json.loads((unit_dir(cfg.output_dir, "salad", 300, 0) / "metrics.json").read_text())

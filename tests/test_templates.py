@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import densities, templates
-from models.templates import Registry, Template, draw_mjj_kde
-from processors.features import LHCO_FEATURES, conform
+from radar.models import densities, templates
+from radar.models.templates import Registry, Template, draw_mjj_kde
+from radar.processors.features import LHCO_FEATURES, conform
 
 SR = (3300.0, 3700.0)
 
@@ -70,7 +70,7 @@ def test_unknown_method_names_the_available_ones():
 
 
 def test_registering_a_different_class_under_a_taken_name_fails():
-    registry = Registry("toy", "models.templates")
+    registry = Registry("toy", "radar.models.templates")
 
     @registry.register("a")
     class First:

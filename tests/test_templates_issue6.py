@@ -12,20 +12,20 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.combine import combine_samples, combine_scores, combined_unit_scores
-from models import densities, templates
-from models.densities.ranode import RAnodeDensity
-from models.templates import draw_mjj_kde
-from models.templates.combined import stack_equal_weight
-from models.templates.curtains import (
+from radar.analysis.combine import combine_samples, combine_scores, combined_unit_scores
+from radar.models import densities, templates
+from radar.models.densities.ranode import RAnodeDensity
+from radar.models.templates import draw_mjj_kde
+from radar.models.templates.combined import stack_equal_weight
+from radar.models.templates.curtains import (
     identity_maf,
     infer_signal_region,
     mmd2,
     sinkhorn_divergence,
     train_model,
 )
-from models.templates.salad import mass_balance_weights, mass_matched_rows
-from processors.features import conform
+from radar.models.templates.salad import mass_balance_weights, mass_matched_rows
+from radar.processors.features import conform
 
 SR = (3300.0, 3700.0)
 
@@ -203,7 +203,7 @@ def test_salad_weights_move_simulation_towards_data(sideband, signal_region, sim
 
 def test_salad_clips_and_reports_weights(sideband, simulation, caplog):
     cls = templates.get("salad")
-    with caplog.at_level("INFO", logger="models.templates.salad"):
+    with caplog.at_level("INFO", logger="radar.models.templates.salad"):
         salad = cls(seed=1, clip_quantile=0.9, max_weight=None, **tiny(cls)).fit(sideband, simulation)
     n_sr = len(salad._w_sr)
     assert salad.n_clipped == pytest.approx(0.1 * n_sr, abs=3)
@@ -290,7 +290,7 @@ def test_combine_scores_mean_and_rank():
 
 
 def test_combined_unit_scores_reads_a_run_directory(tmp_path):
-    from analysis.search import unit_dir
+    from radar.analysis.search import unit_dir
 
     mjj = np.array([3400.0, 3500.0, 3600.0])
     for method, score in (("cathode", [0.2, 0.4, 0.6]), ("salad", [0.4, 0.4, 0.8])):
@@ -343,8 +343,8 @@ def test_ranode_fixed_and_learnt_signal_fraction(sideband, signal_region):
 def test_write_combined_units_writes_a_unit_like_run_unit(tmp_path):
     import json
 
-    from analysis.combine import write_combined_units
-    from analysis.search import unit_dir, unit_finished
+    from radar.analysis.combine import write_combined_units
+    from radar.analysis.search import unit_dir, unit_finished
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0.0, 1.0], 50)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import tables
 
-from processors.sources import particles_from_padded
-from processors.writers import LHCORawWriter, pack_events, part_path, write_root_tree
+from radar.processors.sources import particles_from_padded
+from radar.processors.writers import LHCORawWriter, pack_events, part_path, write_root_tree
 
 
 def _random_events(n: int, seed: int, max_particles: int = 60) -> ak.Array:

@@ -2,7 +2,7 @@
 
 A density-ratio method scores events directly instead of producing a template::
 
-    from models import densities
+    from radar.models import densities
     method = densities.get("anode")(seed=1).fit(sideband, signal_region)
     scores = method.score(test_events)        # (N,): higher = more signal-like
 
@@ -11,7 +11,7 @@ A new method is one module in ``models/densities/`` whose class carries ``@regis
 The :class:`DensityRatio` protocol
 ----------------------------------
 ``__init__(features=LHCO_FEATURES, *, seed=0, device="auto", **kwargs)``
-    as for templates (:mod:`models.templates`).
+    as for templates (:mod:`radar.models.templates`).
 ``fit(sideband, signal_region) -> self``
     feature tables (GeV) of SB events and of SR data, each with the ``features`` columns and ``mjj``.
 ``score(x) -> np.ndarray``
@@ -28,8 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from models.templates import Registry
-from processors.features import LHCO_FEATURES
+from radar.models.templates import Registry
+from radar.processors.features import LHCO_FEATURES
 
 __all__ = ["DensityRatio", "available", "get", "register"]
 

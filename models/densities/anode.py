@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.densities import register
-from models.flows import ConditionalFlow
-from models.persistence import load_state, save_state
-from models.preprocessing import Preprocessor
-from models.templates import table_arrays
-from processors.features import LHCO_FEATURES
+from radar.models.densities import register
+from radar.models.flows import ConditionalFlow
+from radar.models.persistence import load_state, save_state
+from radar.models.preprocessing import Preprocessor
+from radar.models.templates import table_arrays
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class AnodeDensity:
     bkg_kwargs, data_kwargs:
         Options for only the background (SB) or only the data (SR) flow, on top of ``flow_kwargs``.
     **flow_kwargs:
-        :class:`models.flows.ConditionalFlow` options for both flows (default: CATHODE-size MAF).
+        :class:`radar.models.flows.ConditionalFlow` options for both flows (default: CATHODE-size MAF).
     """
 
     TINY_KWARGS: dict[str, Any] = {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128}

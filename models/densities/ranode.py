@@ -5,7 +5,7 @@ In the signal region the data density is modelled as the mixture
     p_data(x | m) = w · p_S(x | m) + (1 - w) · p_B(x | m),
 
 with p_B the background flow learnt in the sidebands and interpolated into the SR (as ANODE/CATHODE:
-a :class:`models.flows.ConditionalFlow`, held fixed), and p_S a flow (RQS, as the paper) trained on SR
+a :class:`radar.models.flows.ConditionalFlow`, held fixed), and p_S a flow (RQS, as the paper) trained on SR
 data by maximising the mixture likelihood. The signal fraction ``w`` is either fixed (``w=0.01``; a
 scan over w is several fits) or learnt (``w=None``: a parameter ``w = sigmoid(a)`` trained with the
 flow, starting at ``w_init``). The anomaly score is ``log p_S(x | m) - log p_B(x | m)``.
@@ -31,14 +31,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.densities import register
-from models.device import resolve_device
-from models.flows import ConditionalFlow, build_flow
-from models.persistence import load_state, save_state
-from models.preprocessing import Preprocessor
-from models.templates import table_arrays
-from models.templates.curtains import train_model
-from processors.features import LHCO_FEATURES
+from radar.models.densities import register
+from radar.models.device import resolve_device
+from radar.models.flows import ConditionalFlow, build_flow
+from radar.models.persistence import load_state, save_state
+from radar.models.preprocessing import Preprocessor
+from radar.models.templates import table_arrays
+from radar.models.templates.curtains import train_model
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class RAnodeDensity:
         Fixed signal fraction in (0, 1), or None to learn it (starting at ``w_init``, AdamW learning rate
         ``w_lr`` for its logit).
     bkg_kwargs:
-        :class:`~models.flows.ConditionalFlow` options of the background flow (default CATHODE's MAF).
+        :class:`~radar.models.flows.ConditionalFlow` options of the background flow (default CATHODE's MAF).
     kind, n_blocks, hidden, n_bins, epochs, batch_size, lr, weight_decay, patience, n_best_epochs,
     val_fraction, max_restarts, divergence, grad_clip, progress:
         Signal flow and its training (defaults after the paper: RQS, 6 blocks × 64, AdamW 3e-4).

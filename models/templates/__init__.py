@@ -4,7 +4,7 @@ A *template* learns the background in the sidebands (SB) and produces background
 signal region (SR); the CWoLa classifier then separates the template from SR data. Every method is a
 class registered under a name::
 
-    from models import templates
+    from radar.models import templates
     cls = templates.get("cathode")            # every module in this package is imported on first use
     template = cls(seed=1).fit(sideband, simulation=None)
     mjj = templates.draw_mjj_kde(signal_region["mjj"].to_numpy(), n=400_000, seed=1)
@@ -19,7 +19,7 @@ The :class:`Template` protocol
     ``features``: feature-table columns the template models (m_JJ is always the conditional, never one of
     them). ``kwargs`` configure the method's networks (e.g. ``epochs``, ``n_blocks``, ``hidden``).
 ``fit(sideband, simulation=None) -> self``
-    ``sideband``: a feature table (:mod:`processors.features`, GeV) holding only SB events, with the
+    ``sideband``: a feature table (:mod:`radar.processors.features`, GeV) holding only SB events, with the
     ``features`` columns and ``mjj``. ``simulation``: a feature table of simulated background covering SB
     and SR (needed by SALAD and FETA, ignored by CATHODE and CURTAINs).
 ``sample(n, mjj) -> (events, weights)``
@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from processors.features import LHCO_FEATURES
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """CATHODE (Hallin et al., arXiv:2109.00546): a conditional flow p(x | m_JJ) learnt on sideband data,
 sampled at signal-region masses to give the background template.
 
-The masses come from the caller (a KDE of SR data: :func:`models.templates.draw_mjj_kde`), so the
+The masses come from the caller (a KDE of SR data: :func:`radar.models.templates.draw_mjj_kde`), so the
 template has the SR m_JJ spectrum while the features follow the flow interpolated from the sidebands.
 Samples outside the training range of the features (the flow's support extends a hair beyond it, see
-:mod:`models.preprocessing`) or non-finite are redrawn at the same mass, as CATHODE drops them.
+:mod:`radar.models.preprocessing`) or non-finite are redrawn at the same mass, as CATHODE drops them.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.flows import ConditionalFlow
-from models.persistence import load_state, save_state
-from models.preprocessing import Preprocessor
-from models.templates import register, table_arrays
-from processors.features import LHCO_FEATURES
+from radar.models.flows import ConditionalFlow
+from radar.models.persistence import load_state, save_state
+from radar.models.preprocessing import Preprocessor
+from radar.models.templates import register, table_arrays
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class CathodeTemplate:
     seed, device:
         Passed to the flow (training and sampling are reproducible for a given seed).
     **flow_kwargs:
-        :class:`models.flows.ConditionalFlow` options (``kind``, ``n_blocks``, ``hidden``, ``epochs``,
+        :class:`radar.models.flows.ConditionalFlow` options (``kind``, ``n_blocks``, ``hidden``, ``epochs``,
         ``batch_size``, ``lr``, ``patience``, ``n_best_epochs``, ``progress`` ...). Defaults are
         CATHODE's: MAF, 15 MADE blocks × 128, Adam 1e-4, an ensemble of the 10 best epochs.
     """

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.templates import get, register
-from processors.features import LHCO_FEATURES
+from radar.models.templates import get, register
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ morphs sideband events from one m_JJ value to another, applied to move sideband 
 signal region (SR).
 
 The transformer ``T(z; m_from, m_to)`` is a masked affine autoregressive flow (nflows) acting on the
-preprocessed features ``z`` (:class:`models.preprocessing.Preprocessor`) and conditioned on both
+preprocessed features ``z`` (:class:`radar.models.preprocessing.Preprocessor`) and conditioned on both
 standardised log masses. It starts as the identity (see :func:`identity_maf`).
 
 Objective (documented choice, ``objective=``). The original CURTAINs minimises a Sinkhorn
@@ -52,12 +52,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from models.device import resolve_device
-from models.flows import TrainingDiverged
-from models.persistence import load_state, save_state
-from models.preprocessing import MassScaler, Preprocessor
-from models.templates import register, table_arrays
-from processors.features import LHCO_FEATURES
+from radar.models.device import resolve_device
+from radar.models.flows import TrainingDiverged
+from radar.models.persistence import load_state, save_state
+from radar.models.preprocessing import MassScaler, Preprocessor
+from radar.models.templates import register, table_arrays
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 

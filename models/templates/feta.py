@@ -1,8 +1,8 @@
 """FETA (Golling, Klein, Mastandrea, Nachman; arXiv:2212.11285): simulation transported into data.
 
-1. A base flow p_sim(x | m) (:class:`models.flows.ConditionalFlow`) learns the simulation in SB ∪ SR.
+1. A base flow p_sim(x | m) (:class:`radar.models.flows.ConditionalFlow`) learns the simulation in SB ∪ SR.
 2. A transport flow ``F(z; m)`` (masked affine autoregressive, starting as the identity:
-   :func:`models.templates.curtains.identity_maf`) is trained on sideband *data* by maximum likelihood
+   :func:`radar.models.templates.curtains.identity_maf`) is trained on sideband *data* by maximum likelihood
    with the frozen base flow as its base density,
 
        log p_data(x | m) = log p_sim(F(z; m) | m) + log |det dF/dz|,      z = preprocessed x,
@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.device import resolve_device
-from models.flows import ConditionalFlow
-from models.persistence import load_state, save_state
-from models.preprocessing import Preprocessor
-from models.templates import register, table_arrays
-from models.templates.curtains import identity_maf, infer_signal_region, train_model
-from models.templates.salad import mass_matched_rows
-from processors.features import LHCO_FEATURES
+from radar.models.device import resolve_device
+from radar.models.flows import ConditionalFlow
+from radar.models.persistence import load_state, save_state
+from radar.models.preprocessing import Preprocessor
+from radar.models.templates import register, table_arrays
+from radar.models.templates.curtains import identity_maf, infer_signal_region, train_model
+from radar.models.templates.salad import mass_matched_rows
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class FetaTemplate:
     features, seed, device:
         As every template (the base flow uses ``seed``, the transport ``seed + 1``).
     base_kwargs:
-        :class:`models.flows.ConditionalFlow` options of the base flow (default: CATHODE-size MAF).
+        :class:`radar.models.flows.ConditionalFlow` options of the base flow (default: CATHODE-size MAF).
     n_blocks, hidden, epochs, batch_size, lr, patience, val_fraction, max_restarts, progress:
         Transport flow size and training (AdamW, early stopping, restarts on NaN).
     source:

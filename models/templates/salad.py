@@ -1,6 +1,6 @@
 """SALAD (Andreassen, Nachman, Shih; arXiv:2001.05001): simulation reweighted into data.
 
-A classifier (:mod:`models.classifiers`) learns to separate data (label 1) from simulation (label 0) in
+A classifier (:mod:`radar.models.classifiers`) learns to separate data (label 1) from simulation (label 0) in
 the sidebands, with m_JJ as an extra input so that the learnt ratio can be interpolated into the signal
 region. Its output ``f`` gives the likelihood ratio ``w = f / (1 - f) ≈ p_data(x | m) / p_sim(x | m)``
 that reweights SR simulation into the background template.
@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.classifiers import get_classifier
-from models.persistence import load_state, save_state
-from models.templates import register, table_arrays
-from models.templates.curtains import infer_signal_region
-from processors.features import LHCO_FEATURES
+from radar.models.classifiers import get_classifier
+from radar.models.persistence import load_state, save_state
+from radar.models.templates import register, table_arrays
+from radar.models.templates.curtains import infer_signal_region
+from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SaladTemplate:
     features, seed, device:
         As every template (the classifier is seeded with ``seed``).
     classifier, classifier_kwargs:
-        :func:`models.classifiers.get_classifier` name ("mlp" | "hgb") and settings.
+        :func:`radar.models.classifiers.get_classifier` name ("mlp" | "hgb") and settings.
     clip_quantile, max_weight:
         Weight clipping (None disables either).
     mass_balance:
@@ -94,7 +94,7 @@ class SaladTemplate:
     match_window:
         Neighbours either side in mass among which an SR simulation event is drawn per requested mass.
     signal_region:
-        (lo, hi) GeV; default: the gap between the sidebands (:func:`~models.templates.curtains.infer_signal_region`).
+        (lo, hi) GeV; default: the gap between the sidebands (:func:`~radar.models.templates.curtains.infer_signal_region`).
     """
 
     TINY_KWARGS: dict[str, Any] = {"classifier_kwargs": {"epochs": 1, "hidden": (16,), "n_best_epochs": 1}}

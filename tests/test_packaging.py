@@ -1,0 +1,67 @@
+"""radar installs as ONE namespace (radar.analysis, radar.processors, radar.models, radar.plots) from the
+design card's folders, so that a user's own ``models/`` or ``analysis/`` folder cannot shadow it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("analysis", "processors", "models", "plots")
+
+
+def test_no_code_imports_the_bare_folders():
+    """``import analysis`` works from the repository root only by accident (the working directory on
+    sys.path) and would load a second copy of each module next to ``radar.analysis``."""
+    bare = re.compile(rf"^\s*(from|import) ({'|'.join(PACKAGES)})\b|(import_module|importorskip)\(f?[\"']({'|'.join(PACKAGES)})\.",
+                      re.M)
+    offenders = []
+    for folder in (*PACKAGES, "tests", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            offenders += [f"{path.relative_to(REPO)}: {m.group(0).strip()}" for m in bare.finditer(path.read_text())]
+    assert not offenders, offenders
+
+
+def test_version_and_the_command_come_from_the_namespace():
+    out = subprocess.run([sys.executable, "-m", "radar.analysis.cli", "--version"], capture_output=True, text=True,
+                         cwd=REPO.parent, check=True)
+    assert re.fullmatch(r"radar \d+\.\d+\.\d+\S*\n", out.stdout)
+
+
+@pytest.mark.slow
+def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
+    """Build the wheel, install it (no dependencies: they come from this environment, without radar's
+    editable hook) into a fresh venv, and import radar from a folder that holds a user's own ``models/``
+    and ``analysis/`` packages, as CURTAINs' repository does."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(REPO)], check=True, capture_output=True, timeout=600)
+    (wheel,) = wheels.glob("radar_hep-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # the dependencies, as plain paths: .pth files in them (radar's editable finder) are not processed
+    deps = [p for p in sys.path if p and Path(p).is_dir() and not Path(p).resolve().is_relative_to(REPO)]
+    (Path(site) / "deps.pth").write_text("\n".join(deps) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    user = tmp_path / "my_analysis"
+    for name in ("models", "analysis"):
+        (user / name).mkdir(parents=True)
+        (user / name / "__init__.py").write_text("raise ImportError('the user folder was imported')\n")
+    code = ("import radar.models.templates as t, radar.analysis.search as s, radar.processors.features as f; "
+            "import radar.plots.style; print(t.__file__); print(sorted(t.available())); "
+            "print('cathode' in s.available_methods())")
+    out = subprocess.run([str(python), "-c", code], cwd=user, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(site) and "/radar/models/templates/" in lines[0]
+    assert "cathode" in lines[1] and lines[2] == "True"
+    preset = Path(site) / "radar" / "analysis" / "presets" / "demo.yaml"
+    assert preset.is_file()  # the presets ship in the wheel
