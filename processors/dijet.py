@@ -6,6 +6,11 @@ from coffea's ``apply_to_fileset``) and returns lazy outputs; nothing is read or
 caller computes them. All fastjet work for a partition happens in one
 :func:`radar.processors.jets.cluster_chunk` call.
 
+Under coffea's ``processor.Runner`` (eager chunks, any executor) the same processor returns coffea
+accumulators — ``features`` as a ``dict_accumulator`` of ``column_accumulator`` (one per column), the
+cutflow as a ``defaultdict_accumulator`` — keyed by the chunk's dataset name; use
+:func:`features_to_frame` on ``out[dataset]["features"]``.
+
 Output of ``process`` (a dict):
 
 - ``features``: record array, one row per event that passed, with the columns of
@@ -93,18 +98,32 @@ class DijetProcessor(processor.ProcessorABC):
         mjj = mjj_histogram(dask=lazy)
         mjj.fill(mjj=columns["mjj"], label=dak.values_astype(columns["label"], np.int64) if lazy
                  else ak.values_astype(columns["label"], np.int64))
-        return {"features": features, "mjj": mjj, "cutflow": cutflow}
+        if lazy:
+            return {"features": features, "mjj": mjj, "cutflow": cutflow}
+        # eager chunks (coffea's Runner, any executor): accumulators that add up across chunks — the
+        # feature columns concatenate, the cutflow counts and the histogram add
+        out = {"features": processor.dict_accumulator(
+                   {name: processor.column_accumulator(ak.to_numpy(features[name]).astype(np.float64))
+                    for name in features.fields}),
+               "mjj": mjj,
+               "cutflow": processor.defaultdict_accumulator(int, {k: int(v) for k, v in cutflow.items()})}
+        dataset = (getattr(events, "metadata", None) or {}).get("dataset")
+        return {dataset: out} if dataset is not None else out
 
     def postprocess(self, accumulator):
         return accumulator
 
 
-def features_to_frame(features: ak.Array) -> pd.DataFrame:
-    """Computed ``features`` record array → a feature-table DataFrame (FEATURE_COLUMNS order)."""
-    if len(features) == 0:
+def features_to_frame(features: ak.Array | processor.dict_accumulator) -> pd.DataFrame:
+    """Computed ``features`` (record array of the lazy path, or the eager path's column accumulators) →
+    a feature-table DataFrame (FEATURE_COLUMNS order)."""
+    if isinstance(features, dict):
+        columns = {name: np.asarray(acc.value) for name, acc in features.items()}
+    else:
+        columns = {name: ak.to_numpy(features[name]) for name in features.fields}
+    if not columns or len(next(iter(columns.values()))) == 0:
         return conform(pd.DataFrame(columns=list(FEATURE_COLUMNS)))
-    frame = pd.DataFrame({name: ak.to_numpy(features[name]) for name in features.fields})
-    return conform(frame)
+    return conform(pd.DataFrame(columns))
 
 
 def extract_features(

@@ -321,3 +321,30 @@ def test_processor_is_lazy_and_picklable(lhco_tiny):
     assert isinstance(output["features"], dak.Array)
     assert output["features"].npartitions == 2
     assert len(features_to_frame(output["features"][:10].compute())) == 10
+
+
+@pytest.mark.parametrize("executor", ["iterative", "futures"])
+def test_coffea_runner_on_a_fileset_gives_the_radar_process_table(tmp_path, tiny_events, executor):
+    """DijetProcessor under coffea's own Runner: proper accumulators (column_accumulator features, added
+    cutflow and histogram) across chunks and files, keyed by dataset, equal to ``radar process``."""
+    from coffea import processor
+    from coffea.nanoevents import BaseSchema
+
+    files = []
+    for i, rows in enumerate((slice(0, 400), slice(400, 1000))):
+        path = tmp_path / f"part{i}.root"
+        with uproot.recreate(path) as handle:
+            handle.mktree("events", {"part": tiny_events.particles.type.content, "label": "float64"})
+            handle["events"].extend({"part": tiny_events.particles[rows], "label": np.asarray(tiny_events.label[rows])})
+        files.append(path)
+    fileset = {"lhco_rnd": {"files": {str(f): "events" for f in files}, "metadata": {"kind": "data"}}}
+    run = processor.Runner(executor=processor.IterativeExecutor() if executor == "iterative"
+                           else processor.FuturesExecutor(workers=2), schema=BaseSchema, chunksize=300)
+    out = run(fileset, processor_instance=DijetProcessor(), treename="events")
+    assert list(out) == ["lhco_rnd"]
+    table = features_to_frame(out["lhco_rnd"]["features"])
+    expected = process_files(files, tmp_path / "radar.parquet", workers=0, chunk_size=300)
+    order = ["mjj", "mj1", "mj2"]
+    pd.testing.assert_frame_equal(table.sort_values(order).reset_index(drop=True),
+                                  expected.sort_values(order).reset_index(drop=True))
+    assert out["lhco_rnd"]["cutflow"]["all"] == 1000 and out["lhco_rnd"]["mjj"].sum().value == len(table)
