@@ -11,7 +11,9 @@ def register(subparsers) -> None:
         description="Run every (method, injection, seed) of CONFIG.yaml; outputs go into the config's "
                     "output directory (or --output) with the resolved config and a manifest.",
     )
-    parser.add_argument("config", help="search config (YAML), see configs/search_*.yaml")
+    parser.add_argument("config", nargs="?", help="search config (YAML), see configs/search_*.yaml")
+    parser.add_argument("--schema", action="store_true",
+                        help="print the JSON schema of a search config (for editors: yaml-language-server) and exit")
     parser.add_argument("--resume", action="store_true", help="skip (method, injection, seed) units already finished")
     parser.add_argument("--overwrite", action="store_true", help="redo units that are already finished")
     parser.add_argument("--output", help="run directory (overrides the config's output)")
@@ -29,8 +31,17 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from radar.analysis.config import load_config, validate_data
-    from radar.analysis.search import load_inputs, run_search
+    from radar.analysis.search import check_injections, load_inputs, run_search
 
+    if args.schema:
+        import json
+
+        from radar.analysis.config import config_schema
+
+        print(json.dumps(config_schema(), indent=1))
+        return 0
+    if not args.config:
+        raise ValueError("radar search: give a CONFIG.yaml (or --schema)")
     console = Console()
     cfg = load_config(args.config)
     if args.output:
@@ -47,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         inputs = load_inputs(cfg)
         validate_data(cfg, inputs["data"], inputs["signal"], inputs["test"])
+        check_injections(cfg, inputs)
         n = len(cfg.methods) * len(cfg.injections) * len(cfg.seeds)
         console.print(f"config OK: {n} units ({cfg.methods} x injections {cfg.injections} x seeds {cfg.seeds}) "
                       f"→ {cfg.output_dir}")

@@ -1,10 +1,14 @@
 """The typed configuration of one search (``radar search CONFIG.yaml``).
 
-A YAML file maps onto :class:`SearchConfig`; unknown keys are errors (typos never pass silently).
-Relative input paths are resolved against the YAML file's directory. :func:`validate_config` checks
-what needs no data (method names, regions, numbers); :func:`validate_data` checks the loaded tables
-(SR inside the data's m_JJ range, enough events per region, NaN features) — both run before any
-training starts. The resolved config (:meth:`SearchConfig.to_dict`) is saved with every run.
+A YAML file maps onto :class:`SearchConfig`, a pydantic model: every key is typed, unknown keys are
+errors (typos never pass silently), nothing is converted silently (``seeds: "10"`` is not ``[1, 0]``,
+``1.7`` is not a seed), and every error names its key path (``seeds.0: ...``). Relative input paths are
+resolved against the YAML file's directory. :func:`validate_config` checks what needs no data (method
+names, regions, and the nested ``classifier.settings``, ``flow``, ``method_settings`` and variant settings
+against the constructors they go to: :func:`check_settings`); :func:`validate_data` checks the loaded
+tables (SR inside the data's m_JJ range, enough events per region, NaN features) and
+:func:`radar.analysis.search.check_injections` the signal pool — all before any training starts, and all
+by ``radar search --dry-run``. ``radar search --schema`` prints the JSON schema (:func:`config_schema`). The resolved config (:meth:`SearchConfig.to_dict`) is saved with every run.
 
 Example::
 
@@ -25,106 +29,127 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import inspect
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
-@dataclass
-class InputConfig:
+
+class _Section(BaseModel):
+    """A config section: typed keys, unknown keys are errors, no silent conversions of a string into a
+    list or of 1.7 into 1."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class InputConfig(_Section):
     """Input files (feature tables: parquet, LHCO feature HDF5 or CATHODE .npy; GeV)."""
 
-    data: list[str] = field(default_factory=list)
-    signal: str | None = None
-    simulation: str | None = None
-    test: str | None = None
-    iad_template: str | None = None
-    #: with an injection: drop label==1 events from ``data`` first (R&D data with signal inside)
-    drop_data_signal: bool = True
+    data: list[str] = Field(default_factory=list, description="data/background feature tables (one path or a list)")
+    signal: str | None = Field(None, description="signal pool for injections")
+    simulation: str | None = Field(None, description="simulated background (SALAD, FETA)")
+    test: str | None = Field(None, description="labelled SR test set; default: held out from data and signal")
+    iad_template: str | None = Field(None, description="perfect SR background template for iad")
+    drop_data_signal: bool = Field(True, description="with an injection: drop label==1 events from data first")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_path(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
-@dataclass
-class RegionsConfig:
-    sr: tuple[float, float] = (3300.0, 3700.0)
-    mjj_range: tuple[float, float] = (1500.0, 5500.0)
-    #: None: SB = all of mjj_range outside the SR (CATHODE, ANODE); CWoLa Hunting uses the narrow one
-    sideband_width: float | None = None
-    cwola_sideband_width: float | None = 200.0
+class RegionsConfig(_Section):
+    sr: tuple[float, float] = Field((3300.0, 3700.0), description="signal region [lo, hi] GeV")
+    mjj_range: tuple[float, float] = Field((1500.0, 5500.0), description="m_JJ range of the search [lo, hi] GeV")
+    sideband_width: PositiveFloat | None = Field(
+        None, description="GeV on each side of the SR; null: all of mjj_range outside the SR (CATHODE, ANODE)")
+    cwola_sideband_width: PositiveFloat | None = Field(200.0, description="CWoLa Hunting's narrow sidebands (GeV)")
 
 
-@dataclass
-class ClassifierConfig:
-    name: str = "mlp"
-    settings: dict[str, Any] = field(default_factory=dict)
+class ClassifierConfig(_Section):
+    name: str = Field("mlp", description="mlp or hgb (models.classifiers.available())")
+    settings: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the classifier")
 
 
-@dataclass
-class ExecutionConfig:
-    #: "dask" (embedded LocalCluster or ``scheduler``) or "sync" (in this process, one unit after another)
-    mode: str = "dask"
-    workers: int | None = None
+class ExecutionConfig(_Section):
+    mode: Literal["dask", "sync"] = Field("dask", description="dask: LocalCluster or scheduler; sync: in-process")
+    workers: NonNegativeInt | None = Field(None, description="LocalCluster workers; 0 or null: one per core")
     scheduler: str | None = None
     processes: bool = True
-    threads_per_task: int = 1
-    device: str = "auto"
+    threads_per_task: PositiveInt = 1
+    device: str = Field("auto", description="torch device: auto (GPU when present), cpu, cuda, cuda:1 ...")
 
 
-@dataclass
-class SearchConfig:
-    input: InputConfig = field(default_factory=InputConfig)
+class SearchConfig(_Section):
+    input: InputConfig = Field(default_factory=InputConfig)
     name: str = "search"
     output: str = "runs/search"
-    regions: RegionsConfig = field(default_factory=RegionsConfig)
-    features: list[str] = field(default_factory=lambda: list(LHCO_FEATURES))
-    methods: list[str] = field(default_factory=lambda: ["iad"])
-    #: values of n_sig (total injected) or S/B in the SR; ``null`` = use the data as it is
-    injections: list[float | None] = field(default_factory=lambda: [None])
-    injection_mode: str = "n_sig"
-    seeds: list[int] = field(default_factory=lambda: [0])
-    data_seed: int = 0
-    #: without ``input.test``: fraction of data background held out (all m_JJ; its SR part is the test set)
-    test_fraction: float = 0.2
-    #: split of the signal pool: injection / test (when no test file) / supervised training
-    signal_split: tuple[float, float, float] = (0.5, 0.25, 0.25)
-    k_folds: int = 5
-    #: folds of the ANODE / R-ANODE density fits (each fold's events are scored by flows fitted on the
-    #: others); None: ``k_folds``. Every fold costs one set of flow trainings.
-    density_folds: int | None = None
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    flow: dict[str, Any] = field(default_factory=dict)
-    #: per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}, ranode: {w: null}}
-    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: named variants of a method, usable in ``methods`` next to it, e.g. an R-ANODE scan of fixed w:
-    #: {ranode_w0p01: {method: ranode, settings: {w: 0.01}}}; settings go over method_settings[method]
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cathode_oversampling: float = 4.0
-    min_events: int = 100
-    fpr_floor_rel_error: float = 0.4
-    rejection: float = 1000.0
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)
+    features: list[str] = Field(default_factory=lambda: list(LHCO_FEATURES))
+    methods: list[str] = Field(default_factory=lambda: ["iad"])
+    injections: list[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None] = Field(
+        default_factory=lambda: [None],
+        description="n_sig injected in total (or S/B in the SR with injection_mode: s_over_b); null: the data as is")
+    injection_mode: Literal["n_sig", "s_over_b"] = "n_sig"
+    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0], min_length=1)
+    data_seed: NonNegativeInt = 0
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="without input.test: data background held out")
+    signal_split: tuple[Fraction, Fraction, Fraction] = Field(
+        (0.5, 0.25, 0.25), description="signal pool: injection / test (when no test file) / supervised training")
+    k_folds: int = Field(5, ge=2)
+    density_folds: int | None = Field(None, ge=2, description="ANODE / R-ANODE density folds; null: k_folds")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    flow: dict[str, Any] = Field(default_factory=dict, description="models.flows.ConditionalFlow arguments")
+    method_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}}")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named variants {NAME: {method: METHOD, settings: {...}}}")
+    cathode_oversampling: PositiveFloat = 4.0
+    min_events: PositiveInt = 100
+    fpr_floor_rel_error: PositiveFloat = 0.4
+    rejection: PositiveFloat = 1000.0
     save_models: bool = True
-    #: after the units: the comparison studies (analysis.compare.compare_run) into RUN/comparison/
-    compare: bool = True
-    #: repeats of the zero-injection template-vs-truth AUC study per template and seed (truth-vs-truth
-    #: spread: 2x this many); 0 switches that study off
-    compare_auc_repeats: int = 3
-    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    compare: bool = Field(True, description="after the units: the comparison studies into RUN/comparison/")
+    compare_auc_repeats: NonNegativeInt = 3
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     #: directory of the YAML file (paths are relative to it); not part of the saved config
-    base_dir: str = "."
+    base_dir: str = Field(".", exclude=True)
+
+    @field_validator("injections", mode="before")
+    @classmethod
+    def _one_injection(cls, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else [value]
+
+    @field_validator("signal_split")
+    @classmethod
+    def _split_sums(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if sum(value) > 1 + 1e-9:
+            raise ValueError(f"3 fractions summing to <= 1, got {value}")
+        return value
+
+    @field_validator("seeds", "methods")
+    @classmethod
+    def _distinct(cls, value: list) -> list:
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicates in {value}")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("base_dir")
-        return out
+        return self.model_dump()
 
     def digest(self) -> str:
         """sha256 of the resolved config minus execution settings (which do not change results)."""
@@ -134,7 +159,7 @@ class SearchConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     #: fields that list the units or only touch what happens after them: a run may be extended in them
-    UNIT_LIST_FIELDS = ("name", "methods", "injections", "seeds", "compare", "compare_auc_repeats", "save_models")
+    UNIT_LIST_FIELDS: ClassVar[tuple[str, ...]] = ("name", "methods", "injections", "seeds", "compare", "compare_auc_repeats", "save_models")
 
     def unit_digest(self) -> str:
         """sha256 of what fixes the result of any one (method, injection, seed) unit: :meth:`digest` without
@@ -169,45 +194,39 @@ class SearchConfig:
         return Regions(sr=tuple(self.regions.sr), mjj_range=tuple(self.regions.mjj_range), sideband_width=width)
 
 
-def _build(cls, values: Any, where: str):
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise ValueError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"config section {where!r}: unknown keys {unknown}; allowed: {sorted(names)}")
-    return cls(**values)
+def _key(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "config"
+
+
+def config_errors(error: ValidationError) -> str:
+    """A pydantic validation error as one line per problem, each naming its key path and the value given."""
+    lines = []
+    for e in error.errors():
+        given = "" if e["type"] == "missing" else f" (got {e['input']!r})"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{_key(e['loc'])}: unknown key")
+        else:
+            lines.append(f"{_key(e['loc'])}: {e['msg']}{given}")
+    return "; ".join(lines)
 
 
 def config_from_dict(values: dict[str, Any], base_dir: str | Path = ".") -> SearchConfig:
-    """Build a :class:`SearchConfig` from a mapping (as read from YAML); unknown keys raise ValueError."""
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(SearchConfig)} - {"base_dir"}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"config: unknown keys {unknown}; allowed: {sorted(names)}")
-    inp = dict(values.pop("input", None) or {})
-    if isinstance(inp.get("data"), str):
-        inp["data"] = [inp["data"]]
-    cfg = SearchConfig(
-        input=_build(InputConfig, inp, "input"),
-        regions=_build(RegionsConfig, values.pop("regions", None), "regions"),
-        classifier=_build(ClassifierConfig, values.pop("classifier", None), "classifier"),
-        execution=_build(ExecutionConfig, values.pop("execution", None), "execution"),
-        base_dir=str(Path(base_dir).resolve()),
-        **values,
-    )
-    cfg.regions.sr = tuple(float(v) for v in cfg.regions.sr)
-    cfg.regions.mjj_range = tuple(float(v) for v in cfg.regions.mjj_range)
-    cfg.signal_split = tuple(float(v) for v in cfg.signal_split)
-    cfg.features = list(cfg.features)
-    cfg.methods = list(cfg.methods)
-    cfg.seeds = [int(s) for s in cfg.seeds]
-    if not isinstance(cfg.injections, list):
-        cfg.injections = [cfg.injections]
-    return cfg
+    """Build a :class:`SearchConfig` from a mapping (as read from YAML). Unknown keys and mistyped values
+    raise ValueError naming every offending key path."""
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"config: a search config is a mapping, got {type(values).__name__}")
+    try:
+        return SearchConfig.model_validate({**(values or {}), "base_dir": str(Path(base_dir).resolve())})
+    except ValidationError as error:
+        raise ValueError(f"config: {config_errors(error)}") from None
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of a search config (``radar search --schema``), for editors and docs."""
+    schema = SearchConfig.model_json_schema(mode="validation")
+    schema.get("properties", {}).pop("base_dir", None)
+    schema["title"] = "radar search config"
+    return schema
 
 
 def load_config(path: str | Path) -> SearchConfig:
@@ -261,10 +280,6 @@ def validate_config(cfg: SearchConfig) -> None:
     if unknown:
         raise ValueError(f"methods: unknown {unknown}; available: {available_methods()} "
                          f"and the variants {sorted(cfg.variants)}")
-    if not cfg.methods:
-        raise ValueError("methods: empty list")
-    if len(set(cfg.methods)) != len(cfg.methods):
-        raise ValueError(f"methods: duplicates in {cfg.methods}")
     unknown = sorted(set(cfg.method_settings) - set(available_methods()))
     if unknown:
         raise ValueError(f"method_settings: unknown methods {unknown}; available: {available_methods()}")
@@ -286,28 +301,72 @@ def validate_config(cfg: SearchConfig) -> None:
         raise ValueError(f"features: {bad or 'empty'} not usable; choose from {list(FEATURE_COLUMNS[1:15])}")
     Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range),
             sideband_width=cfg.regions.sideband_width)  # raises on SR outside mjj_range
-    if cfg.injection_mode not in ("n_sig", "s_over_b"):
-        raise ValueError(f"injection_mode must be 'n_sig' or 's_over_b', got {cfg.injection_mode!r}")
-    if any(i is not None and (not np.isfinite(float(i)) or float(i) < 0) for i in cfg.injections):
-        raise ValueError(f"injections must be >= 0 (or null for the data as is), got {cfg.injections}")
+    check_settings(cfg)
     if any(i is not None for i in cfg.injections) and not cfg.input.signal:
         raise ValueError("injections given but input.signal (the signal pool) is not set")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ValueError(f"seeds: need a non-empty list of distinct integers, got {cfg.seeds}")
-    if cfg.k_folds < 2:
-        raise ValueError(f"k_folds must be >= 2, got {cfg.k_folds}")
-    if cfg.density_folds is not None and int(cfg.density_folds) < 2:
-        raise ValueError(f"density_folds must be >= 2 (or null for k_folds), got {cfg.density_folds}")
-    if cfg.compare_auc_repeats < 0 or cfg.compare_auc_repeats == 1:
+    if cfg.compare_auc_repeats == 1:
         raise ValueError(f"compare_auc_repeats must be 0 (off) or >= 2, got {cfg.compare_auc_repeats}")
-    if not 0 <= cfg.test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {cfg.test_fraction}")
-    if len(cfg.signal_split) != 3 or sum(cfg.signal_split) > 1 + 1e-9 or min(cfg.signal_split) < 0:
-        raise ValueError(f"signal_split must be 3 fractions summing to <= 1, got {cfg.signal_split}")
-    if cfg.cathode_oversampling <= 0:
-        raise ValueError(f"cathode_oversampling must be positive, got {cfg.cathode_oversampling}")
-    if cfg.execution.mode not in ("dask", "sync"):
-        raise ValueError(f"execution.mode must be 'dask' or 'sync', got {cfg.execution.mode!r}")
+
+
+#: keys radar sets itself when it builds a method, a flow or a classifier (a config must not set them)
+_SET_BY_RADAR = {"self", "features", "seed", "n_features"}
+#: methods without constructor settings (method_settings for them would be ignored)
+_NO_SETTINGS = ("cwola_hunting", "iad", "supervised")
+
+
+def _accepted(target: Any, *, extra: Any = None) -> set[str]:
+    """Keyword arguments a constructor accepts (those of ``extra`` too when it takes ``**kwargs`` that it
+    passes on, as CATHODE and ANODE pass theirs to the flow)."""
+    params = inspect.signature(target).parameters
+    names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    if extra is not None and any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        names |= _accepted(extra)
+    return names - _SET_BY_RADAR
+
+
+def _check_keys(where: str, settings: Any, accepted: set[str]) -> None:
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where}: must be a mapping, got {settings!r}")
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; accepted: {sorted(accepted)}")
+
+
+def _method_accepts(method: str) -> set[str] | None:
+    """Settings keys of a registered method (None: any, e.g. the score combination's own keys)."""
+    from radar.models import densities, templates
+    from radar.models.flows import ConditionalFlow
+
+    if method in templates.available():
+        keys = _accepted(templates.get(method).__init__, extra=ConditionalFlow.__init__)
+        return keys | ({"reuse_members"} if method == "combined_events" else set())
+    if method in densities.available():
+        return _accepted(densities.get(method).__init__, extra=ConditionalFlow.__init__)
+    if method == "lacathode":
+        return _accepted(ConditionalFlow.__init__)
+    if method == "combined_scores":
+        return {"members"}
+    return set()
+
+
+def check_settings(cfg: SearchConfig) -> None:
+    """The nested settings against the constructors they go to, before anything trains: the classifier's
+    ``classifier.settings``, the flow's ``flow``, each method's ``method_settings`` and the variants'
+    ``settings``. Raises ValueError naming the key path and the accepted keys."""
+    from radar.models.classifiers import get_classifier
+    from radar.models.flows import ConditionalFlow
+
+    classifier = type(get_classifier(cfg.classifier.name))
+    _check_keys("classifier.settings", cfg.classifier.settings, _accepted(classifier.__init__))
+    _check_keys("flow", cfg.flow, _accepted(ConditionalFlow.__init__))
+    for method, settings in cfg.method_settings.items():
+        accepted = _method_accepts(method)
+        if not accepted and method in _NO_SETTINGS:
+            raise ValueError(f"method_settings.{method}: {method} takes no settings")
+        _check_keys(f"method_settings.{method}", settings, accepted)
+    for name, variant in cfg.variants.items():
+        accepted = _method_accepts(str(variant.get("method")))
+        _check_keys(f"variants.{name}.settings", variant.get("settings") or {}, accepted)
 
 
 def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:

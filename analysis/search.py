@@ -989,6 +989,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     _CACHE.clear()
     inputs = load_inputs(cfg)
     validate_data(cfg, inputs["data"], inputs["signal"], inputs["test"])
+    check_injections(cfg, inputs)
     if any(m in cfg.methods for m in ("iad", "supervised")):
         _check_truth_inputs(cfg, inputs)
     run_dir = cfg.output_dir
@@ -1078,6 +1079,19 @@ def combination_members(cfg: SearchConfig) -> list[str]:
         return list(given)
     return [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS
             and cfg.base_method(m) != "combined_events"]
+
+
+def check_injections(cfg: SearchConfig, inputs: dict) -> None:
+    """Prepare the data of every injection once (split, hold-out, injection; no training), so that an
+    injection the signal pool cannot provide fails before anything trains, naming the injection."""
+    try:
+        for injection in cfg.injections:
+            try:
+                prepare_data(cfg, injection, inputs)
+            except ValueError as error:
+                raise ValueError(f"injections: {injection!r}: {error}") from None
+    finally:
+        _CACHE.clear()  # the units prepare their own (a cached table per injection costs memory)
 
 
 def _check_truth_inputs(cfg: SearchConfig, inputs: dict) -> None:
