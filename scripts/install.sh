@@ -7,5 +7,5 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip wheel setuptools
 pip install -q "torch==2.13.0"
-pip install -q -e ".[test]"
+pip install -q -e ".[all,test]"
 python -c "import torch, dask, dask_awkward, coffea, fastjet, pythia8mc; print('radar env: torch', torch.__version__, '| dask', dask.__version__, '| dask-awkward', dask_awkward.__version__, '| coffea', coffea.__version__)"

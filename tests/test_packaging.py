@@ -65,3 +65,22 @@ def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
     assert "cathode" in lines[1] and lines[2] == "True"
     preset = Path(site) / "radar" / "analysis" / "presets" / "demo.yaml"
     assert preset.is_file()  # the presets ship in the wheel
+
+
+def test_the_search_stack_needs_no_event_processing_packages():
+    """``pip install radar-hep`` without [process]/[generate]: the command line, the search, the bump hunt, the
+    plots and the feature-table reader import none of coffea, fastjet, uproot, awkward or Pythia."""
+    code = ("import sys; from radar.analysis.cli import build_parser; build_parser(); "
+            "import radar.analysis.search, radar.analysis.bumphunt, radar.analysis.report, radar.analysis.pipeline; "
+            "import radar.plots.spectra; from radar.processors.features import read_feature_table; "
+            "import radar.models.templates as t, radar.models.densities as d; t.available(); d.available(); "
+            "heavy = ('fastjet', 'coffea', 'pythia8mc', 'uproot', 'dask_awkward', 'vector', 'awkward'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    assert not any(name in core for name in ("fastjet", "coffea", "pythia8mc", "uproot", "awkward"))
+    assert "pythia8mc==8.317.2" in project["optional-dependencies"]["generate"]
