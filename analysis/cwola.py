@@ -74,7 +74,7 @@ def kfold_scores(X0: np.ndarray, X1: np.ndarray, w0: np.ndarray | None = None, w
     assignment over that table, so that a table row's score never depends on which class it was in.
     Returns out-of-fold P(class 1) for the events of both classes and of ``X_fold`` (N_fold, F), and the
     fold-mean for ``X_mean`` (never mix the two in one spectrum). With ``save_dir`` each fold model is
-    saved as ``fold{i}.pt|.pkl``.
+    saved as ``fold{i}.pt|.npz``.
     """
     if k_folds < 2:
         raise ValueError(f"k_folds must be >= 2 (got {k_folds}): out-of-fold scores need a held-out fold")

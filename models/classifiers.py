@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -313,20 +313,77 @@ class HGBClassifier:
                                              "val_fraction", "seed", "n_threads")}
 
     def save(self, path: str | Path) -> Path:
-        """Pickle the fitted ensemble (sklearn models have no weights-only format; load only trusted files)."""
+        """Write the fitted ensemble as plain arrays (``.npz``, no pickle): per member its baseline and the
+        nodes of its trees (feature, threshold, missing-value side, children, leaf values). Loading can run no
+        code; a loaded ensemble predicts with :class:`_TreeEnsemble` (same probabilities as the fit)."""
         from radar.processors.io import atomic_output
 
+        if not self.models_:
+            raise RuntimeError("HGBClassifier.save called before fit")
+        arrays: dict[str, np.ndarray] = {"params": np.array(json.dumps(self.get_params()))}
+        for i, model in enumerate(self.models_):
+            if isinstance(model, _TreeEnsemble):
+                baseline, nodes, offsets = model.baseline, model.nodes, model.offsets
+            else:
+                if getattr(model, "is_categorical_", None) is not None and np.any(model.is_categorical_):
+                    raise ValueError("HGBClassifier.save: categorical features are not supported")
+                trees = [predictors[0].nodes for predictors in model._predictors]
+                baseline = float(np.ravel(model._baseline_prediction)[0])
+                nodes = np.concatenate(trees)
+                offsets = np.cumsum([0] + [len(t) for t in trees])
+            arrays[f"m{i}_baseline"] = np.array(baseline)
+            arrays[f"m{i}_offsets"] = np.asarray(offsets, dtype=np.int64)
+            for field in _NODE_FIELDS:
+                arrays[f"m{i}_{field}"] = np.asarray(nodes[field])
         with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-            pickle.dump({"params": self.get_params(), "models": self.models_}, handle)
+            np.savez(handle, **arrays)
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> HGBClassifier:
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)  # noqa: S301 - radar's own output
-        clf = cls(**payload["params"])
-        clf.models_ = payload["models"]
+        """Read an ensemble written by :meth:`save` (``allow_pickle=False``: no code can run)."""
+        with np.load(path, allow_pickle=False) as payload:
+            if "params" not in payload.files:
+                raise ValueError(f"{path}: not a saved HGB classifier (no 'params')")
+            clf = cls(**json.loads(str(payload["params"])))
+            clf.models_ = []
+            for i in range(clf.n_models):
+                fields = {f: payload[f"m{i}_{f}"] for f in _NODE_FIELDS}
+                nodes = np.empty(len(fields["value"]), dtype=[(f, a.dtype) for f, a in fields.items()])
+                for f, a in fields.items():
+                    nodes[f] = a
+                clf.models_.append(_TreeEnsemble(float(payload[f"m{i}_baseline"]), nodes, payload[f"m{i}_offsets"]))
         return clf
+
+
+#: the node fields a saved HGB tree keeps (sklearn's TreePredictor nodes, numerical splits)
+_NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
+
+
+class _TreeEnsemble:
+    """One loaded boosted-tree member: P(y=1) = sigmoid(baseline + sum of the trees' leaf values), the trees
+    walked as sklearn does (``x[feature] <= threshold`` goes left, NaN follows ``missing_go_to_left``)."""
+
+    def __init__(self, baseline: float, nodes: np.ndarray, offsets: np.ndarray) -> None:
+        self.baseline, self.nodes, self.offsets = float(baseline), nodes, np.asarray(offsets, dtype=np.int64)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        raw = np.full(len(X), self.baseline)
+        rows = np.arange(len(X))
+        for start, stop in zip(self.offsets[:-1], self.offsets[1:]):
+            tree = self.nodes[start:stop]
+            node = np.zeros(len(X), dtype=np.int64)
+            active = ~tree["is_leaf"][node].astype(bool)
+            while active.any():
+                idx = node[active]
+                x = X[rows[active], tree["feature_idx"][idx]]
+                left = np.where(np.isnan(x), tree["missing_go_to_left"][idx].astype(bool), x <= tree["num_threshold"][idx])
+                node[active] = np.where(left, tree["left"][idx], tree["right"][idx])
+                active = ~tree["is_leaf"][node].astype(bool)
+            raw += tree["value"][node]
+        p1 = 1.0 / (1.0 + np.exp(-raw))
+        return np.column_stack([1.0 - p1, p1])
 
 
 _CLASSIFIERS: dict[str, type] = {"mlp": MLPClassifier, "hgb": HGBClassifier}
@@ -348,7 +405,7 @@ def get_classifier(name: str, **kwargs: Any) -> MLPClassifier | HGBClassifier:
 
 def classifier_suffix(name: str) -> str:
     """File suffix for saved models of classifier ``name``."""
-    return ".pt" if name == "mlp" else ".pkl"
+    return ".pt" if name == "mlp" else ".npz"
 
 
 def load_classifier(name: str, path: str | Path, device: str = "auto"):

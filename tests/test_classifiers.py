@@ -125,3 +125,27 @@ def test_out_of_fold_scores_use_models_that_did_not_see_the_event():
     np.testing.assert_allclose(result.scores_mean, result.scores_fold_mean[:7])
     with pytest.raises(ValueError, match="k_folds must be >= 2"):
         kfold_scores(X0, X1, k_folds=1)
+
+
+def test_hgb_models_are_saved_without_pickle_and_a_pickle_cannot_run_code(tmp_path):
+    """A saved model from someone else must not execute code when loaded (it did: HGB models were pickles)."""
+    import pickle
+
+    X, y = two_blobs(400)
+    clf = get_classifier("hgb", seed=1, n_models=2, max_iter=30).fit(X, y)
+    path = clf.save(tmp_path / "fold0.npz")
+    loaded = load_classifier("hgb", path)
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-12)
+    again = load_classifier("hgb", loaded.save(tmp_path / "again.npz"))  # a loaded ensemble saves the same
+    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), rtol=1e-12)
+    marker = tmp_path / "code_ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    evil = tmp_path / "evil.npz"
+    evil.write_bytes(pickle.dumps({"params": Evil()}))
+    with pytest.raises(ValueError):
+        load_classifier("hgb", evil)
+    assert not marker.exists()

@@ -89,7 +89,7 @@ def test_every_data_event_gets_a_score(finished_run):
     assert (scores.loc[rest, "score"] != scores.loc[rest, "score_fold_mean"]).mean() > 0.9
     test = load_scores(cfg.output_dir, "cwola_hunting", 300, 1, test=True)
     assert set(test["label"]) == {0.0, 1.0} and np.isfinite(test["score"]).all()
-    assert len(list((unit_dir(cfg.output_dir, "iad", 0, 0) / "models").glob("fold*.pkl"))) == 3
+    assert len(list((unit_dir(cfg.output_dir, "iad", 0, 0) / "models").glob("fold*.npz"))) == 3
 
 
 def test_run_level_table_and_manifest(finished_run):
