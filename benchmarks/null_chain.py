@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("analysis", "models", "processors", "distributed"):
+    for noisy in ("radar", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from benchmarks.null_surrogate import Surrogate
