@@ -78,7 +78,7 @@ def combined_unit_scores(run_dir: str | Path, methods: Sequence[str], injection:
     prepared data). Returns copies of the first member's tables with ``score`` replaced by the
     combination (and, for ``scores``, ``role`` set to "combined").
     """
-    from radar.analysis.search import unit_dir
+    from radar.analysis.rundir import unit_dir
 
     if len(methods) < 2:
         raise ValueError(f"combined_unit_scores: need >= 2 member methods, got {list(methods)}")
@@ -119,7 +119,7 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
     import json
 
     from radar.analysis.metrics import auc, classifier_metrics
-    from radar.analysis.search import unit_dir, unit_finished
+    from radar.analysis.rundir import unit_dir, unit_finished
     from radar.processors.io import atomic_output, write_json
 
     run_dir = Path(run_dir)

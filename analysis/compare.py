@@ -277,17 +277,11 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     (``comparison/auc_vs_truth.{json,csv,md,png,pdf}``). Needs truth labels in the data; without them
     (real data) it writes nothing and says so. Returns {name: path}.
     """
+    from radar.analysis.methods import TEMPLATE_METHODS
     from radar.analysis.metrics import markdown_table, summarise
-    from radar.analysis.search import (
-        TEMPLATE_METHODS,
-        _injection_tag,
-        classifier_settings,
-        load_inputs,
-        load_scores,
-        load_template_sample,
-        prepare_data,
-        unit_finished,
-    )
+    from radar.analysis.preparation import load_inputs, prepare_data
+    from radar.analysis.rundir import _injection_tag, load_scores, load_template_sample, unit_finished
+    from radar.analysis.units import classifier_settings
     from radar.processors.io import atomic_output, write_json
 
     run_dir = Path(run_dir)

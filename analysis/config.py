@@ -252,7 +252,7 @@ def load_config(path: str | Path) -> SearchConfig:
 def validate_config(cfg: SearchConfig) -> None:
     """Checks that need no data. Raises ValueError naming the problem."""
     from radar.analysis.regions import Regions
-    from radar.analysis.search import available_methods
+    from radar.analysis.units import available_methods
     from radar.models.classifiers import available as classifiers_available
     from radar.processors.features import FEATURE_COLUMNS
 
@@ -284,7 +284,7 @@ def validate_config(cfg: SearchConfig) -> None:
     if unknown:
         raise ValueError(f"method_settings: unknown methods {unknown}; available: {available_methods()}")
     if "combined_scores" in cfg.methods:
-        from radar.analysis.search import combination_members
+        from radar.analysis.methods import combination_members
 
         members = combination_members(cfg)
         missing = [m for m in members if m not in cfg.methods]

@@ -208,7 +208,7 @@ def _search(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]):
 
 
 def _scores_for_bumphunt(config: RunConfig, cfg) -> tuple[Path, dict[str, Any]]:
-    from radar.analysis.search import unit_dir
+    from radar.analysis.rundir import unit_dir
 
     settings = dict(config.bumphunt)
     method = settings.pop("method", cfg.methods[0])

@@ -61,7 +61,8 @@ def test_no_sideband_event_is_scored_against_a_template_that_learnt_it(tmp_path,
     flow reproduces its training events a little, so they look template-like and pass a tail cut less
     often: a bump in the SR). Every fold's template must be fitted without the events its classifier
     scores, and with all the other folds' sideband events."""
-    from radar.analysis.search import UnitContext, _data_folds, prepare_data
+    from radar.analysis.preparation import prepare_data
+    from radar.analysis.units import UnitContext, _data_folds
     from radar.models.templates.cathode import CathodeTemplate
 
     fitted: list[set[float]] = []

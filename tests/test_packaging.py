@@ -37,9 +37,15 @@ def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
     """Build the wheel, install it (no dependencies: they come from this environment, without radar's
     editable hook) into a fresh venv, and import radar from a folder that holds a user's own ``models/``
     and ``analysis/`` packages, as CURTAINs' repository does."""
+    import shutil
+
+    # build from a clean copy: setuptools reuses a build/ folder, which could smuggle stale modules in
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info",
+                                                                 "__pycache__", ".ruff_cache", ".pytest_cache"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(REPO)], check=True, capture_output=True, timeout=600)
+                    str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = wheels.glob("radar_hep-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -7,7 +7,8 @@ import pytest
 
 from radar.analysis.config import config_from_dict
 from radar.analysis.datasets import drop_shared_events, toy_lhco_like
-from radar.analysis.search import _CACHE, prepare_data, run_search
+from radar.analysis.preparation import _CACHE, prepare_data
+from radar.analysis.search import run_search
 from radar.processors.features import write_feature_table
 
 KEY = ["mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2"]

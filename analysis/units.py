@@ -1,0 +1,253 @@
+"""What a method is: :class:`UnitContext` in, :class:`MethodOutput` out, registered by name; and the k-fold
+classification every method's scores go through (:func:`_classify`, :func:`_classify_per_fold`): every data
+event scored once, by models — classifiers and data-fitted templates — that never saw it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radar.analysis.config import SearchConfig
+from radar.analysis.datasets import feature_matrix
+from radar.analysis.preparation import PreparedData
+from radar.analysis.regions import Regions
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class MethodOutput:
+    """What a method returns: one score per data event, how it was made, and test-set scores."""
+
+    scores: np.ndarray
+    role: np.ndarray
+    test_scores: np.ndarray
+    classification_auc: float | None = None
+    classification_auc_sigma: float | None = None
+    extra: dict = field(default_factory=dict)
+    #: the unsafe pre-fix scores (rows outside the training classes scored by the mean of the k fold
+    #: models), written as ``score_fold_mean`` for the closure benchmark; never hunted
+    diagnostic_scores: np.ndarray | None = None
+
+
+@dataclass
+class UnitContext:
+    cfg: SearchConfig
+    prepared: PreparedData
+    method: str
+    seed: int
+    model_dir: Path | None
+    #: the run directory and this unit's injection (lets a combination reuse its members' finished units)
+    run_dir: Path | None = None
+    injection: float | None = None
+
+    @property
+    def regions(self) -> Regions:
+        return self.cfg.regions_for(self.method)
+
+    @property
+    def base_method(self) -> str:
+        """The registered method this unit runs (``method`` may name a variant of it)."""
+        return self.cfg.base_method(self.method)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.cfg.features)
+
+
+MethodFunction = Callable[[UnitContext], MethodOutput]
+_METHODS: dict[str, MethodFunction] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFunction], MethodFunction]:
+    """Decorator: make ``func(ctx) -> MethodOutput`` selectable as ``methods: [name]``."""
+    def wrap(func: MethodFunction) -> MethodFunction:
+        _METHODS[name] = func
+        return func
+    return wrap
+
+
+def available_methods() -> list[str]:
+    """Every method name a config may use: the registered methods and the score combination."""
+    import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
+    from radar.analysis.methods import SCORE_COMBINATIONS
+
+    return sorted([*_METHODS, *SCORE_COMBINATIONS])
+
+
+def classifier_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """The configured classifier's keyword arguments with the execution's device and, for HGB, threads."""
+    settings = dict(cfg.classifier.settings)
+    settings.setdefault("device", cfg.execution.device)
+    if cfg.classifier.name == "hgb":
+        # one task per core: OpenMP threads beyond threads_per_task only oversubscribe the machine
+        settings.setdefault("n_threads", cfg.execution.threads_per_task)
+    return settings
+
+
+#: seed offset of the one fold assignment over the search data (every row: SR, sidebands, the rest)
+_DATA_FOLD_SEED = 3
+
+
+def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np.ndarray | None,
+              X1: np.ndarray, rows1: np.ndarray | None,
+              embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None) -> MethodOutput:
+    """k-fold class 0 vs class 1 (:func:`radar.analysis.cwola.kfold_scores`); every data event and the test set
+    get a score. For class-0 inputs that are NOT made from the data (CWoLa Hunting's sidebands are data
+    rows; an external IAD template, supervised signal); a template fitted on data is made per fold
+    (:func:`_classify_per_fold`).
+
+    rows0/rows1: data row indices of the class-0/1 events (None: the class is not made of data rows).
+    Every data row has its fold from ONE assignment over the data (seeded by the unit seed; balanced
+    within class 0, class 1 and the rest), and is scored by the one model that did not train on its
+    fold — SR data, sidebands and rows in no class alike (``role`` ``data``, ``template``, ``fold``):
+    the scores entering an m_JJ spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
+    models. ``embed(table, what)``: the classifier's inputs of a table's events (default: the features).
+    """
+    from radar.analysis.cwola import kfold_scores
+    from radar.analysis.metrics import auc, auc_null_sigma
+
+    cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
+    embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
+    k = cfg.k_folds
+    data_folds = _data_folds(ctx, rows0, rows1)
+    trained = np.zeros(len(data), bool)
+    for rows in (rows0, rows1):
+        if rows is not None:
+            trained[rows] = True
+    rest = np.flatnonzero(~trained)
+    X_test = embed(test, "test") if len(test) else None
+    result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=k, seed=ctx.seed,
+                          folds0=None if rows0 is None else data_folds[rows0],
+                          folds1=None if rows1 is None else data_folds[rows1],
+                          X_fold=embed(data.iloc[rest], "data"), folds_fold=data_folds[rest], X_mean=X_test,
+                          save_dir=ctx.model_dir, **classifier_settings(cfg))
+    scores = np.full(len(data), np.nan)
+    role = np.full(len(data), "fold", dtype=object)
+    scores[rest] = result.scores_fold
+    # the pre-fix scheme (rows in no class scored by the fold mean), kept only as a diagnostic column
+    fold_mean = scores.copy()
+    fold_mean[rest] = result.scores_fold_mean
+    if rows0 is not None:
+        scores[rows0] = fold_mean[rows0] = result.scores0
+        role[rows0] = "template"
+    if rows1 is not None:
+        scores[rows1] = fold_mean[rows1] = result.scores1
+        role[rows1] = "data"
+    y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
+    s = np.concatenate([result.scores0, result.scores1])
+    w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1))])
+    return MethodOutput(scores=scores, role=role,
+                        test_scores=result.scores_mean if X_test is not None else np.zeros(0),
+                        classification_auc=auc(y, s, w),
+                        classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
+                        extra={"n_class0": len(X0), "n_class1": len(X1)}, diagnostic_scores=fold_mean)
+
+
+def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | None) -> np.ndarray:
+    """The one fold assignment over the search data (seeded by the unit seed), balanced within class 0,
+    class 1 and the rest.
+
+    Balanced within class: a fold holding more SR events than another would get a model with a lower
+    class-1 prior, and score those very events lower (a deficit in the SR on background only)."""
+    from radar.analysis.cwola import fold_assignment
+
+    n = len(ctx.prepared.data)
+    trained = np.zeros(n, bool)
+    for rows in (rows0, rows1):
+        if rows is not None:
+            trained[rows] = True
+    folds = np.zeros(n, np.int64)
+    for i, rows in enumerate((rows0, rows1, np.flatnonzero(~trained))):
+        if rows is not None:
+            folds[rows] = fold_assignment(len(rows), ctx.cfg.k_folds, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i)
+    return folds
+
+
+#: what one fold of a per-fold method trains on: the class-0 inputs (N0, F) and weights, and the
+#: classifier inputs of data events (``embed(table, what)``; None: the features)
+FoldInputs = tuple[np.ndarray, np.ndarray | None, Callable[[pd.DataFrame, str], np.ndarray] | None]
+
+
+def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray], FoldInputs],
+                       rows1: np.ndarray) -> MethodOutput:
+    """k-fold template vs SR data where the TEMPLATE is made per fold too: every data event's score
+    depends on no model that saw the event.
+
+    A template fitted on all sideband data makes the sideband events' scores depend on themselves: the
+    flow reproduces its training events a little (memorisation), so the classifier learns "unlike the
+    sideband events" and the very sideband events that trained the flow pass a tail cut less often than
+    fresh events at the same m_JJ — most of all next to the SR, whose template the nearest sideband
+    events shaped. Measured on the smooth background-only surrogate (null_chain): sideband events next
+    to the SR passed a top-5 % cut 5-25 % less often than fresh events, a bump in the SR of 2-4σ.
+
+    So fold f's template comes from a fit (``fold_inputs(f, train)``, ``train``: the data rows not in
+    fold f) that never saw fold f's events; classifier f is trained on that template vs the SR data
+    rows not in fold f and scores every data row of fold f (SR, sidebands, the rest; ``role`` ``data``
+    for SR rows, ``fold`` for the others). The labelled test set gets the mean of the k classifiers
+    (each on its own fold's ``embed``); ``score_fold_mean`` (diagnostic) the same mean for rows outside
+    the SR, as the pre-fix scheme did.
+    """
+    from radar.analysis.metrics import auc, auc_null_sigma
+    from radar.models.classifiers import classifier_suffix, get_classifier
+
+    cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
+    k = cfg.k_folds
+    folds = _data_folds(ctx, None, rows1)
+    in_sr = np.zeros(len(data), bool)
+    in_sr[rows1] = True
+    rest = np.flatnonzero(~in_sr)
+    scores, fold_mean = np.full(len(data), np.nan), np.zeros(len(data))
+    test_scores = np.zeros(len(test))
+    auc_y, auc_s, auc_w = [], [], []
+    settings = classifier_settings(cfg)
+    held_template: list[tuple[np.ndarray, np.ndarray]] = []
+    models = []
+    for f in range(k):
+        train = folds != f
+        X0, w0, embed = fold_inputs(f, train)
+        embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
+        w0 = np.ones(len(X0)) if w0 is None else np.asarray(w0, dtype="float64")
+        train1 = rows1[train[rows1]]
+        X1 = embed(data.iloc[train1], "data")
+        if min(len(X0), len(X1)) < 2:
+            raise ValueError(f"fold {f}: {len(X0)} template and {len(X1)} SR data events: too few to train")
+        clf = get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings).fit(
+            np.concatenate([X0, X1]), np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
+            sample_weight=np.concatenate([w0, np.ones(len(X1))]))
+        own = np.flatnonzero(~train)
+        scores[own] = clf.predict_proba(embed(data.iloc[own], "data"))
+        fold_mean[rest] += clf.predict_proba(embed(data.iloc[rest], "data")) / k
+        if len(test):
+            test_scores += clf.predict_proba(embed(test, "test")) / k
+        if ctx.model_dir is not None:
+            clf.save(ctx.model_dir / f"fold{f}{classifier_suffix(cfg.classifier.name)}")
+        models.append(clf)
+        held_template.append((X0, w0))
+        log.info("%s: fold %d/%d trained (%d template, %d SR data events)", ctx.method, f + 1, k, len(X0), len(X1))
+    # classification AUC: SR data out of fold; fold f's template scored by the next fold's classifier,
+    # which never trained on it
+    for f, (X0, w0) in enumerate(held_template):
+        auc_s.append(models[(f + 1) % k].predict_proba(X0))
+        auc_y.append(np.zeros(len(X0)))
+        auc_w.append(w0)
+    n0 = sum(len(y) for y in auc_y) // k
+    auc_s.append(scores[rows1])
+    auc_y.append(np.ones(len(rows1)))
+    auc_w.append(np.ones(len(rows1)))
+    fold_mean[rows1] = scores[rows1]
+    role = np.full(len(data), "fold", dtype=object)
+    role[rows1] = "data"
+    y, s, w = np.concatenate(auc_y), np.concatenate(auc_s), np.concatenate(auc_w)
+    return MethodOutput(scores=scores, role=role, test_scores=test_scores, classification_auc=auc(y, s, w),
+                        classification_auc_sigma=auc_null_sigma(len(rows1), n0),
+                        extra={"n_class0": n0, "n_class1": len(rows1), "template_folds": k},
+                        diagnostic_scores=fold_mean)
+
+
