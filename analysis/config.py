@@ -188,9 +188,10 @@ class SearchConfig(_Section):
 
     def regions_for(self, method: str):
         from radar.analysis.regions import Regions
+        from radar.analysis.units import method_info
 
-        method = self.base_method(method)
-        width = self.regions.cwola_sideband_width if method == "cwola_hunting" else self.regions.sideband_width
+        narrow = method_info(self.base_method(method)).sidebands == "narrow"
+        width = self.regions.cwola_sideband_width if narrow else self.regions.sideband_width
         return Regions(sr=tuple(self.regions.sr), mjj_range=tuple(self.regions.mjj_range), sideband_width=width)
 
 
@@ -252,7 +253,7 @@ def load_config(path: str | Path) -> SearchConfig:
 def validate_config(cfg: SearchConfig) -> None:
     """Checks that need no data. Raises ValueError naming the problem."""
     from radar.analysis.regions import Regions
-    from radar.analysis.units import available_methods
+    from radar.analysis.units import available_methods, method_info
     from radar.models.classifiers import available as classifiers_available
     from radar.processors.features import FEATURE_COLUMNS
 
@@ -291,7 +292,7 @@ def validate_config(cfg: SearchConfig) -> None:
         if len(members) < 2 or missing:
             raise ValueError(f"combined_scores: needs >= 2 member methods in 'methods' (members {members}, "
                              f"not run: {missing})")
-    needs_simulation = [m for m in cfg.methods if cfg.base_method(m) in ("salad", "feta")]
+    needs_simulation = [m for m in cfg.methods if method_info(cfg.base_method(m)).needs_simulation]
     if needs_simulation and cfg.input.simulation is None:
         raise ValueError(f"methods {needs_simulation} need a simulation sample: set input.simulation")
     if cfg.classifier.name not in classifiers_available():
@@ -310,8 +311,6 @@ def validate_config(cfg: SearchConfig) -> None:
 
 #: keys radar sets itself when it builds a method, a flow or a classifier (a config must not set them)
 _SET_BY_RADAR = {"self", "features", "seed", "n_features"}
-#: methods without constructor settings (method_settings for them would be ignored)
-_NO_SETTINGS = ("cwola_hunting", "iad", "supervised")
 
 
 def _accepted(target: Any, *, extra: Any = None) -> set[str]:
@@ -353,6 +352,7 @@ def check_settings(cfg: SearchConfig) -> None:
     """The nested settings against the constructors they go to, before anything trains: the classifier's
     ``classifier.settings``, the flow's ``flow``, each method's ``method_settings`` and the variants'
     ``settings``. Raises ValueError naming the key path and the accepted keys."""
+    from radar.analysis.units import method_info
     from radar.models.classifiers import get_classifier
     from radar.models.flows import ConditionalFlow
 
@@ -361,7 +361,7 @@ def check_settings(cfg: SearchConfig) -> None:
     _check_keys("flow", cfg.flow, _accepted(ConditionalFlow.__init__))
     for method, settings in cfg.method_settings.items():
         accepted = _method_accepts(method)
-        if not accepted and method in _NO_SETTINGS:
+        if not method_info(method).settings:
             raise ValueError(f"method_settings.{method}: {method} takes no settings")
         _check_keys(f"method_settings.{method}", settings, accepted)
     for name, variant in cfg.variants.items():
@@ -373,6 +373,7 @@ def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
     """Checks on the loaded tables (GeV): SR within the data's m_JJ coverage, enough events in the SR
     and in the sidebands each method needs, finite features. Raises ValueError naming the problem."""
     from radar.analysis.datasets import check_features
+    from radar.analysis.units import method_info
 
     mjj = data["mjj"].to_numpy()
     lo, hi = float(np.nanmin(mjj)), float(np.nanmax(mjj))
@@ -387,7 +388,7 @@ def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
         if n_sr < cfg.min_events:
             raise ValueError(f"method {method}: only {n_sr} data events in the SR {sr} GeV "
                              f"(min_events = {cfg.min_events})")
-        if cfg.base_method(method) not in ("iad", "supervised", "combined_scores"):  # learns from sidebands
+        if method_info(cfg.base_method(method)).sidebands != "none":  # learns from sidebands
             n_sb = int(regions.sideband(mjj).sum())
             if n_sb < cfg.min_events:
                 raise ValueError(f"method {method}: only {n_sb} data events in the sidebands "

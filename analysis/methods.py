@@ -21,12 +21,14 @@ from radar.analysis.units import (
     _classify,
     _classify_per_fold,
     _data_folds,
+    method_info,
+    register_info,
     register_method,
 )
 
 log = logging.getLogger(__name__)
 
-@register_method("iad")
+@register_method("iad", sidebands="none", truth_labels=True, settings=False)
 def idealized_ad(ctx: UnitContext) -> MethodOutput:
     """Idealized AD: a perfect SR background template (truth labels) vs SR data.
 
@@ -49,7 +51,7 @@ def idealized_ad(ctx: UnitContext) -> MethodOutput:
                      feature_matrix(data.iloc[rows1], ctx.features), rows1)
 
 
-@register_method("supervised")
+@register_method("supervised", sidebands="none", truth_labels=True, settings=False)
 def supervised(ctx: UnitContext) -> MethodOutput:
     """Supervised upper bound: SR background of the data (truth label 0) vs held-out SR signal."""
     data, sig = ctx.prepared.data, ctx.prepared.signal_supervised
@@ -61,7 +63,7 @@ def supervised(ctx: UnitContext) -> MethodOutput:
                      feature_matrix(sig, ctx.features, "signal"), None)
 
 
-@register_method("cwola_hunting")
+@register_method("cwola_hunting", sidebands="narrow", settings=False)
 def cwola_hunting(ctx: UnitContext) -> MethodOutput:
     """CWoLa Hunting: (narrow) sideband data (label 0) vs SR data (label 1)."""
     mjj = ctx.prepared.data["mjj"].to_numpy()
@@ -82,7 +84,7 @@ def _flow_settings(ctx: UnitContext) -> dict[str, Any]:
 TEMPLATE_METHODS = ("cathode", "salad", "curtains", "feta", "combined_events")
 #: methods made after the units from other methods' scores (analysis.combine), not trained
 SCORE_COMBINATIONS = ("combined_scores",)
-_SIMULATION_TEMPLATES = ("salad", "curtains", "feta")
+register_info("combined_scores", kind="combination", sidebands="none")
 
 
 def _method_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
     if name == "cathode":
         return {**_flow_settings(ctx), **kwargs}
     kwargs.setdefault("device", ctx.cfg.execution.device)
-    if name in _SIMULATION_TEMPLATES:
+    if method_info(name).signal_region_setting:
         kwargs.setdefault("signal_region", tuple(ctx.cfg.regions.sr))
     if name == "feta":
         kwargs.setdefault("base_kwargs", {k: v for k, v in _flow_settings(ctx).items() if k != "device"})
@@ -256,10 +258,12 @@ def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFra
 
 
 for _name in TEMPLATE_METHODS:
-    register_method(_name)(functools.partial(_template_method, name=_name))
+    register_method(_name, kind="template", needs_simulation=_name in ("salad", "feta"),
+                    signal_region_setting=_name in ("salad", "curtains", "feta"))(
+        functools.partial(_template_method, name=_name))
 
 
-@register_method("lacathode")
+@register_method("lacathode", kind="template")
 def lacathode(ctx: UnitContext) -> MethodOutput:
     """LaCATHODE (Hallin et al., arXiv:2210.14924): CATHODE's flow, with the classifier moved into the flow's
     latent space.
@@ -344,7 +348,7 @@ def _density_method(ctx: UnitContext, name: str, kwargs: dict[str, Any]) -> Meth
                         extra=extra)
 
 
-@register_method("ranode")
+@register_method("ranode", kind="density")
 def ranode(ctx: UnitContext) -> MethodOutput:
     """R-ANODE: mixture fit w p_S + (1-w) p_B in the SR (p_B from the SB, fixed); score log p_S - log p_B."""
     kwargs = _method_settings(ctx, "ranode")
@@ -353,7 +357,7 @@ def ranode(ctx: UnitContext) -> MethodOutput:
     return _density_method(ctx, "ranode", kwargs)
 
 
-@register_method("anode")
+@register_method("anode", kind="density")
 def anode(ctx: UnitContext) -> MethodOutput:
     """ANODE: density ratio p_data(x|m)/p_bkg(x|m) from two flows (SR data, SB data); no classifier."""
     return _density_method(ctx, "anode", {**_flow_settings(ctx), **_method_settings(ctx, "anode")})

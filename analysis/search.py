@@ -60,6 +60,7 @@ from radar.analysis.units import (
     UnitContext,
     available_methods,
     classifier_settings,
+    method_info,
     register_method,
 )
 
@@ -301,7 +302,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     inputs = load_inputs(cfg)
     validate_data(cfg, inputs["data"], inputs["signal"], inputs["test"])
     check_injections(cfg, inputs)
-    if any(m in cfg.methods for m in ("iad", "supervised")):
+    if any(method_info(cfg.base_method(m)).truth_labels for m in cfg.methods):
         _check_truth_inputs(cfg, inputs)
     run_dir = cfg.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)

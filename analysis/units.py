@@ -65,20 +65,70 @@ MethodFunction = Callable[[UnitContext], MethodOutput]
 _METHODS: dict[str, MethodFunction] = {}
 
 
-def register_method(name: str) -> Callable[[MethodFunction], MethodFunction]:
-    """Decorator: make ``func(ctx) -> MethodOutput`` selectable as ``methods: [name]``."""
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the rest of radar needs to know about a method, in one place.
+
+    kind: ``classifier`` (class 0 vs SR data), ``template`` (a background template fitted per fold, vs SR
+    data), ``density`` (a density ratio, no classifier) or ``combination`` (made from other methods' scores
+    after the units). sidebands: ``wide`` (all of the m_JJ range outside the SR), ``narrow``
+    (``regions.cwola_sideband_width`` on each side) or ``none`` (learns from the SR only). needs_simulation:
+    ``input.simulation`` is required. truth_labels: learns from the data's truth labels (idealized and
+    supervised references). signal_region_setting: its constructor takes the SR from the config.
+    settings: takes ``method_settings``.
+    """
+
+    name: str
+    kind: str = "classifier"
+    sidebands: str = "wide"
+    needs_simulation: bool = False
+    truth_labels: bool = False
+    signal_region_setting: bool = False
+    settings: bool = True
+
+
+_INFO: dict[str, MethodInfo] = {}
+
+
+def register_method(name: str, **info: Any) -> Callable[[MethodFunction], MethodFunction]:
+    """Decorator: make ``func(ctx) -> MethodOutput`` selectable as ``methods: [name]``, with its
+    :class:`MethodInfo` (keyword arguments)."""
+    record = MethodInfo(name, **info)
+
     def wrap(func: MethodFunction) -> MethodFunction:
         _METHODS[name] = func
+        _INFO[name] = record
         return func
     return wrap
+
+
+def register_info(name: str, **info: Any) -> MethodInfo:
+    """A method that is not a unit function (the score combination): its :class:`MethodInfo` only."""
+    _INFO[name] = MethodInfo(name, **info)
+    return _INFO[name]
+
+
+def method_info(name: str) -> MethodInfo:
+    """The :class:`MethodInfo` of a registered method (raises ValueError for an unknown name)."""
+    import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
+
+    try:
+        return _INFO[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(_INFO)}") from None
+
+
+def methods_of_kind(kind: str) -> tuple[str, ...]:
+    import radar.analysis.methods  # noqa: F401
+
+    return tuple(name for name, info in _INFO.items() if info.kind == kind)
 
 
 def available_methods() -> list[str]:
     """Every method name a config may use: the registered methods and the score combination."""
     import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
-    from radar.analysis.methods import SCORE_COMBINATIONS
 
-    return sorted([*_METHODS, *SCORE_COMBINATIONS])
+    return sorted(_INFO)
 
 
 def classifier_settings(cfg: SearchConfig) -> dict[str, Any]:

@@ -306,3 +306,28 @@ def test_variants_run_a_method_with_other_settings_next_to_it(toy_dir, tmp_path)
     assert not np.allclose(scores[1], scores[2])  # the fixed w changes the fitted signal density
     table = (cfg.output_dir / "metrics_table.md").read_text()
     assert "| ranode_w0p05 |" in table and "| ranode_w0p2 |" in table
+
+
+def test_every_method_has_one_record_of_its_properties():
+    """Method properties live in one record (they were string literals in three files, and disagreed)."""
+    from radar.analysis.units import _INFO, _METHODS, method_info, register_method
+
+    names = available_methods()
+    kinds = {m: method_info(m).kind for m in names}
+    assert set(kinds.values()) <= {"classifier", "template", "density", "combination"}
+    assert {m for m in names if method_info(m).needs_simulation} == {"salad", "feta"}
+    assert {m for m in names if method_info(m).sidebands == "narrow"} == {"cwola_hunting"}
+    assert {m for m in names if method_info(m).truth_labels} == {"iad", "supervised"}
+    assert kinds["combined_scores"] == "combination" and kinds["anode"] == kinds["ranode"] == "density"
+    cfg = config_from_dict({})
+    assert cfg.regions_for("cwola_hunting").sideband_width == cfg.regions.cwola_sideband_width
+    assert cfg.regions_for("cathode").sideband_width is None
+    try:  # a new method declares its properties where it registers, and the config follows them
+        register_method("my_narrow", sidebands="narrow")(lambda ctx: None)
+        assert "my_narrow" in available_methods()
+        assert cfg.regions_for("my_narrow").sideband_width == cfg.regions.cwola_sideband_width
+    finally:
+        _METHODS.pop("my_narrow", None)
+        _INFO.pop("my_narrow", None)
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        method_info("nope")
