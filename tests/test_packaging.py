@@ -71,6 +71,9 @@ def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
     assert "cathode" in lines[1] and lines[2] == "True"
     preset = Path(site) / "radar" / "analysis" / "presets" / "demo.yaml"
     assert preset.is_file()  # the presets ship in the wheel
+    installed = {str(f.relative_to(Path(site) / "radar")) for f in (Path(site) / "radar").rglob("*.py")}
+    sources = {str(f.relative_to(REPO)) for folder in PACKAGES for f in (REPO / folder).rglob("*.py")}
+    assert installed == sources  # every module ships (the package list in pyproject is explicit)
 
 
 def test_the_search_stack_needs_no_event_processing_packages():
