@@ -30,8 +30,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from radar.analysis.config import load_config, validate_data
     from radar.analysis.search import check_injections, load_inputs, run_search
+    from radar.analysis.validation import load_config, validate_data
 
     if args.schema:
         import json

@@ -281,13 +281,13 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     from radar.analysis.metrics import markdown_table, summarise
     from radar.analysis.preparation import load_inputs, prepare_data
     from radar.analysis.rundir import _injection_tag, load_scores, load_template_sample, unit_finished
-    from radar.analysis.units import classifier_settings
+    from radar.analysis.units import classifier_settings, regions_for
     from radar.processors.io import atomic_output, write_json
 
     run_dir = Path(run_dir)
     out_root = run_dir / "comparison"
     features = list(cfg.features)
-    regions = cfg.regions_for("cathode")
+    regions = regions_for(cfg, "cathode")
     templates_run = [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS]
     written: dict[str, Path] = {}
     clf = classifier_settings(cfg)

@@ -1,14 +1,14 @@
-"""The typed configuration of one search (``radar search CONFIG.yaml``).
+"""The typed configuration of one search (``radar search CONFIG.yaml``): the schema only.
 
 A YAML file maps onto :class:`SearchConfig`, a pydantic model: every key is typed, unknown keys are
 errors (typos never pass silently), nothing is converted silently (``seeds: "10"`` is not ``[1, 0]``,
 ``1.7`` is not a seed), and every error names its key path (``seeds.0: ...``). Relative input paths are
-resolved against the YAML file's directory. :func:`validate_config` checks what needs no data (method
-names, regions, and the nested ``classifier.settings``, ``flow``, ``method_settings`` and variant settings
-against the constructors they go to: :func:`check_settings`); :func:`validate_data` checks the loaded
-tables (SR inside the data's m_JJ range, enough events per region, NaN features) and
-:func:`radar.analysis.search.check_injections` the signal pool — all before any training starts, and all
-by ``radar search --dry-run``. ``radar search --schema`` prints the JSON schema (:func:`config_schema`). The resolved config (:meth:`SearchConfig.to_dict`) is saved with every run.
+resolved against the YAML file's directory. The checks that need the method registry or the data live in
+:mod:`radar.analysis.validation` (``load_config``, ``validate_config``, ``check_settings``,
+``validate_data``), :func:`radar.analysis.preparation.check_injections` checks the signal pool — all
+before any training starts, and all by ``radar search --dry-run``. ``radar search --schema`` prints the
+JSON schema (:func:`config_schema`). The resolved config (:meth:`SearchConfig.to_dict`) is saved with
+every run.
 
 Example::
 
@@ -30,13 +30,11 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from radar.processors.features import LHCO_FEATURES
@@ -186,14 +184,6 @@ class SearchConfig(_Section):
         variant = self.variants.get(method)
         return str(variant["method"]) if isinstance(variant, dict) and "method" in variant else method
 
-    def regions_for(self, method: str):
-        from radar.analysis.regions import Regions
-        from radar.analysis.units import method_info
-
-        narrow = method_info(self.base_method(method)).sidebands == "narrow"
-        width = self.regions.cwola_sideband_width if narrow else self.regions.sideband_width
-        return Regions(sr=tuple(self.regions.sr), mjj_range=tuple(self.regions.mjj_range), sideband_width=width)
-
 
 def _key(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "config"
@@ -228,173 +218,3 @@ def config_schema() -> dict[str, Any]:
     schema.get("properties", {}).pop("base_dir", None)
     schema["title"] = "radar search config"
     return schema
-
-
-def load_config(path: str | Path) -> SearchConfig:
-    """Read and validate (without data) a search config from YAML."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such config file")
-    with open(path) as handle:
-        try:
-            values = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML ({error})") from error
-    try:
-        cfg = config_from_dict(values, base_dir=path.parent)
-        validate_config(cfg)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: {error}") from error
-    return cfg
-
-
-def validate_config(cfg: SearchConfig) -> None:
-    """Checks that need no data. Raises ValueError naming the problem."""
-    from radar.analysis.regions import Regions
-    from radar.analysis.units import available_methods, method_info
-    from radar.models.classifiers import available as classifiers_available
-    from radar.processors.features import FEATURE_COLUMNS
-
-    if not cfg.input.data:
-        raise ValueError("input.data: give at least one data/background feature table")
-    for name in ("data",):
-        for p in cfg.input.data:
-            if not cfg.path(p).exists():
-                raise FileNotFoundError(f"input.{name}: {cfg.path(p)} does not exist")
-    for name in ("signal", "simulation", "test", "iad_template"):
-        value = getattr(cfg.input, name)
-        if value is not None and not cfg.path(value).exists():
-            raise FileNotFoundError(f"input.{name}: {cfg.path(value)} does not exist")
-    for name, variant in cfg.variants.items():
-        if not isinstance(variant, dict) or set(variant) - {"method", "settings"} or "method" not in variant:
-            raise ValueError(f"variants.{name}: must be a mapping {{method: NAME, settings: {{...}}}}, got {variant}")
-        if name in available_methods():
-            raise ValueError(f"variants.{name}: the name of a registered method; choose another name")
-        if variant["method"] not in available_methods() or variant["method"] == "combined_scores":
-            raise ValueError(f"variants.{name}: method {variant['method']!r} is not a trained method; "
-                             f"available: {[m for m in available_methods() if m != 'combined_scores']}")
-        if not isinstance(variant.get("settings", {}), dict):
-            raise ValueError(f"variants.{name}.settings must be a mapping, got {variant['settings']!r}")
-    unknown = [m for m in cfg.methods if m not in available_methods() and m not in cfg.variants]
-    if unknown:
-        raise ValueError(f"methods: unknown {unknown}; available: {available_methods()} "
-                         f"and the variants {sorted(cfg.variants)}")
-    unknown = sorted(set(cfg.method_settings) - set(available_methods()))
-    if unknown:
-        raise ValueError(f"method_settings: unknown methods {unknown}; available: {available_methods()}")
-    if "combined_scores" in cfg.methods:
-        from radar.analysis.methods import combination_members
-
-        members = combination_members(cfg)
-        missing = [m for m in members if m not in cfg.methods]
-        if len(members) < 2 or missing:
-            raise ValueError(f"combined_scores: needs >= 2 member methods in 'methods' (members {members}, "
-                             f"not run: {missing})")
-    needs_simulation = [m for m in cfg.methods if method_info(cfg.base_method(m)).needs_simulation]
-    if needs_simulation and cfg.input.simulation is None:
-        raise ValueError(f"methods {needs_simulation} need a simulation sample: set input.simulation")
-    if cfg.classifier.name not in classifiers_available():
-        raise ValueError(f"classifier.name {cfg.classifier.name!r} unknown; available: {classifiers_available()}")
-    bad = [f for f in cfg.features if f not in FEATURE_COLUMNS or f in ("mjj", "label", "weight")]
-    if bad or not cfg.features:
-        raise ValueError(f"features: {bad or 'empty'} not usable; choose from {list(FEATURE_COLUMNS[1:15])}")
-    Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range),
-            sideband_width=cfg.regions.sideband_width)  # raises on SR outside mjj_range
-    check_settings(cfg)
-    if any(i is not None for i in cfg.injections) and not cfg.input.signal:
-        raise ValueError("injections given but input.signal (the signal pool) is not set")
-    if cfg.compare_auc_repeats == 1:
-        raise ValueError(f"compare_auc_repeats must be 0 (off) or >= 2, got {cfg.compare_auc_repeats}")
-
-
-#: keys radar sets itself when it builds a method, a flow or a classifier (a config must not set them)
-_SET_BY_RADAR = {"self", "features", "seed", "n_features"}
-
-
-def _accepted(target: Any, *, extra: Any = None) -> set[str]:
-    """Keyword arguments a constructor accepts (those of ``extra`` too when it takes ``**kwargs`` that it
-    passes on, as CATHODE and ANODE pass theirs to the flow)."""
-    params = inspect.signature(target).parameters
-    names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    if extra is not None and any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        names |= _accepted(extra)
-    return names - _SET_BY_RADAR
-
-
-def _check_keys(where: str, settings: Any, accepted: set[str]) -> None:
-    if not isinstance(settings, dict):
-        raise ValueError(f"{where}: must be a mapping, got {settings!r}")
-    unknown = sorted(set(settings) - accepted)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; accepted: {sorted(accepted)}")
-
-
-def _method_accepts(method: str) -> set[str] | None:
-    """Settings keys of a registered method (None: any, e.g. the score combination's own keys)."""
-    from radar.models import densities, templates
-    from radar.models.flows import ConditionalFlow
-
-    if method in templates.available():
-        keys = _accepted(templates.get(method).__init__, extra=ConditionalFlow.__init__)
-        return keys | ({"reuse_members"} if method == "combined_events" else set())
-    if method in densities.available():
-        return _accepted(densities.get(method).__init__, extra=ConditionalFlow.__init__)
-    if method == "lacathode":
-        return _accepted(ConditionalFlow.__init__)
-    if method == "combined_scores":
-        return {"members"}
-    return set()
-
-
-def check_settings(cfg: SearchConfig) -> None:
-    """The nested settings against the constructors they go to, before anything trains: the classifier's
-    ``classifier.settings``, the flow's ``flow``, each method's ``method_settings`` and the variants'
-    ``settings``. Raises ValueError naming the key path and the accepted keys."""
-    from radar.analysis.units import method_info
-    from radar.models.classifiers import get_classifier
-    from radar.models.flows import ConditionalFlow
-
-    classifier = type(get_classifier(cfg.classifier.name))
-    _check_keys("classifier.settings", cfg.classifier.settings, _accepted(classifier.__init__))
-    _check_keys("flow", cfg.flow, _accepted(ConditionalFlow.__init__))
-    for method, settings in cfg.method_settings.items():
-        accepted = _method_accepts(method)
-        if not method_info(method).settings:
-            raise ValueError(f"method_settings.{method}: {method} takes no settings")
-        _check_keys(f"method_settings.{method}", settings, accepted)
-    for name, variant in cfg.variants.items():
-        accepted = _method_accepts(str(variant.get("method")))
-        _check_keys(f"variants.{name}.settings", variant.get("settings") or {}, accepted)
-
-
-def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
-    """Checks on the loaded tables (GeV): SR within the data's m_JJ coverage, enough events in the SR
-    and in the sidebands each method needs, finite features. Raises ValueError naming the problem."""
-    from radar.analysis.datasets import check_features
-    from radar.analysis.units import method_info
-
-    mjj = data["mjj"].to_numpy()
-    lo, hi = float(np.nanmin(mjj)), float(np.nanmax(mjj))
-    sr = cfg.regions.sr
-    slack = 0.05 * (sr[1] - sr[0])  # SR-only inputs fill the SR up to (not exactly at) its edges
-    if sr[0] < lo - slack or sr[1] > hi + slack:
-        raise ValueError(f"signal region {sr} GeV lies outside the data's m_JJ range {lo:.0f}-{hi:.0f} GeV")
-    for method in cfg.methods:
-        regions = cfg.regions_for(method)
-        in_range = regions.in_range(mjj)
-        n_sr = int(regions.signal_region(mjj).sum())
-        if n_sr < cfg.min_events:
-            raise ValueError(f"method {method}: only {n_sr} data events in the SR {sr} GeV "
-                             f"(min_events = {cfg.min_events})")
-        if method_info(cfg.base_method(method)).sidebands != "none":  # learns from sidebands
-            n_sb = int(regions.sideband(mjj).sum())
-            if n_sb < cfg.min_events:
-                raise ValueError(f"method {method}: only {n_sb} data events in the sidebands "
-                                 f"{regions.sidebands} GeV (min_events = {cfg.min_events})")
-        check_features(data[in_range], cfg.features, "input.data (in the m_JJ range)")
-    if signal is not None:
-        check_features(signal, cfg.features, "input.signal")
-    if test is not None:
-        check_features(test, cfg.features, "input.test")

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
-from radar.analysis.config import SearchConfig, config_from_dict, validate_config, validate_data
+from radar.analysis.config import SearchConfig, config_from_dict
 from radar.analysis.methods import SCORE_COMBINATIONS, TEMPLATE_METHODS, combination_members
 from radar.analysis.preparation import (
     _CACHE,
@@ -63,6 +63,7 @@ from radar.analysis.units import (
     method_info,
     register_method,
 )
+from radar.analysis.validation import validate_config, validate_data
 
 __all__ = ["SCORE_COMBINATIONS", "TEMPLATE_METHODS", "TEMPLATE_SAMPLE", "MethodOutput", "PreparedData", "UnitContext",
            "available_methods", "check_injections", "classifier_settings", "combination_members", "load_inputs",

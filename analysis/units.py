@@ -49,7 +49,7 @@ class UnitContext:
 
     @property
     def regions(self) -> Regions:
-        return self.cfg.regions_for(self.method)
+        return regions_for(self.cfg, self.method)
 
     @property
     def base_method(self) -> str:
@@ -108,10 +108,15 @@ def register_info(name: str, **info: Any) -> MethodInfo:
     return _INFO[name]
 
 
+def regions_for(cfg: SearchConfig, method: str) -> Regions:
+    """The SR and sidebands of ``method`` (or a variant of it): narrow sidebands where its record says so."""
+    narrow = method_info(cfg.base_method(method)).sidebands == "narrow"
+    width = cfg.regions.cwola_sideband_width if narrow else cfg.regions.sideband_width
+    return Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range), sideband_width=width)
+
+
 def method_info(name: str) -> MethodInfo:
     """The :class:`MethodInfo` of a registered method (raises ValueError for an unknown name)."""
-    import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
-
     try:
         return _INFO[name]
     except KeyError:
@@ -119,15 +124,12 @@ def method_info(name: str) -> MethodInfo:
 
 
 def methods_of_kind(kind: str) -> tuple[str, ...]:
-    import radar.analysis.methods  # noqa: F401
-
     return tuple(name for name, info in _INFO.items() if info.kind == kind)
 
 
 def available_methods() -> list[str]:
-    """Every method name a config may use: the registered methods and the score combination."""
-    import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
-
+    """Every method name a config may use: the registered methods and the score combination (the built-in
+    ones register when :mod:`radar.analysis.methods` is imported, as :mod:`radar.analysis.search` does)."""
     return sorted(_INFO)
 
 

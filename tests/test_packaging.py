@@ -95,3 +95,53 @@ def test_the_search_stack_needs_no_event_processing_packages():
     core = " ".join(project["dependencies"])
     assert not any(name in core for name in ("fastjet", "coffea", "pythia8mc", "uproot", "awkward"))
     assert "pythia8mc==8.317.2" in project["optional-dependencies"]["generate"]
+
+
+def test_no_module_imports_in_a_circle():
+    """Counting imports inside functions too (they hid a circle search ↔ config ↔ combine ↔ compare)."""
+    import ast
+    import sys as _sys
+
+    modules = {}
+    for folder in PACKAGES:
+        for path in (REPO / folder).rglob("*.py"):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            modules["radar." + ".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("radar"):
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name and not t.startswith(name + ".")}
+    _sys.setrecursionlimit(max(_sys.getrecursionlimit(), 10_000))
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    assert not circles, circles

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from radar.analysis.cli import main as radar_main
-from radar.analysis.config import config_from_dict, load_config
+from radar.analysis.config import config_from_dict
 from radar.analysis.datasets import toy_lhco_like
 from radar.analysis.search import available_methods, load_scores, run_search, unit_dir
+from radar.analysis.validation import load_config
 from radar.processors.features import write_feature_table
 
 HGB = {"name": "hgb", "settings": {"n_models": 1, "max_iter": 40}}
@@ -310,7 +311,7 @@ def test_variants_run_a_method_with_other_settings_next_to_it(toy_dir, tmp_path)
 
 def test_every_method_has_one_record_of_its_properties():
     """Method properties live in one record (they were string literals in three files, and disagreed)."""
-    from radar.analysis.units import _INFO, _METHODS, method_info, register_method
+    from radar.analysis.units import _INFO, _METHODS, method_info, regions_for, register_method
 
     names = available_methods()
     kinds = {m: method_info(m).kind for m in names}
@@ -320,12 +321,12 @@ def test_every_method_has_one_record_of_its_properties():
     assert {m for m in names if method_info(m).truth_labels} == {"iad", "supervised"}
     assert kinds["combined_scores"] == "combination" and kinds["anode"] == kinds["ranode"] == "density"
     cfg = config_from_dict({})
-    assert cfg.regions_for("cwola_hunting").sideband_width == cfg.regions.cwola_sideband_width
-    assert cfg.regions_for("cathode").sideband_width is None
+    assert regions_for(cfg, "cwola_hunting").sideband_width == cfg.regions.cwola_sideband_width
+    assert regions_for(cfg, "cathode").sideband_width is None
     try:  # a new method declares its properties where it registers, and the config follows them
         register_method("my_narrow", sidebands="narrow")(lambda ctx: None)
         assert "my_narrow" in available_methods()
-        assert cfg.regions_for("my_narrow").sideband_width == cfg.regions.cwola_sideband_width
+        assert regions_for(cfg, "my_narrow").sideband_width == cfg.regions.cwola_sideband_width
     finally:
         _METHODS.pop("my_narrow", None)
         _INFO.pop("my_narrow", None)
