@@ -12,8 +12,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read LHCO raw HDF5, ROOT or LHCO feature files, recluster anti-kt jets with fastjet on "
         "Dask, and write the feature table (parquet) plus m_JJ histograms (ROOT) and the cutflow (JSON).",
     )
-    parser.add_argument("inputs", nargs="+", help="input files (.h5 LHCO raw/feature, .root)")
-    parser.add_argument("-o", "--output", required=True, help="output feature table (.parquet)")
+    parser.add_argument("inputs", nargs="*", help="input files (.h5 LHCO raw/feature, .root)")
+    parser.add_argument("--fileset", help="a coffea fileset (JSON/YAML: {dataset: {files: [...] | {path: tree}, "
+                        "metadata: {...}}}) instead of input files: one feature table per dataset in OUTPUT/")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output feature table (.parquet); with --fileset a directory")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes of the embedded LocalCluster (default: one per core; 0: in-process)")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
@@ -37,15 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from radar.processors.jets import JetConfig
-    from radar.processors.runner import process_files
+    from radar.processors.runner import process_files, process_fileset
     from radar.processors.sources import RootLayout
 
     output = Path(args.output)
-    if output.suffix.lower() not in (".parquet", ".pq"):
-        raise ValueError(f"{output}: the feature table is written as parquet; use a .parquet name")
-    process_files(
-        args.inputs,
-        output,
+    settings = dict(
         workers=args.workers,
         scheduler=args.scheduler,
         chunk_size=args.chunk_size,
@@ -54,4 +53,16 @@ def run(args: argparse.Namespace) -> int:
         root_layout=RootLayout(tree=args.tree, kind=args.root_layout, prefix=args.branch_prefix,
                                collections=tuple(c for c in args.collections.split(",") if c)),
     )
+    if args.fileset:
+        if args.inputs:
+            raise ValueError("radar process: give input files or --fileset, not both")
+        if output.suffix:
+            raise ValueError(f"{output}: with --fileset the output is a directory (one table per dataset)")
+        process_fileset(args.fileset, output, **settings)
+        return 0
+    if not args.inputs:
+        raise ValueError("radar process: give input files or --fileset")
+    if output.suffix.lower() not in (".parquet", ".pq"):
+        raise ValueError(f"{output}: the feature table is written as parquet; use a .parquet name")
+    process_files(args.inputs, output, **settings)
     return 0

@@ -14,9 +14,11 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import dask
 import pandas as pd
@@ -120,6 +122,7 @@ def process_files(
     jet_config: JetConfig | None = None,
     root_layout: RootLayout | None = None,
     write_histograms: bool = True,
+    extra_metadata: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Extract dijet features from every input and write one parquet feature table.
 
@@ -181,6 +184,7 @@ def process_files(
         "cutflow": cutflow,
         "versions": package_versions(),
         "seconds": round(elapsed, 3),
+        **(extra_metadata or {}),
     }
     write_feature_table(table, output, metadata=provenance)
     stem = output.with_suffix("")
@@ -190,6 +194,88 @@ def process_files(
     log.info("processed %d events from %d file(s) in %.1f s: %d in the feature table %s",
              cutflow["all"], len(paths), elapsed, len(table), output)
     return table
+
+
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def load_fileset(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a coffea fileset (JSON or YAML): ``{dataset: {"files": [paths] | {path: tree}, "metadata": {...}}}``
+    (a bare list of files is accepted for a dataset). Relative paths are relative to the fileset file.
+    Returns ``{dataset: {"files": [Path], "tree": str | None, "metadata": dict}}``; every problem is a
+    ValueError naming the file and the dataset key."""
+    import json
+
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such fileset file")
+    text = path.read_text()
+    try:
+        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not a valid JSON/YAML fileset ({error})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{path}: a fileset maps dataset names to their files, got {type(raw).__name__}")
+    fileset: dict[str, dict[str, Any]] = {}
+    for name, entry in raw.items():
+        where = f"{path}: dataset {name!r}"
+        if not isinstance(name, str) or not _DATASET_NAME.match(name):
+            raise ValueError(f"{where}: a dataset name is letters, digits and _.+- (it names the output file)")
+        if isinstance(entry, list):
+            entry = {"files": entry}
+        if not isinstance(entry, dict) or "files" not in entry:
+            raise ValueError(f"{where}: needs 'files' (a list of paths or a mapping path: tree name)")
+        unknown = sorted(set(entry) - {"files", "metadata"})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown} (allowed: files, metadata)")
+        files, trees = entry["files"], set()
+        if isinstance(files, dict):
+            trees = {str(t) for t in files.values() if t is not None}
+            files = list(files)
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+            raise ValueError(f"{where}: 'files' must be a non-empty list of paths (or a mapping path: tree)")
+        if len(trees) > 1:
+            raise ValueError(f"{where}: one tree name per dataset, got {sorted(trees)}")
+        metadata = entry.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{where}: 'metadata' must be a mapping, got {metadata!r}")
+        resolved = [Path(f).expanduser() for f in files]
+        resolved = [f if f.is_absolute() else (path.parent / f).resolve() for f in resolved]
+        fileset[name] = {"files": resolved, "tree": trees.pop() if trees else None, "metadata": metadata}
+    return fileset
+
+
+def process_fileset(fileset: str | Path | Mapping[str, Mapping[str, Any]], output_dir: str | Path, *,
+                    root_layout: RootLayout | None = None, **kwargs: Any) -> dict[str, pd.DataFrame]:
+    """:func:`process_files` for every dataset of a coffea fileset: ``output_dir/<dataset>.parquet`` (with
+    its ``.cutflow.json`` and ``.hists.root``), and ``output_dir/fileset.json`` listing each dataset's
+    files, metadata, output and event counts. The dataset name and metadata also go into each table's
+    parquet metadata. Every file of every dataset is checked before any work starts."""
+    output_dir = Path(output_dir)
+    if not isinstance(fileset, Mapping):
+        fileset = load_fileset(fileset)
+    layout = root_layout or RootLayout()
+    layouts = {name: dataclasses.replace(layout, tree=entry["tree"]) if entry.get("tree") else layout
+               for name, entry in fileset.items()}
+    for name, entry in fileset.items():  # fail in the first second, not after the first dataset
+        for path in entry["files"]:
+            if is_root_file(path):
+                check_root_input(path, layouts[name])
+            elif not Path(path).exists():
+                raise FileNotFoundError(f"dataset {name!r}: {path}: no such file")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tables, summary = {}, {}
+    for name, entry in fileset.items():
+        out = output_dir / f"{name}.parquet"
+        log.info("dataset %s: %d file(s) -> %s", name, len(entry["files"]), out)
+        tables[name] = process_files(entry["files"], out, root_layout=layouts[name],
+                                     extra_metadata={"dataset": name, "metadata": entry["metadata"]}, **kwargs)
+        summary[name] = {"files": [str(f) for f in entry["files"]], "metadata": entry["metadata"],
+                         "output": str(out), "events": len(tables[name])}
+    write_json(output_dir / "fileset.json", summary)
+    return tables
 
 
 def write_histograms_root(histogram, path: Path) -> Path:
