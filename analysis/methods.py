@@ -116,7 +116,7 @@ def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
 
 
 def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
-    """Any registered template vs SR data, per fold (:func:`_classify_per_fold`): fold f's template is fit
+    """Any registered template vs SR data, per fold (:func:`radar.analysis.units._classify_per_fold`): fold f's template is fit
     on the sideband data (and simulation) outside fold f and sampled at masses drawn from a KDE of the SR
     data outside fold f (``cathode_oversampling`` × those SR events); classifier f separates it from the
     SR data outside fold f and scores fold f.
@@ -268,7 +268,7 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     """LaCATHODE (Hallin et al., arXiv:2210.14924): CATHODE's flow, with the classifier moved into the flow's
     latent space.
 
-    Per fold (:func:`_classify_per_fold`): fold f's conditional flow is fitted on the sideband data outside
+    Per fold (:func:`radar.analysis.units._classify_per_fold`): fold f's conditional flow is fitted on the sideband data outside
     fold f (as CATHODE, ``flow`` settings with ``method_settings.lacathode`` on top); data events are mapped
     to its latent space at their own m_JJ (:meth:`radar.models.flows.ConditionalFlow.to_latent`, best epoch). The
     template is ``cathode_oversampling`` × N_SR standard-normal draws (the flow's base density, the same at

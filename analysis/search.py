@@ -7,9 +7,9 @@ varies the trainings), runs its method and writes, atomically, into
 
 - ``scores.parquet``: one row per data event in the m_JJ range — ``mjj, score, label, weight, in_sr,
   role`` (+ ``score_fold_mean``). Every data event is scored by exactly one model that never trained
-  on it, all such models trained alike (k folds over the data, :func:`_classify`; density methods:
+  on it, all such models trained alike (k folds over the data, :func:`radar.analysis.units._classify`; density methods:
   k density folds), so SR and sideband scores share one distribution. Templates fitted on data (CATHODE,
-  LaCATHODE, SALAD, CURTAINs, FETA) are fitted per fold too (:func:`_classify_per_fold`): a sideband
+  LaCATHODE, SALAD, CURTAINs, FETA) are fitted per fold too (:func:`radar.analysis.units._classify_per_fold`): a sideband
   event never scores against a template that learnt it. ``role`` says which class the
   event was in: ``data`` / ``template`` (class 1 / 0 of the other folds' trainings), ``fold`` (in no
   class, e.g. sidebands of a template method), ``density`` (ANODE, R-ANODE). ``score_fold_mean`` is a
