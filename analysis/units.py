@@ -123,10 +123,6 @@ def method_info(name: str) -> MethodInfo:
         raise ValueError(f"unknown method {name!r}; available: {sorted(_INFO)}") from None
 
 
-def methods_of_kind(kind: str) -> tuple[str, ...]:
-    return tuple(name for name, info in _INFO.items() if info.kind == kind)
-
-
 def available_methods() -> list[str]:
     """Every method name a config may use: the registered methods and the score combination (the built-in
     ones register when :mod:`radar.analysis.methods` is imported, as :mod:`radar.analysis.search` does)."""
@@ -151,8 +147,8 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
               X1: np.ndarray, rows1: np.ndarray | None,
               embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None) -> MethodOutput:
     """k-fold class 0 vs class 1 (:func:`radar.analysis.cwola.kfold_scores`); every data event and the test set
-    get a score. For class-0 inputs that are NOT made from the data (CWoLa Hunting's sidebands are data
-    rows; an external IAD template, supervised signal); a template fitted on data is made per fold
+    get a score. For class-0 inputs that are data rows or not fitted on the data (CWoLa Hunting's
+    sidebands, an external IAD template, supervised signal); a template fitted on data is made per fold
     (:func:`_classify_per_fold`).
 
     rows0/rows1: data row indices of the class-0/1 events (None: the class is not made of data rows).
@@ -169,11 +165,7 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
     embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
     k = cfg.k_folds
     data_folds = _data_folds(ctx, rows0, rows1)
-    trained = np.zeros(len(data), bool)
-    for rows in (rows0, rows1):
-        if rows is not None:
-            trained[rows] = True
-    rest = np.flatnonzero(~trained)
+    rest = _rows_in_no_class(len(data), rows0, rows1)
     X_test = embed(test, "test") if len(test) else None
     result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=k, seed=ctx.seed,
                           folds0=None if rows0 is None else data_folds[rows0],
@@ -202,6 +194,15 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
                         extra={"n_class0": len(X0), "n_class1": len(X1)}, diagnostic_scores=fold_mean)
 
 
+def _rows_in_no_class(n: int, rows0: np.ndarray | None, rows1: np.ndarray | None) -> np.ndarray:
+    """Indices of the ``n`` data rows in neither class (None: the class is not made of data rows)."""
+    trained = np.zeros(n, bool)
+    for rows in (rows0, rows1):
+        if rows is not None:
+            trained[rows] = True
+    return np.flatnonzero(~trained)
+
+
 def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | None) -> np.ndarray:
     """The one fold assignment over the search data (seeded by the unit seed), balanced within class 0,
     class 1 and the rest.
@@ -211,12 +212,8 @@ def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | 
     from radar.analysis.cwola import fold_assignment
 
     n = len(ctx.prepared.data)
-    trained = np.zeros(n, bool)
-    for rows in (rows0, rows1):
-        if rows is not None:
-            trained[rows] = True
     folds = np.zeros(n, np.int64)
-    for i, rows in enumerate((rows0, rows1, np.flatnonzero(~trained))):
+    for i, rows in enumerate((rows0, rows1, _rows_in_no_class(n, rows0, rows1))):
         if rows is not None:
             folds[rows] = fold_assignment(len(rows), ctx.cfg.k_folds, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i)
     return folds
@@ -266,16 +263,16 @@ def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray]
         X0, w0, embed = fold_inputs(f, train)
         embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
         w0 = np.ones(len(X0)) if w0 is None else np.asarray(w0, dtype="float64")
-        train1 = rows1[train[rows1]]
-        X1 = embed(data.iloc[train1], "data")
+        Z = embed(data, "data")  # every data row's classifier inputs for this fold, computed once
+        X1 = Z[rows1[train[rows1]]]
         if min(len(X0), len(X1)) < 2:
             raise ValueError(f"fold {f}: {len(X0)} template and {len(X1)} SR data events: too few to train")
         clf = get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings).fit(
             np.concatenate([X0, X1]), np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
             sample_weight=np.concatenate([w0, np.ones(len(X1))]))
-        own = np.flatnonzero(~train)
-        scores[own] = clf.predict_proba(embed(data.iloc[own], "data"))
-        fold_mean[rest] += clf.predict_proba(embed(data.iloc[rest], "data")) / k
+        p = clf.predict_proba(Z)
+        scores[~train] = p[~train]
+        fold_mean[rest] += p[rest] / k
         if len(test):
             test_scores += clf.predict_proba(embed(test, "test")) / k
         if ctx.model_dir is not None:
