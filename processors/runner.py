@@ -111,6 +111,24 @@ def _lazy_outputs(path: Path, processor: DijetProcessor, chunk_size: int) -> dic
     return processor.process(lhco_raw_events(path, chunk_size=chunk_size))
 
 
+def check_inputs(paths: Sequence[Path], layout: RootLayout) -> dict[Path, str]:
+    """Validate every input before any work starts (a bad file late in the list must not waste a run);
+    returns each path's kind (``root``, ``lhco-features``, ``lhco-raw``)."""
+    kinds = {}
+    for path in paths:
+        if is_root_file(path):
+            check_root_input(path, layout)
+            kinds[path] = "root"
+        elif not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        elif is_lhco_feature_file(path):
+            kinds[path] = "lhco-features"
+        else:
+            inspect_lhco_raw(path)
+            kinds[path] = "lhco-raw"
+    return kinds
+
+
 def process_files(
     inputs: Sequence[str | Path],
     output: str | Path,
@@ -138,19 +156,7 @@ def process_files(
     processor = DijetProcessor(jets=config, root_layout=root_layout or RootLayout())
     started = time.perf_counter()
 
-    # validate every input before any work starts (a bad file late in the list must not waste a run)
-    kinds = {}
-    for path in paths:
-        if is_root_file(path):
-            check_root_input(path, processor.root_layout)
-            kinds[path] = "root"
-        elif not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        elif is_lhco_feature_file(path):
-            kinds[path] = "lhco-features"
-        else:
-            inspect_lhco_raw(path)
-            kinds[path] = "lhco-raw"
+    kinds = check_inputs(paths, processor.root_layout)
 
     tables, cutflow = [], dict.fromkeys(["all", *STATUS_NAMES.values()], 0)
     histogram = mjj_histogram()
@@ -260,11 +266,10 @@ def process_fileset(fileset: str | Path | Mapping[str, Mapping[str, Any]], outpu
     layouts = {name: dataclasses.replace(layout, tree=entry["tree"]) if entry.get("tree") else layout
                for name, entry in fileset.items()}
     for name, entry in fileset.items():  # fail in the first second, not after the first dataset
-        for path in entry["files"]:
-            if is_root_file(path):
-                check_root_input(path, layouts[name])
-            elif not Path(path).exists():
-                raise FileNotFoundError(f"dataset {name!r}: {path}: no such file")
+        try:
+            check_inputs([Path(f) for f in entry["files"]], layouts[name])
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"dataset {name!r}: {error}") from None
     output_dir.mkdir(parents=True, exist_ok=True)
     tables, summary = {}, {}
     for name, entry in fileset.items():
