@@ -147,53 +147,11 @@ def _phases(units: list[tuple], cfg: SearchConfig) -> list[list[tuple]]:
 
 def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: bool) -> dict[tuple, dict | str]:
     """Run units (phase by phase, :func:`_phases`); returns {unit: metrics dict or an error string}."""
-    results: dict[tuple, dict | str] = {}
+    from radar.analysis.execution import run_tasks
+
     args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(units), desc="search units", disable=not progress or not units)
-    if cfg.execution.mode == "sync":
-        for phase in _phases(units, cfg):
-            for unit in phase:
-                bar.update()
-                try:
-                    results[unit] = run_unit(*args, *unit)
-                except Exception as error:  # one failed training must not stop the others
-                    log.exception("unit %s failed", unit)
-                    results[unit] = f"{type(error).__name__}: {error}"
-        bar.close()
-        return results
-    import os
-
-    from distributed import Client, LocalCluster, as_completed
-
-    ex = cfg.execution
-    if ex.scheduler:
-        client, cluster = Client(ex.scheduler), None
-    else:
-        n_workers = ex.workers or max(1, min(len(units), os.cpu_count() or 1))
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=ex.processes,
-                               dashboard_address=None)
-        client = Client(cluster)
-    try:
-        for phase in _phases(units, cfg):
-            futures = {client.submit(run_unit, *args, *unit, pure=False,
-                                     key=f"radar-unit-{'-'.join(map(str, unit))}-{time.time_ns()}"): unit
-                       for unit in phase}
-            for future in as_completed(futures):
-                unit = futures[future]
-                bar.update()
-                try:
-                    results[unit] = future.result()
-                except Exception as error:
-                    log.error("unit %s failed: %s: %s", unit, type(error).__name__, error)
-                    results[unit] = f"{type(error).__name__}: {error}"
-    finally:
-        bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return results
+    phases = [[(unit, (*args, *unit)) for unit in phase] for phase in _phases(units, cfg)]
+    return run_tasks(run_unit, phases, cfg.execution, progress=progress, desc="search units")
 
 
 def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:

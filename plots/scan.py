@@ -106,3 +106,54 @@ def plot_scan(
         ax.text(0.03, 0.9, "\n".join(text), transform=ax.transAxes, fontsize=12, va="top")
         ax.legend(loc="upper right", fontsize=12, bbox_to_anchor=(1.0, 0.9))
     return fig
+
+
+def plot_blind_scan(scan: Mapping[str, Any], style: str = "atlas", injected_mass: float | None = None):
+    """The blind scan (``radar scan``'s ``scan.json``): per method, the local p-value of each window's most
+    significant usable working point versus the SR centre (GeV); windows without one (failed, or every
+    working point flagged) as crosses at p = 1. 1-5 sigma reference lines; the best window and the global
+    significance in the legend box. Returns the figure."""
+    windows = scan["windows"]
+    centre = np.array([0.5 * (w["sr"][0] + w["sr"][1]) for w in windows], float)
+    methods = sorted({m for w in windows for m in w.get("methods", {})})
+    with style_context(style):
+        fig, ax = subplots(style, figsize=(9, 6.5))
+        p_all = []
+        for i, method in enumerate(methods):
+            z = np.array([(w.get("methods", {}).get(method) or {}).get("local_z") for w in windows], dtype=float)
+            p = np.clip(stats.norm.sf(z), 1e-300, 1.0)
+            good = np.isfinite(z)
+            ax.plot(centre[good], p[good], "o-", color=COLORS[i % len(COLORS)], ms=5, lw=1.2, label=method)
+            if (~good).any():
+                ax.plot(centre[~good], np.ones((~good).sum()), "x", color=COLORS[i % len(COLORS)], ms=8, mew=2)
+            p_all.extend(p[good])
+        p_min = min(p_all) if p_all else 1e-3
+        bottom = min(p_min / 20.0, stats.norm.sf(3.2))
+        for level_z in range(1, 9):
+            level = stats.norm.sf(level_z)
+            if level < bottom:
+                break
+            ax.axhline(level, color="0.5", ls="--", lw=0.8, zorder=0)
+            ax.text(1.01, level, f"{level_z}\u03c3", transform=ax.get_yaxis_transform(), va="center", fontsize=12,
+                    color="0.4")
+        if injected_mass is not None:
+            ax.axvline(injected_mass, color="0.3", ls=":", lw=2, label=f"True mass {injected_mass:.0f} GeV")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom, 10 ** (np.log10(1.0 / bottom) * 0.3 / 0.7))
+        ax.axhline(1.0, color="k", lw=0.8)
+        width = windows[0]["sr"][1] - windows[0]["sr"][0]
+        ax.set_xlim(centre.min() - width / 2, centre.max() + width / 2)
+        ax.set_xlabel(r"SR centre $m_{JJ}$ [GeV]")
+        ax.set_ylabel("Local p-value (best usable cut)")
+        experiment_label(ax, style)
+        text = [f"Retrained per window ({width:.0f} GeV SRs)"]
+        best = scan.get("best")
+        if best:
+            text.append(f"Max local Z = {best['local_z']:.2f} (SR {best['sr'][0]:.0f}\u2013{best['sr'][1]:.0f} GeV)")
+        glob = scan.get("global") or {}
+        if glob.get("z_global") is not None:
+            how = "toys" if glob["method"] == "toys" else "asymptotic"
+            text.append(f"Global Z = {glob['z_global']:.2f} ({how}, {glob['n_toys']} toys)")
+        ax.text(0.03, 0.9, "\n".join(text), transform=ax.transAxes, fontsize=12, va="top")
+        ax.legend(loc="upper right", fontsize=12, bbox_to_anchor=(1.0, 0.9))
+    return fig

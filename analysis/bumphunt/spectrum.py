@@ -89,7 +89,9 @@ def resolve_fit_range(
         return auto_fit_range(mjj, signal_region, bin_width)
     lo, hi = map(float, fit_range)
     top = float(np.ceil(np.nanmax(mjj) / bin_width) * bin_width)
-    clipped = (max(lo, float(np.nanmin(mjj))), min(hi, top))
+    # whole empty bins below the first event are dropped; the range stays on the bin grid of ``lo``
+    bottom = lo + bin_width * max(0.0, math.floor((float(np.nanmin(mjj)) - lo) / bin_width + 1e-9))
+    clipped = (bottom, min(hi, top))
     if clipped != (lo, hi):
         log.info("fit range %.0f-%.0f GeV clipped to the scored events' m_JJ range: %.0f-%.0f GeV", lo, hi, *clipped)
     return clipped
