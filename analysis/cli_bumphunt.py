@@ -75,7 +75,7 @@ def register(subparsers) -> None:
         "--scan",
         action="store_true",
         help="also run the sliding-window scan (same score for "
-        "every window: no retraining from this command)",
+        "every window: no retraining; the blind search that retrains per window is radar scan)",
     )
     parser.add_argument("--scan-efficiency", type=float, default=0.01, help="SR efficiency of the scan's cut")
     parser.add_argument("--scan-width", type=float, default=400.0, help="scan SR width in GeV (default 400)")

@@ -11,6 +11,10 @@ exist is skipped):
 4. ``bumphunt``: m_JJ fits after score cuts, the sliding-window scan, figures and
    ``report.md`` (:func:`radar.analysis.report.make_bumphunt_outputs`).
 
+With a ``scan:`` block (any :class:`radar.analysis.blindscan.ScanSettings` field but ``search``), stages 3-4
+are the blind scan instead (:func:`radar.analysis.blindscan.run_scan` on the data sample, every window
+retrained; the ``search:`` block gives the rest of each window's search settings) into ``RUN/scan/``.
+
 Example config (paths relative to the YAML file)::
 
     name: my_search
@@ -59,6 +63,8 @@ class RunConfig:
     process: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
     bumphunt: dict[str, Any] = field(default_factory=dict)
+    #: a blind scan (radar.analysis.blindscan.ScanSettings fields) instead of one search + bump hunt
+    scan: dict[str, Any] | None = None
     workers: int | None = None
     scheduler: str | None = None
     base_dir: str = "."
@@ -271,10 +277,53 @@ def run_pipeline(config: RunConfig) -> Path:
             paths = [value] if isinstance(value, str) else list(value)
             event_files["qcd" if sample == "data" else sample] = [config.path(p) for p in paths]
     tables = _process(config, run_dir, event_files)
+    if config.scan is not None:
+        scan_dir = _scan(config, run_dir, tables)
+        _write_scan_run_report(run_dir, config, scan_dir, time.perf_counter() - started)
+        return run_dir
     cfg = _search(config, run_dir, tables)
     bump_dir = _bumphunt(config, run_dir, cfg)
     _write_run_report(run_dir, cfg, bump_dir, time.perf_counter() - started)
     return run_dir
+
+
+def _scan(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]) -> Path:
+    from radar.analysis.blindscan import ScanSettings, run_scan
+
+    data = tables.get("qcd") or tables.get("data")
+    if not data:
+        raise ValueError("the run has no data sample to scan ('qcd' to generate, or events.data)")
+    known = {f.name for f in dataclasses.fields(ScanSettings)} - {"search"}
+    unknown = sorted(set(config.scan) - known)
+    if unknown:
+        raise ValueError(f"scan: unknown keys {unknown}; known: {sorted(known)}")
+    values = dict(config.scan)
+    for key in ("methods", "seeds", "working_points", "mjj_range"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    search = json.loads(json.dumps(config.search))
+    execution = search.setdefault("execution", {})
+    execution.setdefault("workers", config.workers)
+    execution.setdefault("scheduler", config.scheduler)
+    settings = ScanSettings(**values, search=search)
+    out = run_dir / "scan"
+    manifest = out / "scan_manifest.json"
+    same = manifest.exists() and json.loads(manifest.read_text()).get("digest") == settings.digest()
+    # unchanged settings: resume (finished windows are kept; changed inputs are refused there); else redo
+    run_scan([str(p) for p in data], out, settings, resume=same, overwrite=not same)
+    return out
+
+
+def _write_scan_run_report(run_dir: Path, config: RunConfig, scan_dir: Path, seconds: float) -> Path:
+    from radar.processors.io import atomic_output
+
+    body = (scan_dir / "report.md").read_text().split("\n", 1)[1].replace("](figures/", "](scan/figures/")
+    path = run_dir / "report.md"
+    with atomic_output(path) as tmp:
+        tmp.write_text(f"# radar run: {config.name} (blind scan)\n\nWall time of this invocation: {seconds:.0f} s."
+                       f"\n{body}", encoding="utf-8")
+    log.info("report: %s", path)
+    return path
 
 
 def _write_run_report(run_dir: Path, cfg, bump_dir: Path, seconds: float) -> Path:

@@ -229,3 +229,22 @@ def test_gross_vitells_beyond_the_toy_floor_matches_the_known_tail():
     mid = global_significance(1.5, toys_max, toys_up, z0=1.0)
     assert mid["method"] == "toys" and mid["p_global"] == pytest.approx(np.mean(toys_max >= 1.5))
     assert gross_vitells(4.0, 0.0, 1.0, n_scans=3) == pytest.approx(3 * 3.167e-5, rel=1e-3)
+
+
+def test_radar_run_with_a_scan_block(tmp_path):
+    """``radar run`` with ``scan:`` runs the blind scan on its data sample (here a feature table) into RUN/scan."""
+    import yaml
+
+    write_feature_table(black_box(20_000, 0, seed=4), tmp_path / "box.parquet")
+    run = {"name": "blind", "output": "run", "events": {"data": ["box.parquet"]},
+           "search": {"classifier": HGB, "min_events": 50, "execution": {"mode": "sync"}},
+           "scan": {"methods": ["cwola_hunting"], "mjj_range": [2000, 5600], "min_sideband": 500, "width": 400,
+                    "step": 400, "sideband": 600, "toys": 8, "figures": False}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert main(["-q", "run", str(tmp_path / "run.yaml")]) == 0
+    scan = json.loads((tmp_path / "run" / "scan" / "scan.json").read_text())
+    assert len(scan["windows"]) == 6 and scan["global"]["n_toys"] == 8
+    assert "Most significant window" in (tmp_path / "run" / "report.md").read_text()
+    run["scan"]["colour"] = "red"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert main(["-q", "run", str(tmp_path / "run.yaml")]) == 1  # one clear error line, no traceback
