@@ -283,7 +283,7 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
                 row["error"] = failures.get(tag)
         window_rows.append(row)
 
-    scan_json = _global(window_rows, hunts, mjj_all, weight_all, scan_range, settings, progress)
+    scan_json = _global(window_rows, hunts, mjj_all, weight_all, scan_range, settings, probe.execution, progress)
     scan_json.update({
         "kind": "radar.blind_scan", "version": 1, "inputs": input_hashes, "scan_range": list(scan_range),
         "settings": {k: v for k, v in asdict(settings).items() if k != "search"}, "search": settings.search,
@@ -404,11 +404,10 @@ def _toy_batch(spec: dict[str, Any], seeds: list[int]) -> list[tuple[float, floa
 
 
 def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, scan_range: tuple[float, float],
-            settings: ScanSettings, progress: bool) -> dict[str, Any]:
+            settings: ScanSettings, execution: Any, progress: bool) -> dict[str, Any]:
     """The best window and the global significance (toys + Gross–Vitells)."""
     from radar.analysis import bumphunt as bh
     from radar.analysis.bumphunt.globalsig import global_significance
-    from radar.analysis.config import ExecutionConfig
     from radar.analysis.execution import run_tasks
 
     usable = [r for r in rows if r.get("local_z") is not None]
@@ -459,7 +458,6 @@ def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, 
     seeds = [int(s) for s in np.random.SeedSequence(settings.toy_seed).generate_state(settings.toys)]
     n_batches = max(1, min(settings.toys, 8))
     batches = [seeds[i::n_batches] for i in range(n_batches)]
-    execution = ExecutionConfig(**(settings.search.get("execution") or {"mode": "sync"}))
     t0 = time.perf_counter()
     done = run_tasks(_toy_batch, [[(i, (spec, b)) for i, b in enumerate(batches)]], execution,
                      progress=progress, desc="scan toys")
