@@ -51,12 +51,19 @@ def register(subparsers) -> None:
         help="m_JJ range of the sideband fit in GeV (default: from the data — 200 GeV above the peak of the "
         "m_JJ spectrum, i.e. above the trigger turn-on, to the last scored event)",
     )
+    parser.add_argument(
+        "--fit-sideband",
+        type=float,
+        default=None,
+        help="fit only SR ± this many GeV of the fit range (default 600 when the fit range follows the data, "
+        "where the dijet function describes cut spectra that bend with m_JJ; 0: the whole range)",
+    )
     parser.add_argument("--bin-width", type=float, default=100.0, help="m_JJ bin width in GeV (default 100)")
     parser.add_argument(
         "--min-sideband",
         type=float,
-        default=300.0,
-        help="refuse an SR with less sideband than this (GeV) on either side inside the fit range (default 300)",
+        default=400.0,
+        help="refuse an SR with less sideband than this (GeV) on either side inside the fit range (default 400)",
     )
     parser.add_argument(
         "--n-params",
@@ -103,8 +110,12 @@ def _run(args: argparse.Namespace) -> int:
     console = Console()
     scores = load_scores(args.scores)
     fit_range = bh.resolve_fit_range(scores["mjj"].to_numpy(float), tuple(args.sr), args.fit_range, args.bin_width)
-    console.print(f"fit range {fit_range[0]:.0f}-{fit_range[1]:.0f} GeV"
-                  + ("" if args.fit_range else " (from the data: above the trigger turn-on)"))
+    fit_sideband = args.fit_sideband if args.fit_sideband is not None else (0.0 if args.fit_range else
+                                                                            bh.DEFAULT_FIT_SIDEBAND)
+    hunt_range = bh.fit_window(fit_range, tuple(args.sr), fit_sideband, args.bin_width)
+    console.print(f"fit range {hunt_range[0]:.0f}-{hunt_range[1]:.0f} GeV"
+                  + ("" if args.fit_range else " (from the data: above the trigger turn-on")
+                  + (f", SR ± {fit_sideband:.0f} GeV" if fit_sideband else "") + ("" if args.fit_range else ")"))
     config = bh.FitConfig(n_params=args.n_params, wilks_threshold=args.wilks_threshold)
     windows = None
     if args.scan:
@@ -118,6 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         signal_region=tuple(args.sr),
         fit_range=fit_range,
         bin_width=args.bin_width,
+        fit_sideband=fit_sideband,
         fit_config=config,
         min_sideband=args.min_sideband,
         style=args.style,

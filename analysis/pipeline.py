@@ -252,6 +252,7 @@ def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
         make_bumphunt_outputs(
             scores, outdir, efficiencies=settings.get("working_points"), signal_region=sr,
             fit_range=fit_range, bin_width=settings.get("bin_width", 100.0), style=settings.get("style", "atlas"),
+            fit_sideband=settings.get("fit_sideband", 0.0 if settings.get("fit_range") else bh.DEFAULT_FIT_SIDEBAND),
             scan=windows is not None, scan_efficiency=settings.get("scan_efficiency", 0.01),
             scan_windows=windows, n_toys=settings.get("n_toys", 100), seed=settings["seed"],
             title=f"radar run {config.name}: {settings['method']}, injection {settings['injection']}",

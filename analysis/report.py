@@ -233,6 +233,7 @@ def make_bumphunt_outputs(
     signal_region: tuple[float, float] = (3300.0, 3700.0),
     fit_range: tuple[float, float] | None = None,
     bin_width: float = 100.0,
+    fit_sideband: float | None = None,
     fit_config=None,
     min_sideband: float | None = None,
     style: str = "atlas",
@@ -250,7 +251,10 @@ def make_bumphunt_outputs(
 
     scores: DataFrame with ``mjj`` (GeV), ``score`` and optionally ``label``, ``weight``, ``in_sr``.
     fit_range: clipped to the scored events (:func:`radar.analysis.bumphunt.resolve_fit_range`); None follows the
-    data (above the trigger turn-on).
+    data (above the trigger turn-on). fit_sideband: the SR's fit window inside it (GeV each side,
+    :func:`radar.analysis.bumphunt.fit_window`); None: :data:`~radar.analysis.bumphunt.DEFAULT_FIT_SIDEBAND` when
+    the fit range follows the data, the whole given ``fit_range`` otherwise; 0: the whole range. The scan
+    always covers the whole range.
     scan_scores: what :func:`radar.analysis.bumphunt.scan` takes (callable per window, list of arrays); default:
     the same ``score`` column for every window (no retraining). Returns a dict with the result dicts and
     the paths written: ``bumphunt_json``, ``scan_json``, ``figures`` (PNGs), ``report``.
@@ -266,7 +270,10 @@ def make_bumphunt_outputs(
     figdir = outdir / "figures"
     fit_config = fit_config or bh.FitConfig()
     mjj = scores["mjj"].to_numpy(float)
+    if fit_sideband is None:
+        fit_sideband = bh.DEFAULT_FIT_SIDEBAND if fit_range is None else 0.0
     fit_range = bh.resolve_fit_range(mjj, signal_region, fit_range, bin_width)
+    hunt_range = bh.fit_window(fit_range, signal_region, fit_sideband, bin_width)
     weight = scores["weight"].to_numpy(float) if "weight" in scores else None
     label = scores["label"].to_numpy(float) if "label" in scores else None
     in_sr = scores["in_sr"].to_numpy(bool) if "in_sr" in scores else None
@@ -276,7 +283,7 @@ def make_bumphunt_outputs(
         in_sr=in_sr,
         signal_region=signal_region,
         efficiencies=tuple(efficiencies or bh.DEFAULT_EFFICIENCIES),
-        fit_range=fit_range,
+        fit_range=hunt_range,
         bin_width=bin_width,
         weight=weight,
         label=label,

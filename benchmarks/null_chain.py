@@ -87,14 +87,17 @@ def shape_chi2(mjj: np.ndarray, selected: np.ndarray, edges: np.ndarray) -> tupl
     return float(np.sum((n_cut[ok] - eff * n_all[ok]) ** 2 / var[ok])), int(ok.sum() - 1)
 
 
-def hunt(scores, sr, efficiencies, before_fit_range, mass_shift_study=False) -> dict[str, Any]:
-    """Bump hunts of one unit's scores: after (scores, fit range from the data, flags) and before (pre-fix
-    scores, the old fixed fit range)."""
+def hunt(scores, sr, efficiencies, before_fit_range, mass_shift_study=False,
+         fit_sideband: float | None = None) -> dict[str, Any]:
+    """Bump hunts of one unit's scores: after (scores, fit range from the data in radar's default fit window
+    of ``fit_sideband`` GeV around the SR, flags) and before (pre-fix scores, the old fixed fit range)."""
     from radar.analysis import bumphunt as bh
 
+    fit_sideband = bh.DEFAULT_FIT_SIDEBAND if fit_sideband is None else fit_sideband
     mjj = scores["mjj"].to_numpy(float)
     label = scores["label"].to_numpy(float)
-    fit_range = bh.auto_fit_range(mjj, sr)
+    # radar's default: the range the data allow, narrowed to the SR's fit window
+    fit_range = bh.fit_window(bh.resolve_fit_range(mjj, sr), sr, fit_sideband)
     row: dict[str, Any] = {"fit_range": list(fit_range), "after": {}, "before": {}, "headline": None}
     try:
         after = bh.bump_hunt(mjj, scores["score"].to_numpy(float), signal_region=sr, efficiencies=efficiencies,
@@ -158,7 +161,8 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                                          task["flow"], Path(task["signal"]) if task.get("signal") else None,
                                          task.get("s_over_b")))
     t0 = time.perf_counter()
-    run_search(cfg, resume=True, progress=False)
+    if not task.get("rehunt"):
+        run_search(cfg, resume=True, progress=False)
     seconds = time.perf_counter() - t0
     rows = []
     injection = cfg.injections[0]
@@ -169,7 +173,7 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                "seconds_unit": metrics.get("seconds"), "n_data": metrics.get("n_data"),
                "n_sig_sr": metrics.get("n_sig_sr"), "n_bkg_sr": metrics.get("n_bkg_sr")}
         row.update(hunt(scores, sr, task["efficiencies"], tuple(task["before_fit_range"]),
-                        mass_shift_study=task["kind"] == "shift"))
+                        mass_shift_study=task["kind"] == "shift", fit_sideband=task.get("fit_sideband")))
         rows.append(row)
     log.info("%s dataset %d SR %s: %.0f s", task["kind"], task["dataset"], sr, seconds)
     return rows
@@ -331,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smooth", action="store_true",
                         help="features smooth in m_JJ by construction (null_surrogate.SmoothMarginals) instead of the "
                              "flow surrogate, which learnt the real data's wiggles (a Δm_J plateau at 3.3-3.7 TeV)")
+    parser.add_argument("--fit-sideband", type=float, default=None,
+                        help="the bump hunt's fit window, GeV each side of the SR (default: radar's, 600; 0: the "
+                             "whole range the data allow)")
+    parser.add_argument("--rehunt", action="store_true",
+                        help="redo only the bump hunts from the saved scores (no training) into a fresh rows file; "
+                             "the previous one is kept as rows.<timestamp>.jsonl")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -373,11 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         if not smooth.exists():
             SmoothMarginals.fit(surrogate).save(smooth)
         smooth = str(smooth)
-    base = {"surrogate": str(args.surrogate), "smooth": smooth, "n_draw": n_draw, "mjj_range": mjj_range, "methods": methods,
+    base = {"rehunt": args.rehunt, "fit_sideband": args.fit_sideband, "surrogate": str(args.surrogate), "smooth": smooth, "n_draw": n_draw, "mjj_range": mjj_range, "methods": methods,
             "flow": flow, "efficiencies": efficiencies, "before_fit_range": args.before_fit_range, "mass_shift": 0.0}
     tasks = []
+    srs = [NOMINAL_SR] if args.nominal_only or turn_on_sr == NOMINAL_SR else [NOMINAL_SR, turn_on_sr]
     for d in range(args.datasets):
-        for sr in (NOMINAL_SR,) if args.nominal_only else (NOMINAL_SR, turn_on_sr):
+        for sr in srs:
             tasks.append({**base, "kind": "null", "dataset": d, "seed": 1000 + d, "sr": sr,
                           "out": str(args.output / f"null_{d:02d}" / f"sr_{sr[0]:.0f}_{sr[1]:.0f}")})
     for d in range(args.signal_datasets):
@@ -393,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                       "out": str(args.output / f"shift_{d:02d}" / "sr_3300_3700")})
     rows_path = args.output / "rows.jsonl"
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.rehunt and rows_path.exists():
+        rows_path.rename(args.output / f"rows.{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     done = {(r["kind"], r["dataset"], tuple(r["sr"])) for r in map(json.loads, rows_path.read_text().splitlines())} \
         if rows_path.exists() else set()
     todo = [t for t in tasks if (t["kind"], t["dataset"], tuple(t["sr"])) not in done]

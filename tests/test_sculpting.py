@@ -88,7 +88,8 @@ def test_fit_range_starts_above_the_turn_on_and_short_sidebands_are_refused():
     score = np.random.default_rng(0).normal(size=mjj.size)
     with pytest.raises(ValueError, match=r"signal region 2800-3200 GeV leaves -?\d+ GeV of lower"):
         bh.bump_hunt(mjj, score, signal_region=(2800.0, 3200.0), fit_range=(start, top))
-    result = bh.bump_hunt(mjj, score, signal_region=(start + 300, start + 700), fit_range=(start, top),
+    result = bh.bump_hunt(mjj, score, signal_region=(start + bh.MIN_SIDEBAND, start + bh.MIN_SIDEBAND + 400),
+                          fit_range=(start, top),
                           efficiencies=(1.0,))
     assert result.working_points[0].fit.ok
 
@@ -108,8 +109,31 @@ def test_scan_windows_carry_the_sculpting_flag():
     data = bh.toy_dataset(100_000, seed=7)
     sr = (data["mjj"] >= 3300) & (data["mjj"] < 3700)
     score = np.where(sr, 1.19 * data["score"], data["score"])
-    windows = bh.sliding_windows((2800.0, 6000.0), sr_width=400.0, step=200.0)
+    windows = bh.sliding_windows((2800.0, 6000.0), sr_width=400.0, step=200.0, min_sideband=500.0)
     result = bh.scan(data["mjj"], score, windows, efficiency=0.05, n_toys=0)
     i = [w.signal_region for w in result.windows].index((3300.0, 3700.0))
     assert "sculpted" in result.flags[i] and not result.fit_ok[i]
     assert result.max_window != i and result.z_local[i] > 5  # the fake bump is not the scan's answer
+
+
+def test_the_default_fit_is_a_window_around_the_sr_inside_the_data_range(tmp_path):
+    """radar's default fit: the range the data allow, narrowed to SR ± DEFAULT_FIT_SIDEBAND (whole bins); an
+    explicit fit range is used whole."""
+    import pandas as pd
+
+    from radar.analysis.report import make_bumphunt_outputs
+
+    assert bh.fit_window((2900.0, 6500.0), (3300.0, 3700.0), 600.0) == (2900.0, 4300.0)
+    assert bh.fit_window((2900.0, 6500.0), (3300.0, 3700.0), 650.0) == (2900.0, 4400.0)  # rounded out to bins
+    assert bh.fit_window((2900.0, 6500.0), (4000.0, 4400.0), 600.0) == (3400.0, 5000.0)
+    assert bh.fit_window((2900.0, 6500.0), (3300.0, 3700.0), 0) == (2900.0, 6500.0)
+    mjj = _turn_on_sample(100_000, seed=5)
+    frame = pd.DataFrame({"mjj": mjj, "score": np.random.default_rng(1).normal(size=mjj.size)})
+    start, _ = bh.auto_fit_range(mjj, (3300.0, 3700.0))
+    out = make_bumphunt_outputs(frame, tmp_path / "a", efficiencies=(1.0,), signal_region=(3700.0, 4100.0),
+                                scan=False)
+    assert out["bumphunt"]["fit_range"] == [3700.0 - bh.DEFAULT_FIT_SIDEBAND, 4100.0 + bh.DEFAULT_FIT_SIDEBAND]
+    assert start < 3700.0 - bh.DEFAULT_FIT_SIDEBAND
+    out = make_bumphunt_outputs(frame, tmp_path / "b", efficiencies=(1.0,), signal_region=(3700.0, 4100.0),
+                                fit_range=(start, 6000.0), scan=False)
+    assert out["bumphunt"]["fit_range"] == [start, 6000.0]

@@ -19,6 +19,7 @@ from radar.analysis.bumphunt.fit import (
     fit_sidebands,
 )
 from radar.analysis.bumphunt.spectrum import (
+    MIN_SIDEBAND,
     score_cut,
 )
 from radar.analysis.bumphunt.workingpoints import (
@@ -72,7 +73,7 @@ def sliding_windows(
     sr_width: float = 400.0,
     step: float = 200.0,
     sideband_width: float = 1000.0,
-    min_sideband: float = 300.0,
+    min_sideband: float = MIN_SIDEBAND,
 ) -> list[ScanWindow]:
     """SR windows of ``sr_width`` GeV stepped by ``step`` across ``fit_range``, each fitted over
     ``sideband_width`` GeV on either side (clipped to the range), with at least ``min_sideband`` GeV of
