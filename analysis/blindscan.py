@@ -164,6 +164,53 @@ def _window_config(settings: ScanSettings, data: list[str], window, out: Path, e
     }
 
 
+def _raw_events(path: Path) -> bool:
+    """True for event files (ROOT, LHCO raw HDF5) that must be processed into a feature table first."""
+    suffix = path.suffix.lower()
+    if suffix == ".root":
+        return True
+    if suffix not in (".h5", ".hdf5", ".hdf"):
+        return False
+    try:
+        from radar.processors.sources import is_lhco_feature_file
+    except ImportError:  # the search-only install reads feature HDF5 only
+        return False
+    return not is_lhco_feature_file(path)
+
+
+def prepare_inputs(data: list[str], out: Path, execution: dict) -> list[str]:
+    """Feature tables for the scan: feature tables as given; event files (ROOT, LHCO raw HDF5) processed first
+    (:func:`radar.processors.runner.process_files`, as ``radar run`` does) into ``OUT/features/<name>.parquet``,
+    reused while the event file's sha256 is unchanged."""
+    from radar.processors.io import file_sha256, write_json
+
+    tables = []
+    for name in data:
+        path = Path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"scan input {path}: no such file")
+        if not _raw_events(path):
+            tables.append(str(path))
+            continue
+        try:
+            from radar.processors.runner import process_files
+        except ImportError as error:
+            raise ValueError(f"scan input {path}: event files need radar's processing packages "
+                             f"(pip install 'radar-hep[process]'): {error}") from None
+        target = out / "features" / f"{path.stem}.parquet"
+        record = target.with_suffix(".source.json")
+        digest = file_sha256(path)
+        if target.exists() and record.exists() and json.loads(record.read_text()).get("sha256") == digest:
+            log.info("scan input %s: reusing its feature table %s", path, target)
+        else:
+            log.info("scan input %s: event file, processing it into %s", path, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            process_files([path], target, workers=execution.get("workers"), scheduler=execution.get("scheduler"))
+            write_json(record, {"source": str(path.resolve()), "sha256": digest})
+        tables.append(str(target))
+    return tables
+
+
 def _manifest_check(out: Path, digest: str, inputs: dict[str, str], resume: bool, overwrite: bool) -> None:
     path = out / "scan_manifest.json"
     if not path.exists() or overwrite:
@@ -181,7 +228,8 @@ def _manifest_check(out: Path, digest: str, inputs: dict[str, str], resume: bool
 
 def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *, resume: bool = False,
              overwrite: bool = False, progress: bool = True, execution: dict | None = None) -> dict[str, Any]:
-    """Run the blind scan of ``data`` (feature tables any ``radar search`` reads) into ``out``; returns the
+    """Run the blind scan of ``data`` (feature tables any ``radar search`` reads, or event files: processed first)
+    into ``out``; returns the
     ``scan.json`` content. ``execution``: the ``radar search`` execution block (mode, workers, scheduler)."""
     from radar.analysis import bumphunt as bh
     from radar.analysis.config import config_from_dict
@@ -199,11 +247,8 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
     if combos:
         raise ValueError(f"scan: score-level combinations {combos} are not scanned; scan their members")
     out = Path(out)
-    data = [str(Path(p)) for p in data]
-    for p in data:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"scan input {p}: no such file")
     execution = dict(execution or settings.search.get("execution", {}) or {})
+    data = prepare_inputs([str(Path(p)) for p in data], out, execution)
     # the windows need the data's m_JJ: read the inputs once, as every window's units will
     probe = config_from_dict({**_window_config(settings, data, bh.ScanWindow(0, 1, 0, 1), out, execution),
                               "regions": {"sr": [0, 1], "mjj_range": [0, 1e9]}})

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
                     "Writes OUT/scan.json, OUT/report.md, OUT/figures/ and one search run per window in "
                     "OUT/windows/.",
     )
-    parser.add_argument("data", nargs="+", help="feature tables (parquet, LHCO feature HDF5, CATHODE .npy)")
+    parser.add_argument("data", nargs="+", help="feature tables (parquet, LHCO feature HDF5, CATHODE .npy) or event "
+                        "files (ROOT, LHCO raw HDF5: processed first into OUT/features/)")
     parser.add_argument("-o", "--output", required=True, help="output directory")
     parser.add_argument("--methods", type=_names, default=list(DEFAULT_METHODS),
                         help=f"comma-separated radar search methods (default {','.join(DEFAULT_METHODS)})")

@@ -248,3 +248,18 @@ def test_radar_run_with_a_scan_block(tmp_path):
     run["scan"]["colour"] = "red"
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     assert main(["-q", "run", str(tmp_path / "run.yaml")]) == 1  # one clear error line, no traceback
+
+
+def test_event_files_are_processed_first_and_reused(lhco_tiny, tmp_path):
+    """Raw LHCO events given to the scan become a feature table in OUT/features (once per file content)."""
+    from radar.analysis.blindscan import prepare_inputs
+
+    write_feature_table(toy_lhco_like(500, 0, seed=1), tmp_path / "table.parquet")
+    tables = prepare_inputs([str(lhco_tiny), str(tmp_path / "table.parquet")], tmp_path / "out", {"workers": 0})
+    target = tmp_path / "out" / "features" / f"{lhco_tiny.stem}.parquet"
+    assert tables == [str(target), str(tmp_path / "table.parquet")]
+    features = pd.read_parquet(target)
+    assert len(features) > 900 and {"mjj", "mj1", "tau21_j1"} <= set(features.columns)
+    stamp = target.stat().st_mtime_ns
+    prepare_inputs([str(lhco_tiny)], tmp_path / "out", {"workers": 0})
+    assert target.stat().st_mtime_ns == stamp  # unchanged events: not processed again
