@@ -15,8 +15,8 @@ Layout of ``OUT``::
 
 Windows × methods × seeds run as one set of tasks (:func:`radar.analysis.execution.run_tasks`), so a LocalCluster
 or any Dask scheduler keeps busy across windows. A killed scan resumes (``resume=True``) without redoing
-finished units; a window that fails (too few events, a failed training) is reported in ``scan.json`` and
-``report.md``, never dropped.
+finished units; a window that fails (a failed training or fit) or that the search's checks refuse (too few
+events: ``skipped``) is reported in ``scan.json`` and ``report.md``, never dropped.
 
 With several seeds a window's score is the mean of the seeds' out-of-fold scores: every event's score still
 comes from models that never trained on it, all events alike.
@@ -272,7 +272,7 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
     import yaml
 
     # ---- plan: one search config per window; windows that cannot run are reported now
-    cfgs, failures, phases_first, phases_later = {}, {}, [], []
+    cfgs, failures, skipped, phases_first, phases_later = {}, {}, {}, [], []
     for window in windows:
         tag = window_tag(window.signal_region)
         cfg = config_from_dict(_window_config(settings, data, window, out, execution))
@@ -280,7 +280,7 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
             validate_config(cfg)
             validate_data(cfg, inputs["data"])
         except ValueError as error:
-            failures[tag] = f"not run: {error}"
+            skipped[tag] = f"not run: {error}"
             log.warning("scan window %s not run: %s", tag, error)
             continue
         cfgs[tag] = cfg
@@ -295,7 +295,7 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
             later = i == 1 or cfg.base_method(phase[0][0]) == "combined_events"
             (phases_later if later else phases_first).extend(((tag, *u), (*args, *u)) for u in phase)
     n_units = len(phases_first) + len(phases_later)
-    log.info("scan: %d units to run in %d windows (%d windows not run)", n_units, len(cfgs), len(failures))
+    log.info("scan: %d units to run in %d windows (%d windows not run)", n_units, len(cfgs), len(skipped))
     results = run_tasks(run_unit, [p for p in (phases_first, phases_later) if p],
                         probe.execution, progress=progress, desc="scan units")
     for key, result in results.items():
@@ -311,7 +311,7 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
         row: dict[str, Any] = {"sr": list(window.signal_region), "fit_range": [window.fit_low, window.fit_high],
                                "tag": tag, "methods": {}, "status": "ok"}
         if tag not in cfgs:
-            row.update(status="failed", error=failures.get(tag), local_z=None, flags=["not_run"])
+            row.update(status="skipped", error=skipped.get(tag), local_z=None, flags=["not_run"])
             window_rows.append(row)
             continue
         for method in settings.methods:
@@ -337,7 +337,8 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
         "kind": "radar.blind_scan", "version": 1, "inputs": input_hashes, "scan_range": list(scan_range),
         "settings": {k: v for k, v in asdict(settings).items() if k != "search"}, "search": settings.search,
         "n_windows": len(windows), "n_failed_windows": sum(r["status"] == "failed" for r in window_rows),
-        "failures": failures, "seconds": time.perf_counter() - t_start,
+        "n_skipped_windows": len(skipped), "failures": failures, "skipped": skipped,
+        "seconds": time.perf_counter() - t_start,
     })
     scan_json["timing"] = _timing(cfgs, settings)
     write_json(out / "scan.json", scan_json)
@@ -588,6 +589,9 @@ def _write_report(out: Path, scan: dict[str, Any], figures: list[Path]) -> Path:
             trust.append(f"flags in this window (some working point or method): {', '.join(worries)}")
         if failed:
             trust.append(f"{len(failed)} of {scan['n_windows']} windows failed (listed below)")
+        if scan.get("n_skipped_windows"):
+            trust.append(f"{scan['n_skipped_windows']} of {scan['n_windows']} windows not run (too few events or "
+                         "refused by the search's checks; listed below)")
         if (scan.get("toys") or {}).get("generator_flags"):
             trust.append(f"the toy generator fit is flagged {scan['toys']['generator_flags']}")
         lines.append("Trust: " + ("; ".join(trust) + "." if trust else
@@ -601,6 +605,9 @@ def _write_report(out: Path, scan: dict[str, Any], figures: list[Path]) -> Path:
                      f"{_wp(w.get('best_working_point'))} | {z} | {', '.join(w.get('flags', [])) or '—'} |")
     if scan.get("failures"):
         lines += ["", "## Failures", ""] + [f"- {tag}: {msg}" for tag, msg in scan["failures"].items()]
+    if scan.get("skipped"):
+        lines += ["", "## Windows not run (the search's checks refused them, e.g. too few events)", ""]
+        lines += [f"- {tag}: {msg}" for tag, msg in scan["skipped"].items()]
     if scan.get("timing"):
         lines += ["", "## Wall time per window (units, summed over seeds)", ""]
         for method, t in scan["timing"].items():
