@@ -15,6 +15,19 @@ from radar.plots.style import COLORS, experiment_label, percent, style_context, 
 log = logging.getLogger(__name__)
 
 
+def _sigma_lines(ax, p_min: float) -> float:
+    """Dashed 1σ, 2σ, ... reference lines down to the axis bottom (p_min / 20, at least 3.2σ deep), labelled
+    at the right edge; returns the bottom."""
+    bottom = min(p_min / 20.0, stats.norm.sf(3.2))
+    for z in range(1, 9):
+        level = stats.norm.sf(z)
+        if level < bottom:
+            break
+        ax.axhline(level, color="0.5", ls="--", lw=0.8, zorder=0)
+        ax.text(1.01, level, f"{z}\u03c3", transform=ax.get_yaxis_transform(), va="center", fontsize=12, color="0.4")
+    return bottom
+
+
 def plot_scan(
     scan: Mapping[str, Any],
     style: str = "atlas",
@@ -48,22 +61,7 @@ def plot_scan(
                 zorder=2,
                 label="Local p-value (fit flagged)",
             )
-        p_min = float(np.nanmin(p)) if np.isfinite(p).any() else 1e-3
-        bottom = min(p_min / 20.0, stats.norm.sf(3.2))
-        for z in range(1, 8):
-            level = stats.norm.sf(z)
-            if level < bottom:
-                break
-            ax.axhline(level, color="0.5", ls="--", lw=0.8, zorder=0)
-            ax.text(
-                1.01,
-                level,
-                f"{z}\u03c3",
-                transform=ax.get_yaxis_transform(),
-                va="center",
-                fontsize=12,
-                color="0.4",
-            )
+        bottom = _sigma_lines(ax, float(np.nanmin(p)) if np.isfinite(p).any() else 1e-3)
         if injected_mass is not None:
             ax.axvline(
                 injected_mass,
@@ -127,15 +125,7 @@ def plot_blind_scan(scan: Mapping[str, Any], style: str = "atlas", injected_mass
             if (~good).any():
                 ax.plot(centre[~good], np.ones((~good).sum()), "x", color=COLORS[i % len(COLORS)], ms=8, mew=2)
             p_all.extend(p[good])
-        p_min = min(p_all) if p_all else 1e-3
-        bottom = min(p_min / 20.0, stats.norm.sf(3.2))
-        for level_z in range(1, 9):
-            level = stats.norm.sf(level_z)
-            if level < bottom:
-                break
-            ax.axhline(level, color="0.5", ls="--", lw=0.8, zorder=0)
-            ax.text(1.01, level, f"{level_z}\u03c3", transform=ax.get_yaxis_transform(), va="center", fontsize=12,
-                    color="0.4")
+        bottom = _sigma_lines(ax, min(p_all) if p_all else 1e-3)
         if injected_mass is not None:
             ax.axvline(injected_mass, color="0.3", ls=":", lw=2, label=f"True mass {injected_mass:.0f} GeV")
         ax.set_yscale("log")
