@@ -99,8 +99,12 @@ class ScanSettings:
             raise ValueError(f"scan: working points are SR efficiencies in (0, 1], got {list(self.working_points)}")
         if self.toys < 0:
             raise ValueError(f"scan: --toys must be >= 0, got {self.toys}")
-        if self.mjj_range is not None and not self.mjj_range[0] < self.mjj_range[1]:
-            raise ValueError(f"scan: --mjj-range {list(self.mjj_range)}: low edge must be below high edge")
+        if self.mjj_range is not None:
+            if not self.mjj_range[0] < self.mjj_range[1]:
+                raise ValueError(f"scan: --mjj-range {list(self.mjj_range)}: low edge must be below high edge")
+            if abs(self.mjj_range[0] / grid - round(self.mjj_range[0] / grid)) > 1e-6:
+                raise ValueError(f"scan: --mjj-range low edge {self.mjj_range[0]:g} GeV must be a multiple of the "
+                                 f"{grid:g} GeV bin width (the bin grid of every window's fit)")
 
     def digest(self) -> str:
         """What fixes the scan's results (not the figures, style or toys, which are redone every time)."""

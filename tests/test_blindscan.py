@@ -79,6 +79,7 @@ def test_windows_lie_on_the_bin_grid_and_cover_the_range():
 
 @pytest.mark.parametrize("kw, message", [({"width": 350}, "--width 350"), ({"sideband": 200}, "--sideband"),
                                          ({"working_points": (0.0,)}, "working points"),
+                                         ({"mjj_range": (2050, 5600)}, "multiple of the 100 GeV bin width"),
                                          ({"methods": ("combined_scores",)}, "combinations")])
 def test_bad_settings_are_refused_before_anything_trains(tmp_path, kw, message):
     write_feature_table(toy_lhco_like(2_000, 0, seed=1), tmp_path / "d.parquet")
