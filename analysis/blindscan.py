@@ -415,53 +415,11 @@ def _hunt_window(cfg, window, method: str, settings: ScanSettings, progress: boo
             "bumphunt": str(outdir / "bumphunt.json"), "hunt": wps}
 
 
-def _toy_batch(spec: dict[str, Any], seeds: list[int]) -> list[tuple[float, float]]:
-    """Background-only toys of the whole scan (runs as a task): per toy, (max usable local Z, up-crossings of
-    z0 summed over the sequences). Every window's spectra are refitted as on data: the uncut spectrum, and per
-    method its working points as nested binomial thinnings with the realised cut efficiencies (the cuts of
-    one method are nested; different windows and methods thin independently — conservative)."""
-    from radar.analysis.bumphunt.fit import FitConfig
-    from radar.analysis.bumphunt.globalsig import upcrossings
-    from radar.analysis.bumphunt.workingpoints import hunt_spectrum
-
-    grid = np.asarray(spec["grid"])
-    mu = np.asarray(spec["mu"])
-    n_windows = spec["n_windows"]
-    config = FitConfig()
-    out = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        toy = rng.poisson(mu)
-        sequences = {key: np.full(n_windows, np.nan) for key in spec["sequences"]}
-
-        def hunt(counts, edges, win, theta, key, sequences=sequences):
-            fit, sr = hunt_spectrum(counts.astype(float), edges, win["sr"], config, [theta[:3]] if theta else None)
-            if fit.ok and np.isfinite(sr["z_local"]):
-                sequences[key][win["index"]] = sr["z_local"]
-
-        for win in spec["windows"]:
-            lo_i, hi_i = win["slice"]
-            base, edges = toy[lo_i:hi_i], grid[lo_i:hi_i + 1]
-            if win["no_cut"] is not None:
-                hunt(base, edges, win, win["no_cut"]["theta"], "no cut")
-            for method, wps in win["methods"].items():
-                counts, previous = base, 1.0
-                for wp in wps:  # cut working points, efficiencies decreasing: nested thinnings
-                    eff = min(max(wp["eff"], 0.0), previous)
-                    counts = rng.binomial(counts, eff / previous if previous > 0 else 0.0)
-                    previous = eff
-                    hunt(counts, edges, win, wp["theta"], f"{method} {wp['efficiency']:g}")
-        zs = np.concatenate([seq[np.isfinite(seq)] for seq in sequences.values()] or [np.zeros(0)])
-        ups = sum(upcrossings(seq, spec["z0"]) for seq in sequences.values())
-        out.append((float(zs.max()) if zs.size else 0.0, float(ups)))
-    return out
-
-
 def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, scan_range: tuple[float, float],
             settings: ScanSettings, execution: Any, progress: bool) -> dict[str, Any]:
     """The best window and the global significance (toys + Gross–Vitells)."""
     from radar.analysis import bumphunt as bh
-    from radar.analysis.bumphunt.globalsig import global_significance
+    from radar.analysis.bumphunt.globalsig import global_significance, toy_scans
     from radar.analysis.execution import run_tasks
 
     usable = [r for r in rows if r.get("local_z") is not None]
@@ -513,7 +471,7 @@ def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, 
     n_batches = max(1, min(settings.toys, 8))
     batches = [seeds[i::n_batches] for i in range(n_batches)]
     t0 = time.perf_counter()
-    done = run_tasks(_toy_batch, [[(i, (spec, b)) for i, b in enumerate(batches)]], execution,
+    done = run_tasks(toy_scans, [[(i, (spec, b)) for i, b in enumerate(batches)]], execution,
                      progress=progress, desc="scan toys")
     failed = [v for v in done.values() if isinstance(v, str)]
     if failed:

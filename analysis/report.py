@@ -160,10 +160,12 @@ def write_report(
             f"{scan['max_window_sr'][1]:.0f} GeV.",
         ]
         if scan.get("z_global") is not None:
-            lines.append(
-                f"- Global significance from {scan['n_toys']} background-only toy spectra: p = "
-                f"{scan['p_global']:.3g}, Z = {scan['z_global']:.2f}."
-            )
+            glob = scan.get("global") or {}
+            line = (f"- Global significance ({glob.get('method', 'toys')}; {scan['n_toys']} background-only toy "
+                    f"spectra): p = {scan['p_global']:.3g}, Z = {scan['z_global']:.2f}.")
+            if glob.get("z_toys_is_lower_bound"):
+                line += f" No toy reached the observed Z: the toys alone say Z ≥ {glob['z_toys']:.2f}."
+            lines.append(line)
         lines += ["", scan_table(scan), ""]
     for heading, body in (extra_sections or {}).items():
         lines += [f"## {heading}", "", body, ""]

@@ -98,8 +98,9 @@ def plot_scan(
             f"Max local Z = {scan['z_max']:.2f} (SR {best['sr_low']:.0f}\u2013{best['sr_high']:.0f} GeV)"
         )
         if scan.get("z_global") is not None:
+            how = "toys" if (scan.get("global") or {}).get("method", "toys") == "toys" else "asymptotic"
             text.append(
-                f"Global Z = {scan['z_global']:.2f} (p = {scan['p_global']:.3g}, {scan['n_toys']} toys)"
+                f"Global Z = {scan['z_global']:.2f} (p = {scan['p_global']:.3g}, {how}, {scan['n_toys']} toys)"
             )
         ax.text(0.03, 0.9, "\n".join(text), transform=ax.transAxes, fontsize=12, va="top")
         ax.legend(loc="upper right", fontsize=12, bbox_to_anchor=(1.0, 0.9))

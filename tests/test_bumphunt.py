@@ -111,6 +111,11 @@ def test_injected_bump_is_significant_after_cut_and_scan_finds_it():
     assert top.sr_low <= 3500.0 <= top.sr_high
     assert scan.z_max >= 3.0
     assert scan.toys_max_z.shape == (8,) and 0 < scan.p_global <= 1
+    # 8 toys cannot reach p < 1/9: beyond them the Gross-Vitells value, labelled as such, with the toys' bound
+    glob = scan.to_dict()["global"]
+    assert glob["method"].startswith("asymptotic") and glob["n_toys"] == 8
+    if glob["n_toys_above"] == 0:
+        assert glob["z_toys_is_lower_bound"] and scan.p_global < 1 / 9
     assert json.loads(json.dumps(scan.to_dict()))["max_window_sr"] == [top.sr_low, top.sr_high]
 
 

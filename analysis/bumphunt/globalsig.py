@@ -41,6 +41,55 @@ def gross_vitells(z_obs: float, mean_upcrossings: float, z0: float, n_scans: int
     return float(min(1.0, p))
 
 
+def toy_scans(spec: dict[str, Any], seeds: Sequence[int]) -> list[tuple[float, float]]:
+    """Background-only toys of a whole scan, one per seed (runs as a task: ``spec`` is plain data). Per toy:
+    (max usable local Z, up-crossings of ``z0`` summed over the sequences).
+
+    spec: ``grid`` (bin edges, GeV) and ``mu`` (expected background counts per bin, the toy generator);
+    ``windows``: per window ``index`` (its place along the scan), ``sr``, ``slice`` (bin range of its fit on
+    the grid), ``no_cut`` (None or ``{"theta"}``: the uncut spectrum is hunted too) and ``methods``: per score
+    its cut working points ``[{"efficiency", "eff" (realised), "theta"}]`` in decreasing efficiency;
+    ``n_windows``, ``sequences`` (the keys ``"no cut"`` and ``"<score> <efficiency>"``), ``z0``.
+
+    Every window of every toy is refitted as on data (the data fit's parameters as start): the uncut spectrum,
+    and per score its working points as nested binomial thinnings with the realised cut efficiencies (the
+    cuts of one score are nested; windows and scores thin independently — conservative).
+    """
+    from radar.analysis.bumphunt.fit import FitConfig
+    from radar.analysis.bumphunt.workingpoints import hunt_spectrum
+
+    grid = np.asarray(spec["grid"], dtype=float)
+    mu = np.asarray(spec["mu"], dtype=float)
+    config = FitConfig()
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(int(seed))
+        toy = rng.poisson(mu)
+        sequences = {key: np.full(spec["n_windows"], np.nan) for key in spec["sequences"]}
+
+        def hunt(counts, edges, win, theta, key, sequences=sequences):
+            fit, sr = hunt_spectrum(counts.astype(float), edges, win["sr"], config, [theta[:3]] if theta else None)
+            if fit.ok and np.isfinite(sr["z_local"]):
+                sequences[key][win["index"]] = sr["z_local"]
+
+        for win in spec["windows"]:
+            lo_i, hi_i = win["slice"]
+            base, edges = toy[lo_i:hi_i], grid[lo_i:hi_i + 1]
+            if win.get("no_cut") is not None:
+                hunt(base, edges, win, win["no_cut"]["theta"], "no cut")
+            for name, wps in win["methods"].items():
+                counts, previous = base, 1.0
+                for wp in wps:
+                    eff = min(max(wp["eff"], 0.0), previous)
+                    counts = rng.binomial(counts, eff / previous if previous > 0 else 0.0)
+                    previous = eff
+                    hunt(counts, edges, win, wp["theta"], f"{name} {wp['efficiency']:g}")
+        zs = np.concatenate([seq[np.isfinite(seq)] for seq in sequences.values()] or [np.zeros(0)])
+        ups = sum(upcrossings(seq, spec["z0"]) for seq in sequences.values())
+        out.append((float(zs.max()) if zs.size else 0.0, float(ups)))
+    return out
+
+
 def z_from_p(p: float) -> float:
     """One-sided Z of a p-value (0 for p ≥ 0.5)."""
     return float(max(stats.norm.isf(p), 0.0)) if p > 0 else float("inf")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from radar.analysis.bumphunt.constants import DEFAULT_FIT_RANGE
 from radar.analysis.bumphunt.fit import (
@@ -105,7 +104,8 @@ class ScanResult:
     fits (the DijetFit per window), spectra (edges, counts, expected per window, for plots).
     max_window: index of the most significant usable window; z_max its local Z.
     toys_max_z (n_toys,) the largest local Z per background-only toy; p_global, z_global the global
-    significance of z_max (look-elsewhere effect); None when no toys were run.
+    significance of z_max (look-elsewhere effect: the toys while >= 10 reach z_max, Gross–Vitells calibrated on
+    them beyond; ``global_significance`` says which); None when no toys were run.
     """
 
     efficiency: float
@@ -126,6 +126,8 @@ class ScanResult:
     p_global: float | None = None
     z_global: float | None = None
     toy_generator: dict[str, Any] = field(default_factory=dict)
+    #: :func:`radar.analysis.bumphunt.globalsig.global_significance` of z_max (toys, or Gross–Vitells beyond them)
+    global_significance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +153,7 @@ class ScanResult:
             "p_global": self.p_global,
             "z_global": self.z_global,
             "toy_generator": self.toy_generator,
+            "global": self.global_significance,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -206,7 +209,8 @@ def scan(
     the score is independent of m_JJ — the assumption the method rests on; benchmarks/bumphunt_null.py
     checks it). Every window of every toy is refitted exactly as on data (same function choice rule, the
     data fit as starting point) and its local Z computed; windows whose toy fit is flagged do not count,
-    as on data. p_global = (1 + #toys with max Z >= observed max Z) / (1 + n_toys).
+    as on data. p_global from the toys while at least 10 reach the observed max Z; beyond, the Gross–Vitells
+    extrapolation calibrated on the toys' up-crossings (:func:`radar.analysis.bumphunt.globalsig.global_significance`).
     """
     mjj = np.asarray(mjj, dtype=float)
     n = mjj.size
@@ -304,6 +308,8 @@ def _scan_toys(
     config: FitConfig,
     progress: bool,
 ) -> None:
+    from radar.analysis.bumphunt.globalsig import global_significance, toy_scans
+
     full = np.histogram(mjj, bins=grid, weights=weight)[0].astype(float)
     generator = fit_sidebands(full, grid, None, config)
     result.toy_generator = {"fit": generator.to_dict(), "edges": grid.tolist(), "counts": full.tolist()}
@@ -318,40 +324,32 @@ def _scan_toys(
             "scan toys: the toy generator fit is flagged %s; the global significance is approximate",
             generator.flags,
         )
-    mu = generator.expected(grid)
-    max_z = np.empty(n_toys)
-    iterator = range(n_toys)
+    key = "no cut" if result.efficiency >= 1 else f"score {result.efficiency:g}"
+    windows = []
+    for k, (lo_i, hi_i) in enumerate(slices):
+        theta = [float(t) for t in result.fits[k].theta] if np.all(np.isfinite(result.fits[k].theta)) else None
+        entry = {"index": k, "sr": list(result.windows[k].signal_region), "slice": [lo_i, hi_i], "no_cut": None,
+                 "methods": {}}
+        if result.efficiency >= 1:
+            entry["no_cut"] = {"theta": theta}
+        else:
+            entry["methods"]["score"] = [{"efficiency": result.efficiency, "eff": float(result.efficiency_realised[k]),
+                                          "theta": theta}]
+        windows.append(entry)
+    spec = {"grid": grid.tolist(), "mu": generator.expected(grid).tolist(), "windows": windows,
+            "n_windows": len(slices), "sequences": [key], "z0": 1.0}
+    seeds = rng.integers(0, 2**63 - 1, size=n_toys)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc="scan toys", unit="toy")
-    for t in iterator:
-        toy = rng.poisson(mu)
-        best = -np.inf
-        for k, (lo_i, hi_i) in enumerate(slices):
-            eff = result.efficiency_realised[k]
-            counts = toy[lo_i:hi_i].astype(float)
-            if eff < 1:
-                counts = rng.binomial(toy[lo_i:hi_i], min(max(eff, 0.0), 1.0)).astype(float)
-            fit_k = result.fits[k]
-            starts = [fit_k.theta[:3]] if np.all(np.isfinite(fit_k.theta)) else None
-            fit, sr = hunt_spectrum(
-                counts, grid[lo_i : hi_i + 1], result.windows[k].signal_region, config, starts
-            )
-            if fit.ok and np.isfinite(sr["z_local"]):
-                best = max(best, sr["z_local"])
-        max_z[t] = best if np.isfinite(best) else 0.0
-    result.toys_max_z = max_z
-    exceed = int(np.sum(max_z >= result.z_max))
-    result.p_global = (1.0 + exceed) / (1.0 + n_toys)
-    result.z_global = float(max(stats.norm.isf(result.p_global), 0.0))
+        pairs = [p for s in tqdm(seeds, desc="scan toys", unit="toy") for p in toy_scans(spec, [int(s)])]
+    else:
+        pairs = toy_scans(spec, [int(s) for s in seeds])
+    result.toys_max_z = np.array([p[0] for p in pairs])
+    glob = global_significance(result.z_max, result.toys_max_z, [p[1] for p in pairs], z0=1.0, n_scans=1)
+    result.global_significance = glob
+    result.p_global, result.z_global = glob["p_global"], glob["z_global"]
     log.info(
-        "scan global significance: %d of %d toys with max Z >= %.2f -> p_global = %.3g, Z_global = %.2f",
-        exceed,
-        n_toys,
-        result.z_max,
-        result.p_global,
-        result.z_global,
+        "scan global significance: %d of %d toys with max Z >= %.2f -> p_global = %.3g, Z_global = %.2f (%s)",
+        glob["n_toys_above"], n_toys, result.z_max, result.p_global, result.z_global, glob["method"],
     )
-
-
