@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     parser.add_argument("config", nargs="?", help="search config (YAML), see configs/search_*.yaml")
     parser.add_argument("--schema", action="store_true",
                         help="print the JSON schema of a search config (for editors: yaml-language-server) and exit")
+    parser.add_argument("--reference", action="store_true",
+                        help="print every config key (type, default, description) as Markdown and exit")
     parser.add_argument("--resume", action="store_true", help="skip (method, injection, seed) units already finished")
     parser.add_argument("--overwrite", action="store_true", help="redo units that are already finished")
     parser.add_argument("--output", help="run directory (overrides the config's output)")
@@ -40,8 +42,13 @@ def _run(args: argparse.Namespace) -> int:
 
         print(json.dumps(config_schema(), indent=1))
         return 0
+    if args.reference:
+        from radar.analysis.config import config_reference
+
+        print(config_reference(), end="")
+        return 0
     if not args.config:
-        raise ValueError("radar search: give a CONFIG.yaml (or --schema)")
+        raise ValueError("radar search: give a CONFIG.yaml (or --schema, --reference)")
     console = Console()
     cfg = load_config(args.config)
     if args.output:

@@ -86,44 +86,49 @@ class ClassifierConfig(_Section):
 class ExecutionConfig(_Section):
     mode: Literal["dask", "sync"] = Field("dask", description="dask: LocalCluster or scheduler; sync: in-process")
     workers: NonNegativeInt | None = Field(None, description="LocalCluster workers; 0 or null: one per core")
-    scheduler: str | None = None
-    processes: bool = True
-    threads_per_task: PositiveInt = 1
+    scheduler: str | None = Field(None, description="address of a running Dask scheduler (instead of a LocalCluster)")
+    processes: bool = Field(True, description="LocalCluster workers as processes (fastjet and torch hold the GIL)")
+    threads_per_task: PositiveInt = Field(1, description="torch threads per unit")
     device: str = Field("auto", description="torch device: auto (GPU when present), cpu, cuda, cuda:1 ...")
 
 
 class SearchConfig(_Section):
     input: InputConfig = Field(default_factory=InputConfig)
-    name: str = "search"
-    output: str = "runs/search"
-    regions: RegionsConfig = Field(default_factory=RegionsConfig)
-    features: list[str] = Field(default_factory=lambda: list(LHCO_FEATURES))
-    methods: list[str] = Field(default_factory=lambda: ["iad"])
+    name: str = Field("search", description="name of the search (reports, logs)")
+    output: str = Field("runs/search", description="run directory (radar search --output overrides it)")
+    regions: RegionsConfig = Field(default_factory=RegionsConfig, description="signal region and sidebands (GeV)")
+    features: list[str] = Field(default_factory=lambda: list(LHCO_FEATURES),
+                                description="feature columns the templates and classifiers use")
+    methods: list[str] = Field(default_factory=lambda: ["iad"],
+                               description="methods to run (radar.analysis.units.available_methods) or variants")
     injections: list[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None] = Field(
         default_factory=lambda: [None],
         description="n_sig injected in total (or S/B in the SR with injection_mode: s_over_b); null: the data as is")
-    injection_mode: Literal["n_sig", "s_over_b"] = "n_sig"
-    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0], min_length=1)
-    data_seed: NonNegativeInt = 0
+    injection_mode: Literal["n_sig", "s_over_b"] = Field("n_sig", description="what an injection number means")
+    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0], min_length=1,
+                                        description="training seeds: one unit per method, injection and seed")
+    data_seed: NonNegativeInt = Field(0, description="seed of the test hold-out and the signal injection")
     test_fraction: float = Field(0.2, ge=0, lt=1, description="without input.test: data background held out")
     signal_split: tuple[Fraction, Fraction, Fraction] = Field(
         (0.5, 0.25, 0.25), description="signal pool: injection / test (when no test file) / supervised training")
-    k_folds: int = Field(5, ge=2)
+    k_folds: int = Field(5, ge=2, description="folds: every event is scored by models trained without its fold")
     density_folds: int | None = Field(None, ge=2, description="ANODE / R-ANODE density folds; null: k_folds")
-    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="the CWoLa classifier")
     flow: dict[str, Any] = Field(default_factory=dict, description="models.flows.ConditionalFlow arguments")
     method_settings: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}}")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named variants {NAME: {method: METHOD, settings: {...}}}")
-    cathode_oversampling: PositiveFloat = 4.0
-    min_events: PositiveInt = 100
-    fpr_floor_rel_error: PositiveFloat = 0.4
-    rejection: PositiveFloat = 1000.0
-    save_models: bool = True
+    cathode_oversampling: PositiveFloat = Field(4.0, description="template events per SR data event")
+    min_events: PositiveInt = Field(100, description="fewest data events in the SR and in the sidebands")
+    fpr_floor_rel_error: PositiveFloat = Field(
+        0.4, description="SIC is reported only where the background efficiency's relative error is below this")
+    rejection: PositiveFloat = Field(1000.0, description="the background rejection 1/ε_B at which SIC is quoted")
+    save_models: bool = Field(True, description="keep the trained models in each unit's models/")
     compare: bool = Field(True, description="after the units: the comparison studies into RUN/comparison/")
-    compare_auc_repeats: NonNegativeInt = 3
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    compare_auc_repeats: NonNegativeInt = Field(3, description="repeats of the comparison studies' AUC estimates")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig,
+                                       description="where units run (execution settings never change results)")
     #: directory of the YAML file (paths are relative to it); not part of the saved config
     base_dir: str = Field(".", exclude=True)
 
@@ -218,3 +223,63 @@ def config_schema() -> dict[str, Any]:
     schema.get("properties", {}).pop("base_dir", None)
     schema["title"] = "radar search config"
     return schema
+
+
+def config_reference() -> str:
+    """Every key of a search config as a Markdown table (key path, type, default, description), generated from
+    the schema (``radar search --reference``; ``docs/config.md`` is this text, checked by a test)."""
+    schema = config_schema()
+    defs = schema.get("$defs", {})
+    defaults = SearchConfig().model_dump(mode="json")
+
+    def default_of(key: str) -> str:
+        value: Any = defaults
+        for part in key.split("."):
+            value = value[part]
+        return json.dumps(value)
+
+    def type_of(prop: dict[str, Any]) -> str:
+        if "$ref" in prop:
+            return "section"
+        if "enum" in prop:
+            return " \\| ".join(json.dumps(v) for v in prop["enum"])
+        if "anyOf" in prop:
+            return " \\| ".join(type_of(p) for p in prop["anyOf"])
+        kind = prop.get("type", "any")
+        if kind == "array":
+            if "prefixItems" in prop:
+                return "[" + ", ".join(type_of(p) for p in prop["prefixItems"]) + "]"
+            return f"list[{type_of(prop.get('items', {}))}]"
+        if kind == "object":
+            return "mapping"
+        bounds = [f"{sym} {prop[key]}" for key, sym in (("minimum", "≥"), ("exclusiveMinimum", ">"),
+                                                           ("maximum", "≤"), ("exclusiveMaximum", "<")) if key in prop]
+        return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+    rows: list[str] = []
+
+    def walk(properties: dict[str, Any], prefix: str) -> None:
+        for name, prop in properties.items():
+            key = f"{prefix}{name}"
+            ref = prop.get("$ref") or next((p["$ref"] for p in prop.get("allOf", []) if "$ref" in p), None)
+            description = (prop.get("description") or "").replace("|", "\\|")
+            if ref:
+                section = defs[ref.split("/")[-1]]
+                rows.append(f"| `{key}` | section | | {description or section.get('description', '')} |")
+                walk(section.get("properties", {}), key + ".")
+                continue
+            rows.append(f"| `{key}` | {type_of(prop)} | `{default_of(key)}` | {description} |")
+
+    walk(schema.get("properties", {}), "")
+    return "\n".join([
+        "# radar search config reference",
+        "",
+        "Generated from the config schema by `radar search --reference` (do not edit; a test checks it). Every",
+        "key is optional; unknown keys are errors that name their path. Paths are relative to the config file.",
+        "`radar search --schema` prints the JSON schema (for editors).",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ])

@@ -145,3 +145,18 @@ def test_no_module_imports_in_a_circle():
         if module not in index:
             visit(module)
     assert not circles, circles
+
+
+def test_the_config_reference_in_docs_is_generated_from_the_schema():
+    """docs/config.md is ``radar search --reference``: every key with its type, default and description; it cannot
+    go stale, and every key is described."""
+    from radar.analysis.config import SearchConfig, config_reference
+
+    text = config_reference()
+    assert (REPO / "docs" / "config.md").read_text() == text, "regenerate: radar search --reference > docs/config.md"
+    for name in SearchConfig.model_fields:
+        if name != "base_dir":
+            assert f"| `{name}` |" in text, name
+    assert "| `regions.sr` | [number, number] | `[3300.0, 3700.0]` |" in text
+    undocumented = [line for line in text.splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    assert not undocumented, undocumented
