@@ -75,7 +75,9 @@ class ScanSettings:
         # one type per setting: the same scan from the command line or from Python has the same digest
         self.methods = tuple(str(m) for m in self.methods)
         self.seeds = tuple(int(v) for v in self.seeds)
-        self.mjj_range = None if self.mjj_range is None else (float(self.mjj_range[0]), float(self.mjj_range[1]))
+        self.mjj_range = (
+            None if self.mjj_range is None else (float(self.mjj_range[0]), float(self.mjj_range[1]))
+        )
         for name in ("width", "step", "sideband", "min_sideband", "bin_width", "z0"):
             setattr(self, name, float(getattr(self, name)))
         self.working_points = tuple(float(v) for v in self.working_points)
@@ -88,23 +90,33 @@ class ScanSettings:
         for name in ("width", "step", "sideband", "min_sideband"):
             value = getattr(self, name)
             if value <= 0 or abs(value / grid - round(value / grid)) > 1e-6:
-                raise ValueError(f"scan: --{name.replace('_', '-')} {value:g} GeV must be a positive multiple of the "
-                                 f"{grid:g} GeV bin width (window edges lie on the bin grid)")
+                raise ValueError(
+                    f"scan: --{name.replace('_', '-')} {value:g} GeV must be a positive multiple of the "
+                    f"{grid:g} GeV bin width (window edges lie on the bin grid)"
+                )
         if self.sideband < self.min_sideband:
-            raise ValueError(f"scan: --sideband {self.sideband:g} GeV is below the minimum sideband "
-                             f"{self.min_sideband:g} GeV")
+            raise ValueError(
+                f"scan: --sideband {self.sideband:g} GeV is below the minimum sideband "
+                f"{self.min_sideband:g} GeV"
+            )
         if not self.methods:
             raise ValueError("scan: no methods")
         if not self.working_points or any(not 0 < e <= 1 for e in self.working_points):
-            raise ValueError(f"scan: working points are SR efficiencies in (0, 1], got {list(self.working_points)}")
+            raise ValueError(
+                f"scan: working points are SR efficiencies in (0, 1], got {list(self.working_points)}"
+            )
         if self.toys < 0:
             raise ValueError(f"scan: --toys must be >= 0, got {self.toys}")
         if self.mjj_range is not None:
             if not self.mjj_range[0] < self.mjj_range[1]:
-                raise ValueError(f"scan: --mjj-range {list(self.mjj_range)}: low edge must be below high edge")
+                raise ValueError(
+                    f"scan: --mjj-range {list(self.mjj_range)}: low edge must be below high edge"
+                )
             if abs(self.mjj_range[0] / grid - round(self.mjj_range[0] / grid)) > 1e-6:
-                raise ValueError(f"scan: --mjj-range low edge {self.mjj_range[0]:g} GeV must be a multiple of the "
-                                 f"{grid:g} GeV bin width (the bin grid of every window's fit)")
+                raise ValueError(
+                    f"scan: --mjj-range low edge {self.mjj_range[0]:g} GeV must be a multiple of the "
+                    f"{grid:g} GeV bin width (the bin grid of every window's fit)"
+                )
 
     def digest(self) -> str:
         """What fixes the scan's results (not the figures, style or toys, which are redone every time)."""
@@ -135,8 +147,13 @@ def plan_windows(mjj: np.ndarray, settings: ScanSettings) -> tuple[tuple[float, 
     # whole bins only: the range's width a multiple of the bin width
     hi = lo + settings.bin_width * math.floor((hi - lo) / settings.bin_width + 1e-9)
     try:
-        windows = bh.sliding_windows((lo, hi), sr_width=settings.width, step=settings.step,
-                                     sideband_width=settings.sideband, min_sideband=settings.min_sideband)
+        windows = bh.sliding_windows(
+            (lo, hi),
+            sr_width=settings.width,
+            step=settings.step,
+            sideband_width=settings.sideband,
+            min_sideband=settings.min_sideband,
+        )
     except ValueError as error:
         raise ValueError(f"scan range {lo:.0f}-{hi:.0f} GeV: {error}") from None
     return (lo, hi), windows
@@ -152,16 +169,25 @@ def _window_config(settings: ScanSettings, data: list[str], window, out: Path, e
         "name": f"scan {window_tag(window.signal_region)}",
         "output": str(out / "windows" / window_tag(window.signal_region)),
         "input": {**search.get("input", {}), "data": [str(Path(p).resolve()) for p in data]},
-        "regions": {**search.get("regions", {}), "sr": list(window.signal_region),
-                    "mjj_range": [window.fit_low, window.fit_high], "sideband_width": None},
+        "regions": {
+            **search.get("regions", {}),
+            "sr": list(window.signal_region),
+            "mjj_range": [window.fit_low, window.fit_high],
+            "sideband_width": None,
+        },
         "methods": list(settings.methods),
         "injections": [None],
         "seeds": list(settings.seeds),
         # a blind search hunts every event: no labelled test set is carved out of the data
         "test_fraction": search.get("test_fraction", 0.0),
-        "classifier": {"name": settings.classifier, **({"settings": classifier.get("settings", {})}
-                                                      if classifier.get("name", settings.classifier)
-                                                      == settings.classifier else {})},
+        "classifier": {
+            "name": settings.classifier,
+            **(
+                {"settings": classifier.get("settings", {})}
+                if classifier.get("name", settings.classifier) == settings.classifier
+                else {}
+            ),
+        },
         "compare": False,
         "save_models": search.get("save_models", False),
         "execution": execution,
@@ -199,8 +225,10 @@ def prepare_inputs(data: list[str], out: Path, execution: dict) -> list[str]:
         try:
             from radar.processors.runner import process_files
         except ImportError as error:
-            raise ValueError(f"scan input {path}: event files need radar's processing packages "
-                             f"(pip install 'radar-hep[process]'): {error}") from None
+            raise ValueError(
+                f"scan input {path}: event files need radar's processing packages "
+                f"(pip install 'radar-hep[process]'): {error}"
+            ) from None
         target = out / "features" / f"{path.stem}.parquet"
         record = target.with_suffix(".source.json")
         digest = file_sha256(path)
@@ -209,7 +237,9 @@ def prepare_inputs(data: list[str], out: Path, execution: dict) -> list[str]:
         else:
             log.info("scan input %s: event file, processing it into %s", path, target)
             target.parent.mkdir(parents=True, exist_ok=True)
-            process_files([path], target, workers=execution.get("workers"), scheduler=execution.get("scheduler"))
+            process_files(
+                [path], target, workers=execution.get("workers"), scheduler=execution.get("scheduler")
+            )
             write_json(record, {"source": str(path.resolve()), "sha256": digest})
         tables.append(str(target))
     return tables
@@ -221,17 +251,30 @@ def _manifest_check(out: Path, digest: str, inputs: dict[str, str], resume: bool
         return
     previous = json.loads(path.read_text())
     if previous.get("digest") != digest:
-        raise ValueError(f"{out}: holds a scan with different settings (digest {str(previous.get('digest'))[:12]} "
-                         f"vs {digest[:12]}); use another output directory or --overwrite")
+        raise ValueError(
+            f"{out}: holds a scan with different settings (digest {str(previous.get('digest'))[:12]} "
+            f"vs {digest[:12]}); use another output directory or --overwrite"
+        )
     if previous.get("inputs") != inputs:
-        raise ValueError(f"{out}: the input files changed since this scan ran; use another output directory "
-                         "or --overwrite")
+        raise ValueError(
+            f"{out}: the input files changed since this scan ran; use another output directory or --overwrite"
+        )
     if not resume:
-        raise ValueError(f"{out}: holds a scan already; use --resume to continue it or --overwrite to redo it")
+        raise ValueError(
+            f"{out}: holds a scan already; use --resume to continue it or --overwrite to redo it"
+        )
 
 
-def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *, resume: bool = False,
-             overwrite: bool = False, progress: bool = True, execution: dict | None = None) -> dict[str, Any]:
+def run_scan(
+    data: list[str | Path],
+    out: str | Path,
+    settings: ScanSettings,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    execution: dict | None = None,
+) -> dict[str, Any]:
     """Run the blind scan of ``data`` (feature tables any ``radar search`` reads, or event files: processed first)
     into ``out``; returns the
     ``scan.json`` content. ``execution``: the ``radar search`` execution block (mode, workers, scheduler)."""
@@ -254,23 +297,42 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
     execution = dict(execution or settings.search.get("execution", {}) or {})
     data = prepare_inputs([str(Path(p)) for p in data], out, execution)
     # the windows need the data's m_JJ: read the inputs once, as every window's units will
-    probe = config_from_dict({**_window_config(settings, data, bh.ScanWindow(0, 1, 0, 1), out, execution),
-                              "regions": {"sr": [0, 1], "mjj_range": [0, 1e9]}})
+    probe = config_from_dict(
+        {
+            **_window_config(settings, data, bh.ScanWindow(0, 1, 0, 1), out, execution),
+            "regions": {"sr": [0, 1], "mjj_range": [0, 1e9]},
+        }
+    )
     validate_config(probe)
     inputs = load_inputs(probe)
     mjj_all = inputs["data"]["mjj"].to_numpy(float)
-    weight_all = inputs["data"]["weight"].to_numpy(float) if "weight" in inputs["data"] else np.ones(mjj_all.size)
+    weight_all = (
+        inputs["data"]["weight"].to_numpy(float) if "weight" in inputs["data"] else np.ones(mjj_all.size)
+    )
     scan_range, windows = plan_windows(mjj_all, settings)
-    log.info("scan %s: %d windows of %.0f GeV every %.0f GeV in %.0f-%.0f GeV; methods %s, seeds %s",
-             out, len(windows), settings.width, settings.step, *scan_range, list(settings.methods),
-             list(settings.seeds))
+    log.info(
+        "scan %s: %d windows of %.0f GeV every %.0f GeV in %.0f-%.0f GeV; methods %s, seeds %s",
+        out,
+        len(windows),
+        settings.width,
+        settings.step,
+        *scan_range,
+        list(settings.methods),
+        list(settings.seeds),
+    )
     input_hashes = {str(Path(p).resolve()): file_sha256(p) for p in data}
     digest = settings.digest()
     _manifest_check(out, digest, input_hashes, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"kind": "radar.scan_manifest", "digest": digest, "inputs": input_hashes,
-                                "settings": asdict(settings), "scan_range": list(scan_range),
-                                "versions": package_versions(), "status": "running"}
+    manifest: dict[str, Any] = {
+        "kind": "radar.scan_manifest",
+        "digest": digest,
+        "inputs": input_hashes,
+        "settings": asdict(settings),
+        "scan_range": list(scan_range),
+        "versions": package_versions(),
+        "status": "running",
+    }
     write_json(out / "scan_manifest.json", manifest)
 
     import yaml
@@ -291,7 +353,9 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
         run_dir = cfg.output_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(run_dir / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict(), default=str)), sort_keys=False))
+            tmp.write_text(
+                yaml.safe_dump(json.loads(json.dumps(cfg.to_dict(), default=str)), sort_keys=False)
+            )
         units = [(m, None, s) for s in cfg.seeds for m in cfg.methods]
         todo = [u for u in units if overwrite or not unit_finished(run_dir, *u)]
         args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
@@ -300,20 +364,32 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
             (phases_later if later else phases_first).extend(((tag, *u), (*args, *u)) for u in phase)
     n_units = len(phases_first) + len(phases_later)
     log.info("scan: %d units to run in %d windows (%d windows not run)", n_units, len(cfgs), len(skipped))
-    results = run_tasks(run_unit, [p for p in (phases_first, phases_later) if p],
-                        probe.execution, progress=progress, desc="scan units")
+    results = run_tasks(
+        run_unit,
+        [p for p in (phases_first, phases_later) if p],
+        probe.execution,
+        progress=progress,
+        desc="scan units",
+    )
     for key, result in results.items():
         if isinstance(result, str):
             failures.setdefault(key[0], "")
-            failures[key[0]] = (failures[key[0]] + "; " if failures[key[0]] else "") + f"{key[1]} seed {key[3]}: {result}"
+            failures[key[0]] = (
+                failures[key[0]] + "; " if failures[key[0]] else ""
+            ) + f"{key[1]} seed {key[3]}: {result}"
 
     # ---- every window's bump hunt, per method
     window_rows = []
     hunts: dict[tuple[str, str], dict] = {}
     for window in windows:
         tag = window_tag(window.signal_region)
-        row: dict[str, Any] = {"sr": list(window.signal_region), "fit_range": [window.fit_low, window.fit_high],
-                               "tag": tag, "methods": {}, "status": "ok"}
+        row: dict[str, Any] = {
+            "sr": list(window.signal_region),
+            "fit_range": [window.fit_low, window.fit_high],
+            "tag": tag,
+            "methods": {},
+            "status": "ok",
+        }
         if tag not in cfgs:
             row.update(status="skipped", error=skipped.get(tag), local_z=None, flags=["not_run"])
             window_rows.append(row)
@@ -324,32 +400,53 @@ def run_scan(data: list[str | Path], out: str | Path, settings: ScanSettings, *,
                 hunts[(tag, method)] = entry.pop("hunt")
         ok = [m for m, e in row["methods"].items() if e["status"] == "ok" and e["local_z"] is not None]
         if not ok:
-            row.update(status="failed", local_z=None, flags=["no_usable_method"],
-                       error=failures.get(tag) or "no method gave a usable working point")
+            row.update(
+                status="failed",
+                local_z=None,
+                flags=["no_usable_method"],
+                error=failures.get(tag) or "no method gave a usable working point",
+            )
         else:
             best = max(ok, key=lambda m: row["methods"][m]["local_z"])
-            row.update(local_z=row["methods"][best]["local_z"], best_method=best,
-                       best_working_point=row["methods"][best]["best_working_point"],
-                       flags=sorted({f for e in row["methods"].values() for f in e.get("flags", [])}))
+            row.update(
+                local_z=row["methods"][best]["local_z"],
+                best_method=best,
+                best_working_point=row["methods"][best]["best_working_point"],
+                flags=sorted({f for e in row["methods"].values() for f in e.get("flags", [])}),
+            )
             if any(e["status"] != "ok" for e in row["methods"].values()):
                 row["status"] = "partial"
                 row["error"] = failures.get(tag)
         window_rows.append(row)
 
-    scan_json = _global(window_rows, hunts, mjj_all, weight_all, scan_range, settings, probe.execution, progress)
-    scan_json.update({
-        "kind": "radar.blind_scan", "version": 1, "inputs": input_hashes, "scan_range": list(scan_range),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "search"}, "search": settings.search,
-        "n_windows": len(windows), "n_failed_windows": sum(r["status"] == "failed" for r in window_rows),
-        "n_skipped_windows": len(skipped), "failures": failures, "skipped": skipped,
-        "seconds": time.perf_counter() - t_start,
-    })
+    scan_json = _global(
+        window_rows, hunts, mjj_all, weight_all, scan_range, settings, probe.execution, progress
+    )
+    scan_json.update(
+        {
+            "kind": "radar.blind_scan",
+            "version": 1,
+            "inputs": input_hashes,
+            "scan_range": list(scan_range),
+            "settings": {k: v for k, v in asdict(settings).items() if k != "search"},
+            "search": settings.search,
+            "n_windows": len(windows),
+            "n_failed_windows": sum(r["status"] == "failed" for r in window_rows),
+            "n_skipped_windows": len(skipped),
+            "failures": failures,
+            "skipped": skipped,
+            "seconds": time.perf_counter() - t_start,
+        }
+    )
     scan_json["timing"] = _timing(cfgs, settings)
     write_json(out / "scan.json", scan_json)
     figures = _figures(scan_json, out, settings) if settings.figures else []
     _write_report(out, scan_json, figures)
-    manifest.update(status="failed" if scan_json["n_failed_windows"] else "finished",
-                    windows={r["tag"]: r["status"] for r in window_rows}, failures=failures)
+    manifest.update(
+        status="failed" if scan_json["n_failed_windows"] else "finished",
+        windows={r["tag"]: r["status"] for r in window_rows},
+        failures=failures,
+    )
     write_json(out / "scan_manifest.json", manifest)
     return scan_json
 
@@ -381,42 +478,88 @@ def _hunt_window(cfg, window, method: str, settings: ScanSettings, progress: boo
         return {"status": "failed", "local_z": None, "error": "; ".join(problems), "flags": ["failed"]}
     outdir = cfg.output_dir / "bumphunt" / method
     fit_range = (window.fit_low, window.fit_high)
-    kwargs = dict(efficiencies=tuple(sorted(set(settings.working_points), reverse=True)),
-                  signal_region=window.signal_region, fit_range=fit_range, bin_width=settings.bin_width,
-                  min_sideband=settings.min_sideband)
+    kwargs = dict(
+        efficiencies=tuple(sorted(set(settings.working_points), reverse=True)),
+        signal_region=window.signal_region,
+        fit_range=fit_range,
+        bin_width=settings.bin_width,
+        min_sideband=settings.min_sideband,
+    )
     try:
         if settings.figures:
-            made = make_bumphunt_outputs(scores, outdir, style=settings.style,
-                                         title=f"radar scan: {method}, SR {window.sr_low:.0f}-{window.sr_high:.0f} GeV",
-                                         notes=[f"Scores: the mean over seeds {list(cfg.seeds)}"], **kwargs)
+            made = make_bumphunt_outputs(
+                scores,
+                outdir,
+                style=settings.style,
+                title=f"radar scan: {method}, SR {window.sr_low:.0f}-{window.sr_high:.0f} GeV",
+                notes=[f"Scores: the mean over seeds {list(cfg.seeds)}"],
+                **kwargs,
+            )
             result = made["bumphunt"]
         else:
-            hunt = bh.bump_hunt(scores["mjj"].to_numpy(float), scores["score"].to_numpy(float),
-                                in_sr=scores["in_sr"].to_numpy(bool), weight=scores["weight"].to_numpy(float),
-                                **kwargs)
+            hunt = bh.bump_hunt(
+                scores["mjj"].to_numpy(float),
+                scores["score"].to_numpy(float),
+                in_sr=scores["in_sr"].to_numpy(bool),
+                weight=scores["weight"].to_numpy(float),
+                **kwargs,
+            )
             hunt.save(outdir / "bumphunt.json")
             result = hunt.to_dict()
     except ValueError as error:
         return {"status": "failed", "local_z": None, "error": f"bump hunt: {error}", "flags": ["failed"]}
-    total = float(scores["weight"].to_numpy(float)[(scores["mjj"] >= result["fit_range"][0])
-                                                    & (scores["mjj"] < result["fit_range"][1])].sum())
+    total = float(
+        scores["weight"]
+        .to_numpy(float)[(scores["mjj"] >= result["fit_range"][0]) & (scores["mjj"] < result["fit_range"][1])]
+        .sum()
+    )
     wps = []
     for wp in result["working_points"]:
-        wps.append({k: wp[k] for k in ("efficiency", "z_local", "p_local", "n_obs", "b", "sigma_b", "usable",
-                                       "flags", "n_selected")}
-                   | {"efficiency_realised": wp["n_selected"] / total if total > 0 else float("nan"),
-                      "edges": [wp["edges"][0], wp["edges"][-1]], "theta": wp["fit"]["theta"]})
+        wps.append(
+            {
+                k: wp[k]
+                for k in (
+                    "efficiency",
+                    "z_local",
+                    "p_local",
+                    "n_obs",
+                    "b",
+                    "sigma_b",
+                    "usable",
+                    "flags",
+                    "n_selected",
+                )
+            }
+            | {
+                "efficiency_realised": wp["n_selected"] / total if total > 0 else float("nan"),
+                "edges": [wp["edges"][0], wp["edges"][-1]],
+                "theta": wp["fit"]["theta"],
+            }
+        )
     usable = [w for w in wps if w["usable"]]
     best = max(usable, key=lambda w: w["z_local"]) if usable else None
     flags = sorted({f for w in wps for f in w["flags"]})
-    return {"status": "ok", "local_z": None if best is None else best["z_local"],
-            "best_working_point": None if best is None else best["efficiency"], "flags": flags,
-            "working_points": [{k: v for k, v in w.items() if k not in ("theta",)} for w in wps],
-            "bumphunt": str(outdir / "bumphunt.json"), "hunt": wps}
+    return {
+        "status": "ok",
+        "local_z": None if best is None else best["z_local"],
+        "best_working_point": None if best is None else best["efficiency"],
+        "flags": flags,
+        "working_points": [{k: v for k, v in w.items() if k not in ("theta",)} for w in wps],
+        "bumphunt": str(outdir / "bumphunt.json"),
+        "hunt": wps,
+    }
 
 
-def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, scan_range: tuple[float, float],
-            settings: ScanSettings, execution: Any, progress: bool) -> dict[str, Any]:
+def _global(
+    rows: list[dict],
+    hunts: dict,
+    mjj: np.ndarray,
+    weight: np.ndarray,
+    scan_range: tuple[float, float],
+    settings: ScanSettings,
+    execution: Any,
+    progress: bool,
+) -> dict[str, Any]:
     """The best window and the global significance (toys + Gross–Vitells)."""
     from radar.analysis import bumphunt as bh
     from radar.analysis.bumphunt.globalsig import global_significance, toy_scans
@@ -428,22 +571,35 @@ def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, 
         log.error("scan: no window has a usable working point; no best window, no global significance")
         return result
     best = max(usable, key=lambda r: r["local_z"])
-    result["best"] = {"sr": best["sr"], "local_z": best["local_z"], "p_local": _p(best["local_z"]),
-                      "method": best["best_method"], "working_point": best["best_working_point"]}
+    result["best"] = {
+        "sr": best["sr"],
+        "local_z": best["local_z"],
+        "p_local": _p(best["local_z"]),
+        "method": best["best_method"],
+        "working_point": best["best_working_point"],
+    }
     lo, hi = scan_range
     grid = lo + settings.bin_width * np.arange(int(round((hi - lo) / settings.bin_width)) + 1)
     full = np.histogram(mjj, bins=grid, weights=weight)[0].astype(float)
     generator = bh.fit_sidebands(full, grid, None, bh.FitConfig())
-    toy_info: dict[str, Any] = {"generator_flags": list(generator.flags), "generator_n_params": generator.n_params}
+    toy_info: dict[str, Any] = {
+        "generator_flags": list(generator.flags),
+        "generator_n_params": generator.n_params,
+    }
     if settings.toys == 0 or not np.all(np.isfinite(generator.theta)):
         if settings.toys:
             log.error("scan toys: the background-only fit of the whole spectrum failed %s", generator.flags)
-        result["global"] = {"method": "none", "reason": "no toys" if not settings.toys else "toy generator fit failed"}
+        result["global"] = {
+            "method": "none",
+            "reason": "no toys" if not settings.toys else "toy generator fit failed",
+        }
         result["toys"] = toy_info
         return result
     if not generator.ok:
-        log.warning("scan toys: the toy generator fit is flagged %s; the global significance is approximate",
-                    generator.flags)
+        log.warning(
+            "scan toys: the toy generator fit is flagged %s; the global significance is approximate",
+            generator.flags,
+        )
 
     def theta(wp):
         return [float(t) for t in wp["theta"]] if np.all(np.isfinite(wp["theta"])) else None
@@ -454,25 +610,49 @@ def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, 
         if not done:
             continue
         no_cut = next((w for _, wps in done for w in wps if w["efficiency"] >= 1), None)
-        methods = {m: [{"efficiency": w["efficiency"], "eff": w["efficiency_realised"], "theta": theta(w)}
-                       for w in sorted(wps, key=lambda w: -w["efficiency"]) if w["efficiency"] < 1]
-                   for m, wps in done}
+        methods = {
+            m: [
+                {"efficiency": w["efficiency"], "eff": w["efficiency_realised"], "theta": theta(w)}
+                for w in sorted(wps, key=lambda w: -w["efficiency"])
+                if w["efficiency"] < 1
+            ]
+            for m, wps in done
+        }
         sequences |= {f"{m} {w['efficiency']:g}" for m, wps in methods.items() for w in wps}
         if no_cut is not None:
             sequences.add("no cut")
         edges = done[0][1][0]["edges"]
-        spec_windows.append({"index": index, "sr": row["sr"], "methods": methods,
-                             "no_cut": None if no_cut is None else {"theta": theta(no_cut)},
-                             "slice": [int(round((edges[0] - grid[0]) / settings.bin_width)),
-                                       int(round((edges[1] - grid[0]) / settings.bin_width))]})
-    spec = {"grid": grid.tolist(), "mu": generator.expected(grid).tolist(), "windows": spec_windows,
-            "n_windows": len(rows), "sequences": sorted(sequences), "z0": settings.z0}
+        spec_windows.append(
+            {
+                "index": index,
+                "sr": row["sr"],
+                "methods": methods,
+                "no_cut": None if no_cut is None else {"theta": theta(no_cut)},
+                "slice": [
+                    int(round((edges[0] - grid[0]) / settings.bin_width)),
+                    int(round((edges[1] - grid[0]) / settings.bin_width)),
+                ],
+            }
+        )
+    spec = {
+        "grid": grid.tolist(),
+        "mu": generator.expected(grid).tolist(),
+        "windows": spec_windows,
+        "n_windows": len(rows),
+        "sequences": sorted(sequences),
+        "z0": settings.z0,
+    }
     seeds = [int(s) for s in np.random.SeedSequence(settings.toy_seed).generate_state(settings.toys)]
     n_batches = max(1, min(settings.toys, 8))
     batches = [seeds[i::n_batches] for i in range(n_batches)]
     t0 = time.perf_counter()
-    done = run_tasks(toy_scans, [[(i, (spec, b)) for i, b in enumerate(batches)]], execution,
-                     progress=progress, desc="scan toys")
+    done = run_tasks(
+        toy_scans,
+        [[(i, (spec, b)) for i, b in enumerate(batches)]],
+        execution,
+        progress=progress,
+        desc="scan toys",
+    )
     failed = [v for v in done.values() if isinstance(v, str)]
     if failed:
         raise RuntimeError(f"scan toys failed: {failed[0]}")
@@ -480,15 +660,32 @@ def _global(rows: list[dict], hunts: dict, mjj: np.ndarray, weight: np.ndarray, 
     toys_max = np.array([p[0] for p in pairs])
     toys_up = np.array([p[1] for p in pairs])
     glob = global_significance(best["local_z"], toys_max, toys_up, z0=settings.z0, n_scans=len(sequences))
-    result.update(global_z=glob["z_global"], global_p=glob["p_global"], trials_factor=glob["trials_factor"],
-                  **{"global": glob})
-    result["toys"] = {**toy_info, "n_toys": int(toys_max.size), "sequences": sorted(sequences),
-                      "max_z": toys_max.tolist(), "upcrossings": toys_up.tolist(), "seconds": time.perf_counter() - t0,
-                      "not_included": "retraining of templates and classifiers (the toys thin the fitted background "
-                                      "spectrum with each cut's realised efficiency): the closure benchmark run as "
-                                      "a scan on background-only data measures that part"}
-    log.info("scan: best window %s (%s, %s) local Z %.2f; global Z %.2f (%s)", best["sr"], best["best_method"],
-             best["best_working_point"], best["local_z"], glob["z_global"], glob["method"])
+    result.update(
+        global_z=glob["z_global"],
+        global_p=glob["p_global"],
+        trials_factor=glob["trials_factor"],
+        **{"global": glob},
+    )
+    result["toys"] = {
+        **toy_info,
+        "n_toys": int(toys_max.size),
+        "sequences": sorted(sequences),
+        "max_z": toys_max.tolist(),
+        "upcrossings": toys_up.tolist(),
+        "seconds": time.perf_counter() - t0,
+        "not_included": "retraining of templates and classifiers (the toys thin the fitted background "
+        "spectrum with each cut's realised efficiency): the closure benchmark run as "
+        "a scan on background-only data measures that part",
+    }
+    log.info(
+        "scan: best window %s (%s, %s) local Z %.2f; global Z %.2f (%s)",
+        best["sr"],
+        best["best_method"],
+        best["best_working_point"],
+        best["local_z"],
+        glob["z_global"],
+        glob["method"],
+    )
     return result
 
 
@@ -511,7 +708,9 @@ def _timing(cfgs: dict, settings: ScanSettings) -> dict[str, Any]:
                     seconds = json.loads(path.read_text()).get("seconds")
                     out.setdefault(method, {}).setdefault(tag, 0.0)
                     out[method][tag] += float(seconds or 0.0)
-    return {m: {"per_window": v, "median_per_window": float(np.median(list(v.values())))} for m, v in out.items()}
+    return {
+        m: {"per_window": v, "median_per_window": float(np.median(list(v.values())))} for m, v in out.items()
+    }
 
 
 def _figures(scan: dict[str, Any], out: Path, settings: ScanSettings) -> list[Path]:
@@ -535,15 +734,22 @@ def _write_report(out: Path, scan: dict[str, Any], figures: list[Path]) -> Path:
         lines.append("**No window gave a usable working point: no result.** See the failures below.")
     else:
         z_glob = glob.get("z_global")
-        glob_text = ("no global significance (no toys)" if z_glob is None else
-                     f"global Z = **{z_glob:.2f}** (p = {glob['p_global']:.2g}, {glob['method']}; "
-                     f"trials factor {glob['trials_factor']:.3g})")
-        lines.append(f"**Most significant window: SR {best['sr'][0]:.0f}-{best['sr'][1]:.0f} GeV** "
-                     f"({best['method']}, {_wp(best['working_point'])}): local Z = **{best['local_z']:.2f}**, "
-                     f"{glob_text}.")
+        glob_text = (
+            "no global significance (no toys)"
+            if z_glob is None
+            else f"global Z = **{z_glob:.2f}** (p = {glob['p_global']:.2g}, {glob['method']}; "
+            f"trials factor {glob['trials_factor']:.3g})"
+        )
+        lines.append(
+            f"**Most significant window: SR {best['sr'][0]:.0f}-{best['sr'][1]:.0f} GeV** "
+            f"({best['method']}, {_wp(best['working_point'])}): local Z = **{best['local_z']:.2f}**, "
+            f"{glob_text}."
+        )
         if glob.get("z_toys_is_lower_bound"):
-            lines.append(f"No toy of {glob['n_toys']} reached the observed local Z: the toys alone say global "
-                         f"Z ≥ {glob['z_toys']:.2f}; the asymptotic value extends them.")
+            lines.append(
+                f"No toy of {glob['n_toys']} reached the observed local Z: the toys alone say global "
+                f"Z ≥ {glob['z_toys']:.2f}; the asymptotic value extends them."
+            )
         best_row = next(w for w in scan["windows"] if w["sr"] == best["sr"])
         worries = [f for f in best_row.get("flags", []) if f not in ("",)]
         trust = []
@@ -552,19 +758,35 @@ def _write_report(out: Path, scan: dict[str, Any], figures: list[Path]) -> Path:
         if failed:
             trust.append(f"{len(failed)} of {scan['n_windows']} windows failed (listed below)")
         if scan.get("n_skipped_windows"):
-            trust.append(f"{scan['n_skipped_windows']} of {scan['n_windows']} windows not run (too few events or "
-                         "refused by the search's checks; listed below)")
+            trust.append(
+                f"{scan['n_skipped_windows']} of {scan['n_windows']} windows not run (too few events or "
+                "refused by the search's checks; listed below)"
+            )
         if (scan.get("toys") or {}).get("generator_flags"):
             trust.append(f"the toy generator fit is flagged {scan['toys']['generator_flags']}")
-        lines.append("Trust: " + ("; ".join(trust) + "." if trust else
-                                  "no flag on the best window's headline, every window ran."))
-        lines.append("The toys do not include retraining the templates and classifiers; the closure benchmark "
-                     "(benchmarks/null_chain.py, benchmarks/scan_null.py) measures that part.")
-    lines += ["", "| SR [GeV] | status | best method | working point | local Z | flags |", "|---|---|---|---|---|---|"]
+        lines.append(
+            "Trust: "
+            + (
+                "; ".join(trust) + "."
+                if trust
+                else "no flag on the best window's headline, every window ran."
+            )
+        )
+        lines.append(
+            "The toys do not include retraining the templates and classifiers; the closure benchmark "
+            "(benchmarks/null_chain.py, benchmarks/scan_null.py) measures that part."
+        )
+    lines += [
+        "",
+        "| SR [GeV] | status | best method | working point | local Z | flags |",
+        "|---|---|---|---|---|---|",
+    ]
     for w in scan["windows"]:
         z = "—" if w.get("local_z") is None else f"{w['local_z']:.2f}"
-        lines.append(f"| {w['sr'][0]:.0f}–{w['sr'][1]:.0f} | {w['status']} | {w.get('best_method', '—')} | "
-                     f"{_wp(w.get('best_working_point'))} | {z} | {', '.join(w.get('flags', [])) or '—'} |")
+        lines.append(
+            f"| {w['sr'][0]:.0f}–{w['sr'][1]:.0f} | {w['status']} | {w.get('best_method', '—')} | "
+            f"{_wp(w.get('best_working_point'))} | {z} | {', '.join(w.get('flags', [])) or '—'} |"
+        )
     if scan.get("failures"):
         lines += ["", "## Failures", ""] + [f"- {tag}: {msg}" for tag, msg in scan["failures"].items()]
     if scan.get("skipped"):

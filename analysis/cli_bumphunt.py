@@ -109,13 +109,21 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console()
     scores = load_scores(args.scores)
-    fit_range = bh.resolve_fit_range(scores["mjj"].to_numpy(float), tuple(args.sr), args.fit_range, args.bin_width)
-    fit_sideband = args.fit_sideband if args.fit_sideband is not None else (0.0 if args.fit_range else
-                                                                            bh.DEFAULT_FIT_SIDEBAND)
+    fit_range = bh.resolve_fit_range(
+        scores["mjj"].to_numpy(float), tuple(args.sr), args.fit_range, args.bin_width
+    )
+    fit_sideband = (
+        args.fit_sideband
+        if args.fit_sideband is not None
+        else (0.0 if args.fit_range else bh.DEFAULT_FIT_SIDEBAND)
+    )
     hunt_range = bh.fit_window(fit_range, tuple(args.sr), fit_sideband, args.bin_width)
-    console.print(f"fit range {hunt_range[0]:.0f}-{hunt_range[1]:.0f} GeV"
-                  + ("" if args.fit_range else " (from the data: above the trigger turn-on")
-                  + (f", SR ± {fit_sideband:.0f} GeV" if fit_sideband else "") + ("" if args.fit_range else ")"))
+    console.print(
+        f"fit range {hunt_range[0]:.0f}-{hunt_range[1]:.0f} GeV"
+        + ("" if args.fit_range else " (from the data: above the trigger turn-on")
+        + (f", SR ± {fit_sideband:.0f} GeV" if fit_sideband else "")
+        + ("" if args.fit_range else ")")
+    )
     config = bh.FitConfig(n_params=args.n_params, wilks_threshold=args.wilks_threshold)
     windows = None
     if args.scan:

@@ -7,22 +7,28 @@ import argparse
 
 def register(subparsers) -> None:
     run = subparsers.add_parser(
-        "run", help="generate/read events → process → search → bump hunt → plots → report",
+        "run",
+        help="generate/read events → process → search → bump hunt → plots → report",
         description="Run every stage of a run config; unchanged stages are reused from the run directory.",
     )
     run.add_argument("config", help="run config (YAML); see analysis/pipeline.py for the keys")
     run.add_argument("-o", "--output", help="run directory (overrides the config's 'output')")
-    run.add_argument("--workers", type=int, help="processes of the embedded Dask LocalCluster (0: in-process)")
+    run.add_argument(
+        "--workers", type=int, help="processes of the embedded Dask LocalCluster (0: in-process)"
+    )
     run.add_argument("--scheduler", help="address of an existing Dask scheduler")
     run.set_defaults(func=_run)
     demo = subparsers.add_parser(
-        "demo", help="a small generated search end to end on the embedded Dask cluster (minutes)",
+        "demo",
+        help="a small generated search end to end on the embedded Dask cluster (minutes)",
         description="Generates a small LHCO-like sample with Pythia (QCD + a 3.5 TeV Z' -> X(500) Y(100) "
         "resonance), processes it, runs CATHODE and CWoLa Hunting, the bump hunt and the figures; the "
         "preset is analysis/presets/demo.yaml.",
     )
     demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
-    demo.add_argument("--workers", type=int, help="processes of the embedded Dask LocalCluster (0: in-process)")
+    demo.add_argument(
+        "--workers", type=int, help="processes of the embedded Dask LocalCluster (0: in-process)"
+    )
     demo.set_defaults(func=_demo, config=None, scheduler=None)
 
 
@@ -31,8 +37,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from radar.analysis.pipeline import load_run_config, run_pipeline
 
-    config = load_run_config(args.config, {"output": args.output, "workers": args.workers,
-                                           "scheduler": args.scheduler})
+    config = load_run_config(
+        args.config, {"output": args.output, "workers": args.workers, "scheduler": args.scheduler}
+    )
     if args.output:  # a command-line output is relative to the working directory, not the config
         from pathlib import Path
 

@@ -32,43 +32,85 @@ def register(subparsers) -> None:
 
     d = ScanSettings()
     parser = subparsers.add_parser(
-        "scan", help="blind search: slide the SR over m_JJ, retrain per window, local and global significance",
+        "scan",
+        help="blind search: slide the SR over m_JJ, retrain per window, local and global significance",
         description="For every SR window across m_JJ: the full search (its own sidebands, templates, out-of-fold "
-                    "classifier scores) and its own bump hunt; then the most significant window and its global "
-                    "significance (background-only toys of the whole scan, Gross-Vitells beyond their reach). "
-                    "Writes OUT/scan.json, OUT/report.md, OUT/figures/ and one search run per window in "
-                    "OUT/windows/.",
+        "classifier scores) and its own bump hunt; then the most significant window and its global "
+        "significance (background-only toys of the whole scan, Gross-Vitells beyond their reach). "
+        "Writes OUT/scan.json, OUT/report.md, OUT/figures/ and one search run per window in "
+        "OUT/windows/.",
     )
-    parser.add_argument("data", nargs="+", help="feature tables (parquet, LHCO feature HDF5, CATHODE .npy) or event "
-                        "files (ROOT, LHCO raw HDF5: processed first into OUT/features/)")
+    parser.add_argument(
+        "data",
+        nargs="+",
+        help="feature tables (parquet, LHCO feature HDF5, CATHODE .npy) or event "
+        "files (ROOT, LHCO raw HDF5: processed first into OUT/features/)",
+    )
     parser.add_argument("-o", "--output", required=True, help="output directory")
-    parser.add_argument("--methods", type=_names, default=list(DEFAULT_METHODS),
-                        help=f"comma-separated radar search methods (default {','.join(DEFAULT_METHODS)})")
+    parser.add_argument(
+        "--methods",
+        type=_names,
+        default=list(DEFAULT_METHODS),
+        help=f"comma-separated radar search methods (default {','.join(DEFAULT_METHODS)})",
+    )
     parser.add_argument("--classifier", default=d.classifier, help=f"mlp or hgb (default {d.classifier})")
-    parser.add_argument("--seeds", type=_ints, default=list(d.seeds), help="comma-separated training seeds "
-                        "(several: each window's score is the mean of the seeds' out-of-fold scores)")
-    parser.add_argument("--mjj-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        help="m_JJ range of the scan in GeV (default: from the data, above the trigger turn-on)")
+    parser.add_argument(
+        "--seeds",
+        type=_ints,
+        default=list(d.seeds),
+        help="comma-separated training seeds "
+        "(several: each window's score is the mean of the seeds' out-of-fold scores)",
+    )
+    parser.add_argument(
+        "--mjj-range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="m_JJ range of the scan in GeV (default: from the data, above the trigger turn-on)",
+    )
     parser.add_argument("--width", type=float, default=d.width, help=f"SR width in GeV (default {d.width:g})")
-    parser.add_argument("--step", type=float, default=d.step,
-                        help=f"step between windows in GeV (default {d.step:g}; below --width: overlapping windows)")
-    parser.add_argument("--sideband", type=float, default=d.sideband,
-                        help=f"sideband on each side of a window in GeV: templates train and the fit runs over "
-                             f"SR ± sideband (default {d.sideband:g})")
-    parser.add_argument("--min-sideband", type=float, default=d.min_sideband,
-                        help=f"shortest sideband at the edges of the scan range in GeV (default {d.min_sideband:g})")
-    parser.add_argument("--bin-width", type=float, default=d.bin_width, help="m_JJ bin width in GeV (default 100)")
-    parser.add_argument("--working-points", type=_floats, default=list(d.working_points),
-                        help="comma-separated SR efficiencies of the score cuts (default 1,0.2,0.05,0.01)")
+    parser.add_argument(
+        "--step",
+        type=float,
+        default=d.step,
+        help=f"step between windows in GeV (default {d.step:g}; below --width: overlapping windows)",
+    )
+    parser.add_argument(
+        "--sideband",
+        type=float,
+        default=d.sideband,
+        help=f"sideband on each side of a window in GeV: templates train and the fit runs over "
+        f"SR ± sideband (default {d.sideband:g})",
+    )
+    parser.add_argument(
+        "--min-sideband",
+        type=float,
+        default=d.min_sideband,
+        help=f"shortest sideband at the edges of the scan range in GeV (default {d.min_sideband:g})",
+    )
+    parser.add_argument(
+        "--bin-width", type=float, default=d.bin_width, help="m_JJ bin width in GeV (default 100)"
+    )
+    parser.add_argument(
+        "--working-points",
+        type=_floats,
+        default=list(d.working_points),
+        help="comma-separated SR efficiencies of the score cuts (default 1,0.2,0.05,0.01)",
+    )
     parser.add_argument("--toys", type=int, default=d.toys, help=f"background-only toys (default {d.toys})")
     parser.add_argument("--toy-seed", type=int, default=d.toy_seed, help="seed of the toys")
-    parser.add_argument("--config", help="a radar search config (YAML) for everything else: features, flow, "
-                                         "classifier settings, k_folds, ... (its input, regions, methods, "
-                                         "injections and seeds are set by the scan)")
+    parser.add_argument(
+        "--config",
+        help="a radar search config (YAML) for everything else: features, flow, "
+        "classifier settings, k_folds, ... (its input, regions, methods, "
+        "injections and seeds are set by the scan)",
+    )
     parser.add_argument("--workers", type=int, help="Dask LocalCluster workers (default: one per core)")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler instead of the LocalCluster")
     parser.add_argument("--sync", action="store_true", help="run everything in this process (no Dask)")
-    parser.add_argument("--resume", action="store_true", help="continue a killed scan: finished units are kept")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a killed scan: finished units are kept"
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo a scan in a directory that holds one")
     parser.add_argument("--no-figures", action="store_true", help="skip the per-window spectrum figures")
     parser.add_argument("--style", choices=("atlas", "cms"), default="atlas", help="figure style")
@@ -105,11 +147,21 @@ def _run(args: argparse.Namespace) -> int:
         execution["mode"] = "sync"
     search["execution"] = execution
     settings = ScanSettings(
-        methods=tuple(args.methods), classifier=args.classifier, seeds=tuple(args.seeds),
-        mjj_range=tuple(args.mjj_range) if args.mjj_range else None, width=args.width, step=args.step,
-        sideband=args.sideband, min_sideband=args.min_sideband, bin_width=args.bin_width,
-        working_points=tuple(args.working_points), toys=args.toys, toy_seed=args.toy_seed,
-        figures=not args.no_figures, style=args.style, search=search,
+        methods=tuple(args.methods),
+        classifier=args.classifier,
+        seeds=tuple(args.seeds),
+        mjj_range=tuple(args.mjj_range) if args.mjj_range else None,
+        width=args.width,
+        step=args.step,
+        sideband=args.sideband,
+        min_sideband=args.min_sideband,
+        bin_width=args.bin_width,
+        working_points=tuple(args.working_points),
+        toys=args.toys,
+        toy_seed=args.toy_seed,
+        figures=not args.no_figures,
+        style=args.style,
+        search=search,
     )
     scan = run_scan(args.data, args.output, settings, resume=args.resume, overwrite=args.overwrite)
     console = Console()

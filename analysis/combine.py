@@ -27,8 +27,14 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HOWS", "build_combined_template", "combine_samples", "combine_scores", "combined_unit_scores",
-           "write_combined_units"]
+__all__ = [
+    "HOWS",
+    "build_combined_template",
+    "combine_samples",
+    "combine_scores",
+    "combined_unit_scores",
+    "write_combined_units",
+]
 
 HOWS = ("mean", "rank")
 
@@ -39,8 +45,9 @@ def _ranks(s: np.ndarray) -> np.ndarray:
     return (rankdata(s, method="average") - 0.5) / len(s) if len(s) else s
 
 
-def combine_scores(scores: Mapping[str, np.ndarray], how: str = "mean",
-                   weights: Mapping[str, float] | None = None) -> np.ndarray:
+def combine_scores(
+    scores: Mapping[str, np.ndarray], how: str = "mean", weights: Mapping[str, float] | None = None
+) -> np.ndarray:
     """Score-level combination of per-method scores of the same N events → (N,).
 
     ``how="mean"``: (weighted) mean of the raw scores. ``how="rank"``: mean of per-method percentile
@@ -58,8 +65,10 @@ def combine_scores(scores: Mapping[str, np.ndarray], how: str = "mean",
     for name, a in arrays.items():
         bad = np.flatnonzero(~np.isfinite(a))
         if bad.size:
-            raise ValueError(f"combine_scores: method {name!r} has {bad.size} non-finite scores "
-                             f"(events {bad[:5].tolist()})")
+            raise ValueError(
+                f"combine_scores: method {name!r} has {bad.size} non-finite scores "
+                f"(events {bad[:5].tolist()})"
+            )
     w = {name: 1.0 for name in arrays} if weights is None else {name: float(weights[name]) for name in arrays}
     total = sum(w.values())
     if total <= 0:
@@ -70,8 +79,9 @@ def combine_scores(scores: Mapping[str, np.ndarray], how: str = "mean",
     return out / total
 
 
-def combined_unit_scores(run_dir: str | Path, methods: Sequence[str], injection: float | None, seed: int,
-                         how: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
+def combined_unit_scores(
+    run_dir: str | Path, methods: Sequence[str], injection: float | None, seed: int, how: str = "mean"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Combined ``scores`` and ``test_scores`` tables of one (injection, seed) of a search run.
 
     Reads each member's unit outputs; their ``mjj`` and ``label`` columns must agree row by row (same
@@ -88,27 +98,43 @@ def combined_unit_scores(run_dir: str | Path, methods: Sequence[str], injection:
         for kind in tables:
             path = directory / f"{kind}.parquet"
             if not path.exists():
-                raise FileNotFoundError(f"{path}: member {method!r} of the combination has not finished "
-                                        f"(injection {injection}, seed {seed})")
+                raise FileNotFoundError(
+                    f"{path}: member {method!r} of the combination has not finished "
+                    f"(injection {injection}, seed {seed})"
+                )
             tables[kind].append(pd.read_parquet(path))
     out = []
     for kind, frames in tables.items():
         first = frames[0]
         for method, frame in zip(methods[1:], frames[1:]):
-            if len(frame) != len(first) or not np.array_equal(frame["mjj"].to_numpy(), first["mjj"].to_numpy()):
-                raise ValueError(f"combined_unit_scores: {kind} of {method!r} ({len(frame)} events) do not match "
-                                 f"those of {methods[0]!r} ({len(first)} events) row by row")
+            if len(frame) != len(first) or not np.array_equal(
+                frame["mjj"].to_numpy(), first["mjj"].to_numpy()
+            ):
+                raise ValueError(
+                    f"combined_unit_scores: {kind} of {method!r} ({len(frame)} events) do not match "
+                    f"those of {methods[0]!r} ({len(first)} events) row by row"
+                )
         combined = first.drop(columns=["score_fold_mean"], errors="ignore")  # a member's diagnostic only
-        combined["score"] = combine_scores({m: f["score"].to_numpy() for m, f in zip(methods, frames)}, how=how)
+        combined["score"] = combine_scores(
+            {m: f["score"].to_numpy() for m, f in zip(methods, frames)}, how=how
+        )
         if "role" in combined:
             combined["role"] = pd.Categorical(np.full(len(combined), "combined"))
         out.append(combined)
     return out[0], out[1]
 
 
-def write_combined_units(run_dir: str | Path, members: Sequence[str], injections: Sequence[float | None],
-                         seeds: Sequence[int], *, name: str = "combined_scores", how: str = "mean",
-                         rejection: float = 1000.0, rel_error: float = 0.4) -> list[Path]:
+def write_combined_units(
+    run_dir: str | Path,
+    members: Sequence[str],
+    injections: Sequence[float | None],
+    seeds: Sequence[int],
+    *,
+    name: str = "combined_scores",
+    how: str = "mean",
+    rejection: float = 1000.0,
+    rel_error: float = 0.4,
+) -> list[Path]:
     """Write the score-level combination of ``members`` as method ``name`` into a search run directory.
 
     For every (injection, seed) whose member units have all finished, writes
@@ -128,7 +154,13 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
         for seed in seeds:
             missing = [m for m in members if not unit_finished(run_dir, m, injection, seed)]
             if missing:
-                log.info("%s: injection %s seed %s skipped, members %s not finished", name, injection, seed, missing)
+                log.info(
+                    "%s: injection %s seed %s skipped, members %s not finished",
+                    name,
+                    injection,
+                    seed,
+                    missing,
+                )
                 continue
             started = time.perf_counter()
             scores, test = combined_unit_scores(run_dir, members, injection, seed, how=how)
@@ -137,18 +169,29 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
             for kind, frame in (("scores", scores), ("test_scores", test)):
                 with atomic_output(out_dir / f"{kind}.parquet") as tmp:
                     frame.to_parquet(tmp, index=False)
-            member_metrics = [json.loads((unit_dir(run_dir, m, injection, seed) / "metrics.json").read_text())
-                              for m in members]
+            member_metrics = [
+                json.loads((unit_dir(run_dir, m, injection, seed) / "metrics.json").read_text())
+                for m in members
+            ]
             first = member_metrics[0]
             keep = ("injection", "n_injected", "n_sig_sr", "n_bkg_sr", "s_over_b_sr", "n_data", "n_data_sr")
-            metrics: dict[str, Any] = {"method": name, "seed": seed, **{k: first.get(k) for k in keep},
-                                       "members": list(members), "how": how}
+            metrics: dict[str, Any] = {
+                "method": name,
+                "seed": seed,
+                **{k: first.get(k) for k in keep},
+                "members": list(members),
+                "how": how,
+            }
             metrics["injection"] = injection
             labels = test["label"].to_numpy()
             sel = np.isin(labels, (0, 1))
-            metrics["test"] = (classifier_metrics(labels[sel], test["score"].to_numpy()[sel], rel_error=rel_error,
-                                                  rejection=rejection)
-                               if len(test) and {0.0, 1.0} <= set(np.unique(labels)) else None)
+            metrics["test"] = (
+                classifier_metrics(
+                    labels[sel], test["score"].to_numpy()[sel], rel_error=rel_error, rejection=rejection
+                )
+                if len(test) and {0.0, 1.0} <= set(np.unique(labels))
+                else None
+            )
             if "in_sr" in scores:
                 sr = scores[scores["in_sr"].to_numpy(dtype=bool)]
                 sr_labels = sr["label"].to_numpy()
@@ -158,25 +201,37 @@ def write_combined_units(run_dir: str | Path, members: Sequence[str], injections
             metrics["classification_auc"] = None
             metrics["classification_auc_null_sigma"] = None
             metrics["seconds"] = time.perf_counter() - started
-            metrics["seconds_with_members"] = metrics["seconds"] + float(sum(m.get("seconds", 0.0)
-                                                                               for m in member_metrics))
+            metrics["seconds_with_members"] = metrics["seconds"] + float(
+                sum(m.get("seconds", 0.0) for m in member_metrics)
+            )
             written.append(write_json(out_dir / "metrics.json", metrics))
     return written
 
 
-def build_combined_template(members: Sequence[str] | None = None, *, features: Sequence[str] | None = None,
-                            seed: int = 0, device: str = "auto",
-                            member_kwargs: Mapping[str, Mapping[str, Any]] | None = None):
+def build_combined_template(
+    members: Sequence[str] | None = None,
+    *,
+    features: Sequence[str] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    member_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+):
     """A :class:`radar.models.templates.combined.CombinedTemplate` of the named member templates (unfitted)."""
     from radar.models.templates.combined import DEFAULT_MEMBERS, CombinedTemplate
     from radar.processors.features import LHCO_FEATURES
 
-    return CombinedTemplate(tuple(features or LHCO_FEATURES), seed=seed, device=device,
-                            members=tuple(members or DEFAULT_MEMBERS),
-                            member_kwargs={k: dict(v) for k, v in (member_kwargs or {}).items()})
+    return CombinedTemplate(
+        tuple(features or LHCO_FEATURES),
+        seed=seed,
+        device=device,
+        members=tuple(members or DEFAULT_MEMBERS),
+        member_kwargs={k: dict(v) for k, v in (member_kwargs or {}).items()},
+    )
 
 
-def combine_samples(samples: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -> tuple[pd.DataFrame, np.ndarray]:
+def combine_samples(
+    samples: Mapping[str, tuple[pd.DataFrame, np.ndarray]],
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Concatenate already drawn member samples {name: (events, weights)} with equal total weight per
     member: member k's weights are scaled to sum to (total events) / (number of members).
 
@@ -191,8 +246,10 @@ def combine_samples(samples: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -> t
     for name, (events, w) in samples.items():
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (len(events),) or not np.isfinite(w).all() or w.sum() <= 0:
-            raise ValueError(f"combine_samples: member {name!r} has {len(events)} events but weights of shape "
-                             f"{w.shape} (sum {w.sum() if w.size else 0}); expected finite, positive sum")
+            raise ValueError(
+                f"combine_samples: member {name!r} has {len(events)} events but weights of shape "
+                f"{w.shape} (sum {w.sum() if w.size else 0}); expected finite, positive sum"
+            )
         frames.append(events.assign(member=name))
         weights.append(w * (share / w.sum()))
     return pd.concat(frames, ignore_index=True), np.concatenate(weights)

@@ -28,8 +28,16 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auc_vs_truth", "compare_run", "effective_size", "score_correlations", "template_ks", "top_overlap",
-           "truth_auc_spread", "write_comparison"]
+__all__ = [
+    "auc_vs_truth",
+    "compare_run",
+    "effective_size",
+    "score_correlations",
+    "template_ks",
+    "top_overlap",
+    "truth_auc_spread",
+    "write_comparison",
+]
 
 Sample = tuple[pd.DataFrame, np.ndarray | None]
 
@@ -42,18 +50,23 @@ def effective_size(weights: np.ndarray | None, n: int) -> float:
     return float(w.sum() ** 2 / np.sum(w * w)) if np.sum(w * w) > 0 else 0.0
 
 
-def _check_sample(name: str, events: pd.DataFrame, weights: np.ndarray | None, features: Sequence[str]) -> np.ndarray:
+def _check_sample(
+    name: str, events: pd.DataFrame, weights: np.ndarray | None, features: Sequence[str]
+) -> np.ndarray:
     missing = [f for f in features if f not in events.columns]
     if missing:
         raise ValueError(f"{name}: missing columns {missing}; has {list(events.columns)}")
     w = np.ones(len(events)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.shape != (len(events),) or not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError(f"{name}: weights must be finite, >= 0 and one per event ({len(events)}), got {w.shape}")
+        raise ValueError(
+            f"{name}: weights must be finite, >= 0 and one per event ({len(events)}), got {w.shape}"
+        )
     return w
 
 
-def template_ks(templates: Mapping[str, Sample], true_background: pd.DataFrame,
-                features: Sequence[str]) -> pd.DataFrame:
+def template_ks(
+    templates: Mapping[str, Sample], true_background: pd.DataFrame, features: Sequence[str]
+) -> pd.DataFrame:
     """KS distance per feature of each (weighted) template vs the true SR background.
 
     Returns a long table with columns ``method, feature, ks, p_value, n_eff`` (the p-value uses the
@@ -73,13 +86,21 @@ def template_ks(templates: Mapping[str, Sample], true_background: pd.DataFrame,
         scale = np.sqrt(n_eff * n_b / (n_eff + n_b)) if n_eff + n_b > 0 else 0.0
         for f in features:
             d = weighted_ks(events[f].to_numpy(), true_background[f].to_numpy(), w, None)
-            rows.append({"method": name, "feature": f, "ks": d, "p_value": float(kolmogorov(scale * d)),
-                         "n_eff": n_eff})
+            rows.append(
+                {
+                    "method": name,
+                    "feature": f,
+                    "ks": d,
+                    "p_value": float(kolmogorov(scale * d)),
+                    "n_eff": n_eff,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def score_correlations(scores: Mapping[str, np.ndarray] | pd.DataFrame, labels: np.ndarray,
-                       method: str = "spearman") -> dict[str, pd.DataFrame]:
+def score_correlations(
+    scores: Mapping[str, np.ndarray] | pd.DataFrame, labels: np.ndarray, method: str = "spearman"
+) -> dict[str, pd.DataFrame]:
     """Correlation matrices of the methods' scores (one entry per method, aligned on the same events)
     on true background (``labels == 0``) and on true signal (``labels == 1``).
 
@@ -95,13 +116,19 @@ def score_correlations(scores: Mapping[str, np.ndarray] | pd.DataFrame, labels: 
     out = {}
     for name, value in (("background", 0), ("signal", 1)):
         part = frame[labels == value]
-        out[name] = (part.corr(method=method) if len(part) >= 3 else
-                     pd.DataFrame(np.nan, index=frame.columns, columns=frame.columns))
+        out[name] = (
+            part.corr(method=method)
+            if len(part) >= 3
+            else pd.DataFrame(np.nan, index=frame.columns, columns=frame.columns)
+        )
     return out
 
 
-def top_overlap(scores: Mapping[str, np.ndarray] | pd.DataFrame, percents: Sequence[float] = (1.0, 5.0, 10.0),
-                mask: np.ndarray | None = None) -> pd.DataFrame:
+def top_overlap(
+    scores: Mapping[str, np.ndarray] | pd.DataFrame,
+    percents: Sequence[float] = (1.0, 5.0, 10.0),
+    mask: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Overlap of the top ``p`` % most signal-like events between every pair of methods.
 
     ``scores``: one array per method over the same N events; ``mask`` (N,) bool restricts the events
@@ -124,13 +151,29 @@ def top_overlap(scores: Mapping[str, np.ndarray] | pd.DataFrame, percents: Seque
         # ties broken by event order (stable sort) so the selection is deterministic
         top = {m: set(np.argsort(-frame[m].to_numpy(), kind="stable")[:k]) for m in frame.columns}
         for a, b in combinations(frame.columns, 2):
-            rows.append({"method_a": a, "method_b": b, "percent": float(p), "n_top": k,
-                         "overlap": len(top[a] & top[b]) / k, "random": k / n})
+            rows.append(
+                {
+                    "method_a": a,
+                    "method_b": b,
+                    "percent": float(p),
+                    "n_top": k,
+                    "overlap": len(top[a] & top[b]) / k,
+                    "random": k / n,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def _auc_kfold(X0: np.ndarray, w0: np.ndarray | None, X1: np.ndarray, *, classifier: str, k_folds: int, seed: int,
-               **clf_kwargs: Any) -> float:
+def _auc_kfold(
+    X0: np.ndarray,
+    w0: np.ndarray | None,
+    X1: np.ndarray,
+    *,
+    classifier: str,
+    k_folds: int,
+    seed: int,
+    **clf_kwargs: Any,
+) -> float:
     """Out-of-fold AUC of class 0 (weights ``w0``) vs class 1 (:func:`radar.analysis.cwola.kfold_scores`)."""
     from radar.analysis.cwola import kfold_scores
     from radar.analysis.metrics import auc
@@ -144,11 +187,19 @@ def _auc_kfold(X0: np.ndarray, w0: np.ndarray | None, X1: np.ndarray, *, classif
 def _truth_halves(n: int, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    return rng, perm[: n // 2], perm[n // 2:]
+    return rng, perm[: n // 2], perm[n // 2 :]
 
 
-def truth_auc_spread(true_background: pd.DataFrame, features: Sequence[str], *, n_repeats: int = 5, seed: int = 0,
-                     classifier: str = "hgb", k_folds: int = 5, **clf_kwargs: Any) -> dict[str, Any]:
+def truth_auc_spread(
+    true_background: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    n_repeats: int = 5,
+    seed: int = 0,
+    classifier: str = "hgb",
+    k_folds: int = 5,
+    **clf_kwargs: Any,
+) -> dict[str, Any]:
     """The truth-vs-truth AUC spread: for each repeat r (seed ``seed + r``) the true SR background is split
     into halves H1, H2 and the out-of-fold AUC of H1 vs H2 is computed. Returns ``truth_auc`` (list), its
     median, mean, std, ``band`` = mean ± 2 std and ``null_sigma`` (the AUC's standard deviation expected
@@ -164,17 +215,34 @@ def truth_auc_spread(true_background: pd.DataFrame, features: Sequence[str], *, 
     truth = []
     for r in range(n_repeats):
         _, h1, h2 = _truth_halves(len(X_b), seed + r)
-        truth.append(_auc_kfold(X_b[h1], None, X_b[h2], classifier=classifier, k_folds=k_folds, seed=seed + r,
-                                **clf_kwargs))
+        truth.append(
+            _auc_kfold(
+                X_b[h1], None, X_b[h2], classifier=classifier, k_folds=k_folds, seed=seed + r, **clf_kwargs
+            )
+        )
     mean, std = float(np.mean(truth)), float(np.std(truth, ddof=1))
-    return {"truth_auc": truth, "truth_median": float(np.median(truth)), "truth_mean": mean, "truth_std": std,
-            "band": (mean - 2.0 * std, mean + 2.0 * std),
-            "null_sigma": auc_null_sigma(len(X_b) - len(X_b) // 2, len(X_b) // 2)}
+    return {
+        "truth_auc": truth,
+        "truth_median": float(np.median(truth)),
+        "truth_mean": mean,
+        "truth_std": std,
+        "band": (mean - 2.0 * std, mean + 2.0 * std),
+        "null_sigma": auc_null_sigma(len(X_b) - len(X_b) // 2, len(X_b) // 2),
+    }
 
 
-def auc_vs_truth(template: Sample, true_background: pd.DataFrame, features: Sequence[str], *,
-                 n_repeats: int = 5, seed: int = 0, classifier: str = "hgb", k_folds: int = 5,
-                 truth: Mapping[str, Any] | None = None, **clf_kwargs: Any) -> dict[str, Any]:
+def auc_vs_truth(
+    template: Sample,
+    true_background: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    n_repeats: int = 5,
+    seed: int = 0,
+    classifier: str = "hgb",
+    k_folds: int = 5,
+    truth: Mapping[str, Any] | None = None,
+    **clf_kwargs: Any,
+) -> dict[str, Any]:
     """Template-vs-true-background AUC against the truth-vs-truth spread, at equal sample sizes.
 
     For each repeat r (seed ``seed + r``) the true SR background is split in halves H1, H2. The
@@ -192,25 +260,55 @@ def auc_vs_truth(template: Sample, true_background: pd.DataFrame, features: Sequ
     X_t = feature_matrix(events, list(features), "template")
     X_b = feature_matrix(true_background, list(features), "true background")
     if truth is None:
-        truth = truth_auc_spread(true_background, features, n_repeats=n_repeats, seed=seed, classifier=classifier,
-                                 k_folds=k_folds, **clf_kwargs)
+        truth = truth_auc_spread(
+            true_background,
+            features,
+            n_repeats=n_repeats,
+            seed=seed,
+            classifier=classifier,
+            k_folds=k_folds,
+            **clf_kwargs,
+        )
     tmpl = []
     for r in range(n_repeats):
         rng, h1, h2 = _truth_halves(len(X_b), seed + r)
         sub = rng.choice(len(X_t), size=len(h1), replace=len(h1) > len(X_t))
-        tmpl.append(_auc_kfold(X_t[sub], w_t[sub], X_b[h2], classifier=classifier, k_folds=k_folds, seed=seed + r,
-                               **clf_kwargs))
+        tmpl.append(
+            _auc_kfold(
+                X_t[sub],
+                w_t[sub],
+                X_b[h2],
+                classifier=classifier,
+                k_folds=k_folds,
+                seed=seed + r,
+                **clf_kwargs,
+            )
+        )
     median_t = float(np.median(tmpl))
-    return {**dict(truth), "template_auc": tmpl, "template_median": median_t,
-            "inside": bool(median_t <= truth["band"][1])}
+    return {
+        **dict(truth),
+        "template_auc": tmpl,
+        "template_median": median_t,
+        "inside": bool(median_t <= truth["band"][1]),
+    }
 
 
-def write_comparison(out_dir: str | Path, *, features: Sequence[str],
-                     templates: Mapping[str, Sample] | None = None, true_background: pd.DataFrame | None = None,
-                     scores: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
-                     percents: Sequence[float] = (1.0, 5.0, 10.0), overlap_mask: np.ndarray | None = None,
-                     auc_repeats: int = 0, seed: int = 0,
-                     plots: bool = True, style: str = "atlas", **clf_kwargs: Any) -> dict[str, Path]:
+def write_comparison(
+    out_dir: str | Path,
+    *,
+    features: Sequence[str],
+    templates: Mapping[str, Sample] | None = None,
+    true_background: pd.DataFrame | None = None,
+    scores: Mapping[str, np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
+    percents: Sequence[float] = (1.0, 5.0, 10.0),
+    overlap_mask: np.ndarray | None = None,
+    auc_repeats: int = 0,
+    seed: int = 0,
+    plots: bool = True,
+    style: str = "atlas",
+    **clf_kwargs: Any,
+) -> dict[str, Path]:
     """Run the studies the inputs allow and write ``template_ks``, ``score_correlations_{background,signal}``,
     ``top_overlap`` and ``auc_vs_truth`` tables (CSV and Markdown) plus, with ``plots``, their figures
     (:mod:`radar.plots.compare`) into ``out_dir``. ``auc_repeats`` > 1 runs :func:`auc_vs_truth` per template;
@@ -239,8 +337,9 @@ def write_comparison(out_dir: str | Path, *, features: Sequence[str],
         table("template_ks", ks)
         if auc_repeats > 1:
             for name, sample in templates.items():
-                aucs[name] = auc_vs_truth(sample, true_background, features, n_repeats=auc_repeats, seed=seed,
-                                          **clf_kwargs)
+                aucs[name] = auc_vs_truth(
+                    sample, true_background, features, n_repeats=auc_repeats, seed=seed, **clf_kwargs
+                )
             written["auc_vs_truth"] = write_json(out_dir / "auc_vs_truth.json", aucs)
     if scores and labels is not None and len(scores) >= 2:
         corr = score_correlations(scores, labels)
@@ -302,8 +401,11 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
             log.info("comparison: injection %s: no truth-labelled SR background; studies skipped", injection)
             continue
         seed = cfg.seeds[0]
-        templates = {m: load_template_sample(run_dir, m, injection, seed) for m in templates_run
-                     if unit_finished(run_dir, m, injection, seed)}
+        templates = {
+            m: load_template_sample(run_dir, m, injection, seed)
+            for m in templates_run
+            if unit_finished(run_dir, m, injection, seed)
+        }
         scores = {}
         for m in cfg.methods:
             if unit_finished(run_dir, m, injection, seed):
@@ -311,16 +413,29 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
                 if len(frame) == len(data):
                     scores[m] = frame["score"].to_numpy()[sr]
         tag = _injection_tag(injection)
-        files = write_comparison(out_root / tag, features=features, templates=templates or None,
-                                 true_background=true_bkg, scores=scores or None, labels=labels[sr],
-                                 seed=seed)
+        files = write_comparison(
+            out_root / tag,
+            features=features,
+            templates=templates or None,
+            true_background=true_bkg,
+            scores=scores or None,
+            labels=labels[sr],
+            seed=seed,
+        )
         written.update({f"{tag}/{k}": v for k, v in files.items()})
         if injection is None or float(injection) != 0.0 or cfg.compare_auc_repeats < 2 or not templates_run:
             continue
         repeats = int(cfg.compare_auc_repeats)
         k = min(cfg.k_folds, 5)
-        truth = truth_auc_spread(true_bkg, features, n_repeats=2 * repeats, seed=cfg.data_seed,
-                                 classifier=cfg.classifier.name, k_folds=k, **clf)
+        truth = truth_auc_spread(
+            true_bkg,
+            features,
+            n_repeats=2 * repeats,
+            seed=cfg.data_seed,
+            classifier=cfg.classifier.name,
+            k_folds=k,
+            **clf,
+        )
         results: dict[str, dict[str, Any]] = {}
         rows = []
         for m in templates_run:
@@ -328,9 +443,17 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
             for s in cfg.seeds:
                 if not unit_finished(run_dir, m, injection, s):
                     continue
-                r = auc_vs_truth(load_template_sample(run_dir, m, injection, s), true_bkg, features,
-                                 n_repeats=repeats, seed=cfg.data_seed, classifier=cfg.classifier.name, k_folds=k,
-                                 truth=truth, **clf)
+                r = auc_vs_truth(
+                    load_template_sample(run_dir, m, injection, s),
+                    true_bkg,
+                    features,
+                    n_repeats=repeats,
+                    seed=cfg.data_seed,
+                    classifier=cfg.classifier.name,
+                    k_folds=k,
+                    truth=truth,
+                    **clf,
+                )
                 per_seed.append(r["template_median"])
                 results.setdefault(m, {**truth, "template_auc": [], "per_seed": {}})
                 results[m]["template_auc"] += r["template_auc"]
@@ -340,18 +463,23 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
             summary = summarise(per_seed)
             results[m]["template_median"] = summary["median"]
             results[m]["inside"] = bool(summary["median"] <= truth["band"][1])
-            rows.append({"method": m, "seeds": len(per_seed),
-                         "template AUC (median [16, 84] over seeds)":
-                             f"{summary['median']:.3f} [{summary['p16']:.3f}, {summary['p84']:.3f}]",
-                         "seeds inside band": f"{sum(v <= truth['band'][1] for v in per_seed)}/{len(per_seed)}",
-                         "truth vs truth (mean ± std)": f"{truth['truth_mean']:.3f} ± {truth['truth_std']:.3f}",
-                         "band upper edge (mean + 2 std)": f"{truth['band'][1]:.3f}",
-                         "inside": "yes" if results[m]["inside"] else "NO"})
+            rows.append(
+                {
+                    "method": m,
+                    "seeds": len(per_seed),
+                    "template AUC (median [16, 84] over seeds)": f"{summary['median']:.3f} [{summary['p16']:.3f}, {summary['p84']:.3f}]",
+                    "seeds inside band": f"{sum(v <= truth['band'][1] for v in per_seed)}/{len(per_seed)}",
+                    "truth vs truth (mean ± std)": f"{truth['truth_mean']:.3f} ± {truth['truth_std']:.3f}",
+                    "band upper edge (mean + 2 std)": f"{truth['band'][1]:.3f}",
+                    "inside": "yes" if results[m]["inside"] else "NO",
+                }
+            )
         if not rows:
             continue
         out = out_root / "auc_vs_truth.json"
-        written["auc_vs_truth"] = write_json(out, {"n_true_background": len(true_bkg), "repeats": repeats,
-                                                   "truth": truth, "methods": results})
+        written["auc_vs_truth"] = write_json(
+            out, {"n_true_background": len(true_bkg), "repeats": repeats, "truth": truth, "methods": results}
+        )
         with atomic_output(out_root / "auc_vs_truth.md") as tmp:
             tmp.write_text(markdown_table(rows))
         with atomic_output(out_root / "auc_vs_truth.csv") as tmp:

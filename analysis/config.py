@@ -57,12 +57,16 @@ class _Section(BaseModel):
 class InputConfig(_Section):
     """Input files (feature tables: parquet, LHCO feature HDF5 or CATHODE .npy; GeV)."""
 
-    data: list[str] = Field(default_factory=list, description="data/background feature tables (one path or a list)")
+    data: list[str] = Field(
+        default_factory=list, description="data/background feature tables (one path or a list)"
+    )
     signal: str | None = Field(None, description="signal pool for injections")
     simulation: str | None = Field(None, description="simulated background (SALAD, FETA)")
     test: str | None = Field(None, description="labelled SR test set; default: held out from data and signal")
     iad_template: str | None = Field(None, description="perfect SR background template for iad")
-    drop_data_signal: bool = Field(True, description="with an injection: drop label==1 events from data first")
+    drop_data_signal: bool = Field(
+        True, description="with an injection: drop label==1 events from data first"
+    )
 
     @field_validator("data", mode="before")
     @classmethod
@@ -72,22 +76,35 @@ class InputConfig(_Section):
 
 class RegionsConfig(_Section):
     sr: tuple[float, float] = Field((3300.0, 3700.0), description="signal region [lo, hi] GeV")
-    mjj_range: tuple[float, float] = Field((1500.0, 5500.0), description="m_JJ range of the search [lo, hi] GeV")
+    mjj_range: tuple[float, float] = Field(
+        (1500.0, 5500.0), description="m_JJ range of the search [lo, hi] GeV"
+    )
     sideband_width: PositiveFloat | None = Field(
-        None, description="GeV on each side of the SR; null: all of mjj_range outside the SR (CATHODE, ANODE)")
-    cwola_sideband_width: PositiveFloat | None = Field(200.0, description="CWoLa Hunting's narrow sidebands (GeV)")
+        None, description="GeV on each side of the SR; null: all of mjj_range outside the SR (CATHODE, ANODE)"
+    )
+    cwola_sideband_width: PositiveFloat | None = Field(
+        200.0, description="CWoLa Hunting's narrow sidebands (GeV)"
+    )
 
 
 class ClassifierConfig(_Section):
     name: str = Field("mlp", description="mlp or hgb (models.classifiers.available())")
-    settings: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the classifier")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="constructor arguments of the classifier"
+    )
 
 
 class ExecutionConfig(_Section):
-    mode: Literal["dask", "sync"] = Field("dask", description="dask: LocalCluster or scheduler; sync: in-process")
+    mode: Literal["dask", "sync"] = Field(
+        "dask", description="dask: LocalCluster or scheduler; sync: in-process"
+    )
     workers: NonNegativeInt | None = Field(None, description="LocalCluster workers; 0 or null: one per core")
-    scheduler: str | None = Field(None, description="address of a running Dask scheduler (instead of a LocalCluster)")
-    processes: bool = Field(True, description="LocalCluster workers as processes (fastjet and torch hold the GIL)")
+    scheduler: str | None = Field(
+        None, description="address of a running Dask scheduler (instead of a LocalCluster)"
+    )
+    processes: bool = Field(
+        True, description="LocalCluster workers as processes (fastjet and torch hold the GIL)"
+    )
     threads_per_task: PositiveInt = Field(1, description="torch threads per unit")
     device: str = Field("auto", description="torch device: auto (GPU when present), cpu, cuda, cuda:1 ...")
 
@@ -96,39 +113,65 @@ class SearchConfig(_Section):
     input: InputConfig = Field(default_factory=InputConfig)
     name: str = Field("search", description="name of the search (reports, logs)")
     output: str = Field("runs/search", description="run directory (radar search --output overrides it)")
-    regions: RegionsConfig = Field(default_factory=RegionsConfig, description="signal region and sidebands (GeV)")
-    features: list[str] = Field(default_factory=lambda: list(LHCO_FEATURES),
-                                description="feature columns the templates and classifiers use")
-    methods: list[str] = Field(default_factory=lambda: ["iad"],
-                               description="methods to run (radar.analysis.units.available_methods) or variants")
+    regions: RegionsConfig = Field(
+        default_factory=RegionsConfig, description="signal region and sidebands (GeV)"
+    )
+    features: list[str] = Field(
+        default_factory=lambda: list(LHCO_FEATURES),
+        description="feature columns the templates and classifiers use",
+    )
+    methods: list[str] = Field(
+        default_factory=lambda: ["iad"],
+        description="methods to run (radar.analysis.units.available_methods) or variants",
+    )
     injections: list[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None] = Field(
         default_factory=lambda: [None],
-        description="n_sig injected in total (or S/B in the SR with injection_mode: s_over_b); null: the data as is")
-    injection_mode: Literal["n_sig", "s_over_b"] = Field("n_sig", description="what an injection number means")
-    seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0], min_length=1,
-                                        description="training seeds: one unit per method, injection and seed")
+        description="n_sig injected in total (or S/B in the SR with injection_mode: s_over_b); null: the data as is",
+    )
+    injection_mode: Literal["n_sig", "s_over_b"] = Field(
+        "n_sig", description="what an injection number means"
+    )
+    seeds: list[NonNegativeInt] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="training seeds: one unit per method, injection and seed",
+    )
     data_seed: NonNegativeInt = Field(0, description="seed of the test hold-out and the signal injection")
     test_fraction: float = Field(0.2, ge=0, lt=1, description="without input.test: data background held out")
     signal_split: tuple[Fraction, Fraction, Fraction] = Field(
-        (0.5, 0.25, 0.25), description="signal pool: injection / test (when no test file) / supervised training")
-    k_folds: int = Field(5, ge=2, description="folds: every event is scored by models trained without its fold")
+        (0.5, 0.25, 0.25),
+        description="signal pool: injection / test (when no test file) / supervised training",
+    )
+    k_folds: int = Field(
+        5, ge=2, description="folds: every event is scored by models trained without its fold"
+    )
     density_folds: int | None = Field(None, ge=2, description="ANODE / R-ANODE density folds; null: k_folds")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="the CWoLa classifier")
     flow: dict[str, Any] = Field(default_factory=dict, description="models.flows.ConditionalFlow arguments")
     method_settings: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}}")
+        default_factory=dict,
+        description="per-method constructor settings, e.g. {salad: {clip_quantile: 0.999}}",
+    )
     variants: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="named variants {NAME: {method: METHOD, settings: {...}}}")
+        default_factory=dict, description="named variants {NAME: {method: METHOD, settings: {...}}}"
+    )
     cathode_oversampling: PositiveFloat = Field(4.0, description="template events per SR data event")
     min_events: PositiveInt = Field(100, description="fewest data events in the SR and in the sidebands")
     fpr_floor_rel_error: PositiveFloat = Field(
-        0.4, description="SIC is reported only where the background efficiency's relative error is below this")
-    rejection: PositiveFloat = Field(1000.0, description="the background rejection 1/ε_B at which SIC is quoted")
+        0.4, description="SIC is reported only where the background efficiency's relative error is below this"
+    )
+    rejection: PositiveFloat = Field(
+        1000.0, description="the background rejection 1/ε_B at which SIC is quoted"
+    )
     save_models: bool = Field(True, description="keep the trained models in each unit's models/")
     compare: bool = Field(True, description="after the units: the comparison studies into RUN/comparison/")
-    compare_auc_repeats: NonNegativeInt = Field(3, description="repeats of the comparison studies' AUC estimates")
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig,
-                                       description="where units run (execution settings never change results)")
+    compare_auc_repeats: NonNegativeInt = Field(
+        3, description="repeats of the comparison studies' AUC estimates"
+    )
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig,
+        description="where units run (execution settings never change results)",
+    )
     #: directory of the YAML file (paths are relative to it); not part of the saved config
     base_dir: str = Field(".", exclude=True)
 
@@ -162,7 +205,15 @@ class SearchConfig(_Section):
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     #: fields that list the units or only touch what happens after them: a run may be extended in them
-    UNIT_LIST_FIELDS: ClassVar[tuple[str, ...]] = ("name", "methods", "injections", "seeds", "compare", "compare_auc_repeats", "save_models")
+    UNIT_LIST_FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "methods",
+        "injections",
+        "seeds",
+        "compare",
+        "compare_auc_repeats",
+        "save_models",
+    )
 
     def unit_digest(self) -> str:
         """sha256 of what fixes the result of any one (method, injection, seed) unit: :meth:`digest` without
@@ -252,8 +303,16 @@ def config_reference() -> str:
             return f"list[{type_of(prop.get('items', {}))}]"
         if kind == "object":
             return "mapping"
-        bounds = [f"{sym} {prop[key]}" for key, sym in (("minimum", "≥"), ("exclusiveMinimum", ">"),
-                                                           ("maximum", "≤"), ("exclusiveMaximum", "<")) if key in prop]
+        bounds = [
+            f"{sym} {prop[key]}"
+            for key, sym in (
+                ("minimum", "≥"),
+                ("exclusiveMinimum", ">"),
+                ("maximum", "≤"),
+                ("exclusiveMaximum", "<"),
+            )
+            if key in prop
+        ]
         return kind + (f" ({', '.join(bounds)})" if bounds else "")
 
     rows: list[str] = []
@@ -271,15 +330,17 @@ def config_reference() -> str:
             rows.append(f"| `{key}` | {type_of(prop)} | `{default_of(key)}` | {description} |")
 
     walk(schema.get("properties", {}), "")
-    return "\n".join([
-        "# radar search config reference",
-        "",
-        "Generated from the config schema by `radar search --reference` (do not edit; a test checks it). Every",
-        "key is optional; unknown keys are errors that name their path. Paths are relative to the config file.",
-        "`radar search --schema` prints the JSON schema (for editors).",
-        "",
-        "| key | type | default | description |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    return "\n".join(
+        [
+            "# radar search config reference",
+            "",
+            "Generated from the config schema by `radar search --reference` (do not edit; a test checks it). Every",
+            "key is optional; unknown keys are errors that name their path. Paths are relative to the config file.",
+            "`radar search --schema` prints the JSON schema (for editors).",
+            "",
+            "| key | type | default | description |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )

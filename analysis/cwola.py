@@ -57,16 +57,30 @@ def _checked_folds(folds: np.ndarray | None, n: int, k_folds: int, seed: int, wh
         return fold_assignment(n, k_folds, seed)
     folds = np.asarray(folds, dtype=np.int64)
     if folds.shape != (n,) or (n and (folds.min() < 0 or folds.max() >= k_folds)):
-        raise ValueError(f"{what}: need one fold in 0..{k_folds - 1} per event ({n}), got shape {folds.shape}")
+        raise ValueError(
+            f"{what}: need one fold in 0..{k_folds - 1} per event ({n}), got shape {folds.shape}"
+        )
     return folds
 
 
-def kfold_scores(X0: np.ndarray, X1: np.ndarray, w0: np.ndarray | None = None, w1: np.ndarray | None = None, *,
-                 classifier: str = "mlp", k_folds: int = 5, seed: int = 0,
-                 folds0: np.ndarray | None = None, folds1: np.ndarray | None = None,
-                 X_fold: np.ndarray | None = None, folds_fold: np.ndarray | None = None,
-                 X_mean: np.ndarray | None = None, save_dir: str | Path | None = None,
-                 keep_models: bool = False, **clf_kwargs: Any) -> KFoldResult:
+def kfold_scores(
+    X0: np.ndarray,
+    X1: np.ndarray,
+    w0: np.ndarray | None = None,
+    w1: np.ndarray | None = None,
+    *,
+    classifier: str = "mlp",
+    k_folds: int = 5,
+    seed: int = 0,
+    folds0: np.ndarray | None = None,
+    folds1: np.ndarray | None = None,
+    X_fold: np.ndarray | None = None,
+    folds_fold: np.ndarray | None = None,
+    X_mean: np.ndarray | None = None,
+    save_dir: str | Path | None = None,
+    keep_models: bool = False,
+    **clf_kwargs: Any,
+) -> KFoldResult:
     """Train ``k_folds`` classifiers of class 0 (``X0`` (N0, F), weights ``w0``) vs class 1 (``X1``).
 
     folds0 / folds1 / folds_fold: the fold of each event (default: balanced random folds from ``seed``).
@@ -98,8 +112,10 @@ def kfold_scores(X0: np.ndarray, X1: np.ndarray, w0: np.ndarray | None = None, w
     for fold in range(k_folds):
         tr0, tr1 = f0 != fold, f1 != fold
         if not tr0.any() or not tr1.any() or tr0.all() or tr1.all():
-            raise ValueError(f"fold {fold} leaves a class without training or held-out events "
-                             f"({int(tr0.sum())}/{len(X0)} template, {int(tr1.sum())}/{len(X1)} data in training)")
+            raise ValueError(
+                f"fold {fold} leaves a class without training or held-out events "
+                f"({int(tr0.sum())}/{len(X0)} template, {int(tr1.sum())}/{len(X1)} data in training)"
+            )
         X = np.concatenate([X0[tr0], X1[tr1]])
         y = np.concatenate([np.zeros(tr0.sum()), np.ones(tr1.sum())])
         w = np.concatenate([w0[tr0], w1[tr1]])
@@ -117,5 +133,13 @@ def kfold_scores(X0: np.ndarray, X1: np.ndarray, w0: np.ndarray | None = None, w
         if keep_models:
             models.append(clf)
         log.debug("fold %d/%d trained (%d template, %d data events)", fold + 1, k_folds, tr0.sum(), tr1.sum())
-    return KFoldResult(scores0=s0, scores1=s1, scores_fold=s_fold, scores_fold_mean=s_fold_mean,
-                       scores_mean=s_mean, models=models, folds0=f0, folds1=f1)
+    return KFoldResult(
+        scores0=s0,
+        scores1=s1,
+        scores_fold=s_fold,
+        scores_fold_mean=s_fold_mean,
+        scores_mean=s_mean,
+        models=models,
+        folds0=f0,
+        folds1=f1,
+    )

@@ -40,7 +40,9 @@ def check_features(table: pd.DataFrame, features: tuple[str, ...] | list[str], s
             )
 
 
-def feature_matrix(table: pd.DataFrame, features: tuple[str, ...] | list[str], source: str = "table") -> np.ndarray:
+def feature_matrix(
+    table: pd.DataFrame, features: tuple[str, ...] | list[str], source: str = "table"
+) -> np.ndarray:
     """(N, len(features)) float64 array of ``features`` (checked for NaN)."""
     check_features(table, features, source)
     return table[list(features)].to_numpy("float64")
@@ -61,8 +63,9 @@ def load_cathode_sr(directory: str | Path) -> dict[str, pd.DataFrame]:
     out: dict[str, pd.DataFrame] = {}
     paths = {k: directory / v for k, v in CATHODE_SR_FILES.items()}
     if paths["train"].exists() and paths["test"].exists():
-        out["data"] = pd.concat([read_feature_table(paths["train"]), read_feature_table(paths["test"])],
-                                ignore_index=True)
+        out["data"] = pd.concat(
+            [read_feature_table(paths["train"]), read_feature_table(paths["test"])], ignore_index=True
+        )
     if paths["extrasig"].exists():
         out["extrasig"] = read_feature_table(paths["extrasig"])
     if paths["extrabkg_test"].exists():
@@ -101,9 +104,15 @@ class Injection:
         return self.n_sig_sr / self.n_bkg_sr if self.n_bkg_sr else float("nan")
 
 
-def inject_signal(background: pd.DataFrame, signal: pd.DataFrame, *, n_sig: int | None = None,
-                  s_over_b: float | None = None, regions: Regions | None = None,
-                  seed: int = 0) -> Injection:
+def inject_signal(
+    background: pd.DataFrame,
+    signal: pd.DataFrame,
+    *,
+    n_sig: int | None = None,
+    s_over_b: float | None = None,
+    regions: Regions | None = None,
+    seed: int = 0,
+) -> Injection:
     """Add signal events drawn at random (without replacement) from ``signal`` to ``background``.
 
     Exactly one of ``n_sig`` (total number of injected events, anywhere in m_JJ) or ``s_over_b``
@@ -125,7 +134,9 @@ def inject_signal(background: pd.DataFrame, signal: pd.DataFrame, *, n_sig: int 
         target = int(round(float(s_over_b) * n_bkg_sr))
         cum = np.cumsum(sig_in_sr[order])
         if target > (cum[-1] if len(cum) else 0):
-            raise ValueError(f"S/B={s_over_b} needs {target} SR signal events; the pool has {int(sig_in_sr.sum())}")
+            raise ValueError(
+                f"S/B={s_over_b} needs {target} SR signal events; the pool has {int(sig_in_sr.sum())}"
+            )
         used = order[: int(np.searchsorted(cum, target) + 1)] if target > 0 else order[:0]
     injected = signal.iloc[used].copy()
     if "label" in injected.columns:
@@ -133,14 +144,24 @@ def inject_signal(background: pd.DataFrame, signal: pd.DataFrame, *, n_sig: int 
     table = pd.concat([background, injected], ignore_index=True)
     table = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
     n_sig_sr = int(sig_in_sr[used].sum())
-    log.info("injected %d signal events (%d in the SR %s GeV; S/B_SR = %.3g%%)", len(used), n_sig_sr,
-             regions.sr, 100 * n_sig_sr / max(n_bkg_sr, 1))
-    return Injection(table=table, signal_used=np.sort(used), n_injected=len(used), n_sig_sr=n_sig_sr,
-                     n_bkg_sr=n_bkg_sr)
+    log.info(
+        "injected %d signal events (%d in the SR %s GeV; S/B_SR = %.3g%%)",
+        len(used),
+        n_sig_sr,
+        regions.sr,
+        100 * n_sig_sr / max(n_bkg_sr, 1),
+    )
+    return Injection(
+        table=table, signal_used=np.sort(used), n_injected=len(used), n_sig_sr=n_sig_sr, n_bkg_sr=n_bkg_sr
+    )
 
 
-def drop_shared_events(table: pd.DataFrame, reference: pd.DataFrame, source: str = "table",
-                       columns: tuple[str, ...] = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2")) -> pd.DataFrame:
+def drop_shared_events(
+    table: pd.DataFrame,
+    reference: pd.DataFrame,
+    source: str = "table",
+    columns: tuple[str, ...] = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2"),
+) -> pd.DataFrame:
     """``table`` without the events that also appear in ``reference`` (same values in ``columns``).
 
     Guards against training on test events: the standard LHCO test set's 20,000 signal events are a subset
@@ -151,8 +172,12 @@ def drop_shared_events(table: pd.DataFrame, reference: pd.DataFrame, source: str
     cols = [c for c in columns if c in table.columns and c in reference.columns]
     shared = pd.MultiIndex.from_frame(table[cols]).isin(pd.MultiIndex.from_frame(reference[cols]))
     if shared.any():
-        log.warning("%s: dropping %d of %d events that are also in the test set (never train on test events)",
-                    source, int(shared.sum()), len(table))
+        log.warning(
+            "%s: dropping %d of %d events that are also in the test set (never train on test events)",
+            source,
+            int(shared.sum()),
+            len(table),
+        )
     return table[~shared].reset_index(drop=True)
 
 
@@ -166,8 +191,9 @@ def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.nd
     return [np.sort(order[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def train_val_test_split(table: pd.DataFrame, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def train_val_test_split(
+    table: pd.DataFrame, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Split ``table`` at random into train / validation / test tables (index reset)."""
     parts = split_indices(len(table), fractions, seed)
     return tuple(table.iloc[p].reset_index(drop=True) for p in parts)  # type: ignore[return-value]
@@ -179,8 +205,9 @@ def half_split(table: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFra
     return table.iloc[a].reset_index(drop=True), table.iloc[b].reset_index(drop=True)
 
 
-def toy_lhco_like(n_background: int, n_signal: int = 0, seed: int = 0,
-                  mjj_range: tuple[float, float] = (1500.0, 5500.0)) -> pd.DataFrame:
+def toy_lhco_like(
+    n_background: int, n_signal: int = 0, seed: int = 0, mjj_range: tuple[float, float] = (1500.0, 5500.0)
+) -> pd.DataFrame:
     """A small synthetic LHCO-like feature table (GeV) for tests and examples — not physics.
 
     Background: m_JJ falling exponentially over ``mjj_range``; jet masses and tau ratios independent of
@@ -195,12 +222,26 @@ def toy_lhco_like(n_background: int, n_signal: int = 0, seed: int = 0,
     scale = 800.0
     mjj_b = lo - scale * np.log(1 - u * (1 - np.exp(-(hi - lo) / scale)))
     ma, mb = rng.gamma(2.0, 60.0, n_background), rng.gamma(2.0, 60.0, n_background)
-    bkg = pd.DataFrame({"mjj": mjj_b, "mj1": np.minimum(ma, mb), "mj2": np.maximum(ma, mb),
-                        "tau21_j1": rng.beta(5, 3, n_background), "tau21_j2": rng.beta(5, 3, n_background),
-                        "label": 0.0})
-    sig = pd.DataFrame({"mjj": rng.normal(3500, 100, n_signal), "mj1": rng.normal(100, 10, n_signal),
-                        "mj2": rng.normal(500, 30, n_signal), "tau21_j1": rng.beta(3, 6, n_signal),
-                        "tau21_j2": rng.beta(3, 6, n_signal), "label": 1.0})
+    bkg = pd.DataFrame(
+        {
+            "mjj": mjj_b,
+            "mj1": np.minimum(ma, mb),
+            "mj2": np.maximum(ma, mb),
+            "tau21_j1": rng.beta(5, 3, n_background),
+            "tau21_j2": rng.beta(5, 3, n_background),
+            "label": 0.0,
+        }
+    )
+    sig = pd.DataFrame(
+        {
+            "mjj": rng.normal(3500, 100, n_signal),
+            "mj1": rng.normal(100, 10, n_signal),
+            "mj2": rng.normal(500, 30, n_signal),
+            "tau21_j1": rng.beta(3, 6, n_signal),
+            "tau21_j2": rng.beta(3, 6, n_signal),
+            "label": 1.0,
+        }
+    )
     table = pd.concat([bkg, sig], ignore_index=True)
     table["delta_mj"] = table["mj2"] - table["mj1"]
     for name in ("tau32_j1", "tau32_j2"):

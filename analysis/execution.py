@@ -16,8 +16,14 @@ log = logging.getLogger(__name__)
 Task = tuple[Hashable, tuple]  # (key, positional arguments of the task function)
 
 
-def run_tasks(fn: Callable[..., Any], phases: Sequence[Sequence[Task]], execution: Any, *, progress: bool = True,
-              desc: str = "tasks") -> dict[Hashable, Any]:
+def run_tasks(
+    fn: Callable[..., Any],
+    phases: Sequence[Sequence[Task]],
+    execution: Any,
+    *,
+    progress: bool = True,
+    desc: str = "tasks",
+) -> dict[Hashable, Any]:
     """Run ``fn(*args)`` for every task, phase after phase (a phase starts when the previous one finished).
 
     execution: an ``ExecutionConfig`` (``mode``, ``workers``, ``scheduler``, ``processes``). One failed task
@@ -50,15 +56,19 @@ def run_tasks(fn: Callable[..., Any], phases: Sequence[Sequence[Task]], executio
         log.info("%s: %d tasks on the Dask scheduler %s", desc, total, execution.scheduler)
     else:
         n_workers = execution.workers or max(1, min(max(len(p) for p in phases), os.cpu_count() or 1))
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=execution.processes,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=execution.processes, dashboard_address=None
+        )
         client = Client(cluster)
         log.info("%s: %d tasks on a LocalCluster of %d workers", desc, total, n_workers)
     try:
         for phase in phases:
-            futures = {client.submit(fn, *args, pure=False,
-                                     key=f"radar-{desc.replace(' ', '-')}-{i}-{time.time_ns()}"): key
-                       for i, (key, args) in enumerate(phase)}
+            futures = {
+                client.submit(
+                    fn, *args, pure=False, key=f"radar-{desc.replace(' ', '-')}-{i}-{time.time_ns()}"
+                ): key
+                for i, (key, args) in enumerate(phase)
+            }
             for future in as_completed(futures):
                 key = futures[future]
                 bar.update()

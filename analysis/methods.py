@@ -28,6 +28,7 @@ from radar.analysis.units import (
 
 log = logging.getLogger(__name__)
 
+
 @register_method("iad", sidebands="none", truth_labels=True, settings=False)
 def idealized_ad(ctx: UnitContext) -> MethodOutput:
     """Idealized AD: a perfect SR background template (truth labels) vs SR data.
@@ -39,16 +40,26 @@ def idealized_ad(ctx: UnitContext) -> MethodOutput:
     sr_rows = np.flatnonzero(ctx.regions.signal_region(data["mjj"].to_numpy()))
     if ctx.prepared.iad_template is not None:
         X0 = feature_matrix(ctx.prepared.iad_template, ctx.features, "input.iad_template")
-        return _classify(ctx, X0, None, None, feature_matrix(data.iloc[sr_rows], ctx.features, "data"), sr_rows)
+        return _classify(
+            ctx, X0, None, None, feature_matrix(data.iloc[sr_rows], ctx.features, "data"), sr_rows
+        )
     bkg_sr = sr_rows[data["label"].to_numpy()[sr_rows] == 0]
     if len(bkg_sr) < 2 * ctx.cfg.k_folds:
-        raise ValueError(f"iad: the data has {len(bkg_sr)} SR events labelled background; the idealized "
-                         "template needs truth labels (or give input.iad_template)")
+        raise ValueError(
+            f"iad: the data has {len(bkg_sr)} SR events labelled background; the idealized "
+            "template needs truth labels (or give input.iad_template)"
+        )
     half, _ = split_indices(len(bkg_sr), (0.5, 0.5), ctx.cfg.data_seed + 17)
     rows0 = bkg_sr[half]
     rows1 = np.setdiff1d(sr_rows, rows0)
-    return _classify(ctx, feature_matrix(data.iloc[rows0], ctx.features), None, rows0,
-                     feature_matrix(data.iloc[rows1], ctx.features), rows1)
+    return _classify(
+        ctx,
+        feature_matrix(data.iloc[rows0], ctx.features),
+        None,
+        rows0,
+        feature_matrix(data.iloc[rows1], ctx.features),
+        rows1,
+    )
 
 
 @register_method("supervised", sidebands="none", truth_labels=True, settings=False)
@@ -56,11 +67,19 @@ def supervised(ctx: UnitContext) -> MethodOutput:
     """Supervised upper bound: SR background of the data (truth label 0) vs held-out SR signal."""
     data, sig = ctx.prepared.data, ctx.prepared.signal_supervised
     if sig is None or len(sig) < ctx.cfg.k_folds:
-        raise ValueError("supervised: needs input.signal with SR events in the supervised share of signal_split")
+        raise ValueError(
+            "supervised: needs input.signal with SR events in the supervised share of signal_split"
+        )
     sr = ctx.regions.signal_region(data["mjj"].to_numpy())
     rows0 = np.flatnonzero(sr & (data["label"].to_numpy() == 0))
-    return _classify(ctx, feature_matrix(data.iloc[rows0], ctx.features), None, rows0,
-                     feature_matrix(sig, ctx.features, "signal"), None)
+    return _classify(
+        ctx,
+        feature_matrix(data.iloc[rows0], ctx.features),
+        None,
+        rows0,
+        feature_matrix(sig, ctx.features, "signal"),
+        None,
+    )
 
 
 @register_method("cwola_hunting", sidebands="narrow", settings=False)
@@ -70,8 +89,14 @@ def cwola_hunting(ctx: UnitContext) -> MethodOutput:
     rows0 = np.flatnonzero(ctx.regions.sideband(mjj))
     rows1 = np.flatnonzero(ctx.regions.signal_region(mjj))
     data = ctx.prepared.data
-    return _classify(ctx, feature_matrix(data.iloc[rows0], ctx.features), None, rows0,
-                     feature_matrix(data.iloc[rows1], ctx.features), rows1)
+    return _classify(
+        ctx,
+        feature_matrix(data.iloc[rows0], ctx.features),
+        None,
+        rows0,
+        feature_matrix(data.iloc[rows1], ctx.features),
+        rows1,
+    )
 
 
 def _flow_settings(ctx: UnitContext) -> dict[str, Any]:
@@ -234,7 +259,9 @@ def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFra
             log.info("combined_events: member %s has no finished unit here; fitting the members", member)
             return None
         if any(f not in events for f in [*ctx.features, "fold"]):
-            log.info("combined_events: member %s saved no %s with folds; fitting the members", member, ctx.features)
+            log.info(
+                "combined_events: member %s saved no %s with folds; fitting the members", member, ctx.features
+            )
             return None
         loaded.append((events, weights))
     mjj = ctx.prepared.data["mjj"].to_numpy()
@@ -244,7 +271,10 @@ def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFra
     combined = []
     for f in range(ctx.cfg.k_folds):
         n = int(round(ctx.cfg.cathode_oversampling * (sr & (folds != f)).sum()))
-        own = [(events[events["fold"].to_numpy() == f], w[events["fold"].to_numpy() == f]) for events, w in loaded]
+        own = [
+            (events[events["fold"].to_numpy() == f], w[events["fold"].to_numpy() == f])
+            for events, w in loaded
+        ]
         share = min(n // len(own), *(len(events) for events, _ in own))
         total = share * len(own)
         rows = np.array_split(rng.permutation(total), len(own))
@@ -258,9 +288,12 @@ def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFra
 
 
 for _name in TEMPLATE_METHODS:
-    register_method(_name, kind="template", needs_simulation=_name in ("salad", "feta"),
-                    signal_region_setting=_name in ("salad", "curtains", "feta"))(
-        functools.partial(_template_method, name=_name))
+    register_method(
+        _name,
+        kind="template",
+        needs_simulation=_name in ("salad", "feta"),
+        signal_region_setting=_name in ("salad", "curtains", "feta"),
+    )(functools.partial(_template_method, name=_name))
 
 
 @register_method("lacathode", kind="template")
@@ -344,8 +377,9 @@ def _density_method(ctx: UnitContext, name: str, kwargs: dict[str, Any]) -> Meth
     if fractions:
         extra["signal_fraction"] = float(np.mean(fractions))
         extra["signal_fraction_folds"] = fractions
-    return MethodOutput(scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores,
-                        extra=extra)
+    return MethodOutput(
+        scores=scores, role=np.full(len(data), "density", dtype=object), test_scores=test_scores, extra=extra
+    )
 
 
 @register_method("ranode", kind="density")
@@ -370,13 +404,15 @@ def _save_flow_model(ctx: UnitContext, model: Any, name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- units
 
+
 def combination_members(cfg: SearchConfig) -> list[str]:
     """Members of the score-level combination: ``method_settings.combined_scores.members``, else every
     template method of the run (the interplay paper combines SALAD, CATHODE, CURTAINs and FETA)."""
     given = cfg.method_settings.get("combined_scores", {}).get("members")
     if given:
         return list(given)
-    return [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS
-            and cfg.base_method(m) != "combined_events"]
-
-
+    return [
+        m
+        for m in cfg.methods
+        if cfg.base_method(m) in TEMPLATE_METHODS and cfg.base_method(m) != "combined_events"
+    ]

@@ -61,8 +61,9 @@ def default_fpr_floor(n_background: int, rel_error: float = 0.4) -> float:
     return 1.0 / (rel_error**2 * n_background)
 
 
-def sic_curve(labels, scores, weights=None, fpr_floor: float | str | None = "auto",
-              rel_error: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sic_curve(
+    labels, scores, weights=None, fpr_floor: float | str | None = "auto", rel_error: float = 0.4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tpr, fpr, sic), keeping only points with fpr > 0 and fpr >= ``fpr_floor``.
 
     ``fpr_floor="auto"`` uses :func:`default_fpr_floor` on the number of background events; ``None``
@@ -79,7 +80,9 @@ def sic_curve(labels, scores, weights=None, fpr_floor: float | str | None = "aut
     return tpr, fpr, tpr / np.sqrt(fpr)
 
 
-def max_sic(labels, scores, weights=None, fpr_floor: float | str | None = "auto", rel_error: float = 0.4) -> float:
+def max_sic(
+    labels, scores, weights=None, fpr_floor: float | str | None = "auto", rel_error: float = 0.4
+) -> float:
     """Maximum of the SIC curve above the FPR floor (see :func:`sic_curve`)."""
     _, _, sic = sic_curve(labels, scores, weights, fpr_floor, rel_error)
     return float(sic.max()) if len(sic) else float("nan")
@@ -94,7 +97,9 @@ def sic_at_rejection(labels, scores, rejection: float = 1000.0, weights=None) ->
     target = 1.0 / float(rejection)
     n_background = int((np.asarray(labels).astype(int) == 0).sum())
     if n_background * target < 1.0:
-        log.warning("sic_at_rejection: %d background events cannot measure rejection %g", n_background, rejection)
+        log.warning(
+            "sic_at_rejection: %d background events cannot measure rejection %g", n_background, rejection
+        )
         return float("nan")
     # roc points are sorted by fpr; np.interp needs strictly increasing x: take the best tpr per fpr
     ufpr, first = np.unique(fpr, return_index=True)
@@ -111,8 +116,14 @@ def summarise(values: Iterable[float]) -> dict[str, float]:
     return {"median": float(med), "p16": float(p16), "p84": float(p84), "n": int(len(arr))}
 
 
-def classifier_metrics(labels, scores, weights=None, fpr_floor: float | str | None = "auto",
-                       rel_error: float = 0.4, rejection: float = 1000.0) -> dict[str, float]:
+def classifier_metrics(
+    labels,
+    scores,
+    weights=None,
+    fpr_floor: float | str | None = "auto",
+    rel_error: float = 0.4,
+    rejection: float = 1000.0,
+) -> dict[str, float]:
     """The standard set: auc, max_sic, sic_at_rejection (at ``rejection``), counts, the floor used."""
     labels_arr = np.asarray(labels).astype(int)
     n_bkg = int((labels_arr == 0).sum())
@@ -128,7 +139,9 @@ def classifier_metrics(labels, scores, weights=None, fpr_floor: float | str | No
     }
 
 
-def weighted_ks(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
+def weighted_ks(
+    a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None
+) -> float:
     """Two-sample Kolmogorov-Smirnov distance between (weighted) samples ``a`` and ``b``."""
     a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
     wa = np.ones(len(a)) if wa is None else np.asarray(wa, dtype="float64")

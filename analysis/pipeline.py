@@ -95,12 +95,16 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     if config.generate is not None:
         unknown = sorted(set(config.generate) - set(SAMPLES))
         if unknown or "qcd" not in config.generate:
-            raise ValueError(f"{path}: generate needs 'qcd' and may have 'signal', 'simulation'; got {unknown}")
+            raise ValueError(
+                f"{path}: generate needs 'qcd' and may have 'signal', 'simulation'; got {unknown}"
+            )
     if config.generate is not None:
         seeds = [int(s.get("seed", SAMPLES.index(n) + 1)) for n, s in config.generate.items()]
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"{path}: generate samples need distinct seeds (got {seeds}); samples with one "
-                             "seed share their Pythia hard processes")
+            raise ValueError(
+                f"{path}: generate samples need distinct seeds (got {seeds}); samples with one "
+                "seed share their Pythia hard processes"
+            )
     for forbidden in ("input", "output", "name"):
         if forbidden in config.search:
             raise ValueError(f"{path}: search.{forbidden} is set by the pipeline; remove it")
@@ -111,7 +115,9 @@ def _key(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _cached_stage(run_dir: Path, stage: str, payload: Any, outputs: list[Path], work: Callable[[], Any]) -> bool:
+def _cached_stage(
+    run_dir: Path, stage: str, payload: Any, outputs: list[Path], work: Callable[[], Any]
+) -> bool:
     """Run ``work`` unless the stage's key and outputs are already there. Returns True if it ran."""
     record = run_dir / "stages" / f"{stage}.json"
     key = _key(payload)
@@ -121,8 +127,15 @@ def _cached_stage(run_dir: Path, stage: str, payload: Any, outputs: list[Path], 
             return False
     started = time.perf_counter()
     work()
-    write_json(record, {"key": key, "payload": payload, "outputs": [str(p) for p in outputs],
-                        "seconds": round(time.perf_counter() - started, 2)})
+    write_json(
+        record,
+        {
+            "key": key,
+            "payload": payload,
+            "outputs": [str(p) for p in outputs],
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+    )
     log.info("stage %s: done in %.1f s", stage, time.perf_counter() - started)
     return True
 
@@ -141,10 +154,22 @@ def _generate(config: RunConfig, run_dir: Path) -> dict[str, Path]:
 
         def work(generator=generator, n_events=n_events, seed=seed, output=output, task=events_per_task):
             output.unlink(missing_ok=True)  # settings changed: start the file afresh
-            generate_to_file(generator, n_events, seed, output, workers=config.workers,
-                             scheduler=config.scheduler, events_per_task=task)
+            generate_to_file(
+                generator,
+                n_events,
+                seed,
+                output,
+                workers=config.workers,
+                scheduler=config.scheduler,
+                events_per_task=task,
+            )
 
-        payload = {"generator": generator.to_dict(), "events": n_events, "seed": seed, "per_task": events_per_task}
+        payload = {
+            "generator": generator.to_dict(),
+            "events": n_events,
+            "seed": seed,
+            "per_task": events_per_task,
+        }
         _cached_stage(run_dir, f"generate_{sample}", payload, [output], work)
         files[sample] = output
     return files
@@ -163,11 +188,25 @@ def _process(config: RunConfig, run_dir: Path, event_files: dict[str, list[Path]
             tables[sample] = paths  # already feature tables
             continue
         output = run_dir / "features" / f"{sample}.parquet"
-        payload = {"inputs": {str(p): file_sha256(p) for p in paths}, "jets": dataclasses.asdict(jet_config),
-                   "chunk_size": chunk_size}
-        _cached_stage(run_dir, f"process_{sample}", payload, [output], lambda paths=paths, output=output:
-                      process_files(paths, output, workers=config.workers, scheduler=config.scheduler,
-                                    chunk_size=chunk_size, jet_config=jet_config))
+        payload = {
+            "inputs": {str(p): file_sha256(p) for p in paths},
+            "jets": dataclasses.asdict(jet_config),
+            "chunk_size": chunk_size,
+        }
+        _cached_stage(
+            run_dir,
+            f"process_{sample}",
+            payload,
+            [output],
+            lambda paths=paths, output=output: process_files(
+                paths,
+                output,
+                workers=config.workers,
+                scheduler=config.scheduler,
+                chunk_size=chunk_size,
+                jet_config=jet_config,
+            ),
+        )
         tables[sample] = [output]
     return tables
 
@@ -206,8 +245,10 @@ def _search(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]):
         # unchanged config and data: resume (finished trainings are kept); otherwise start over
         manifest = run_search(cfg, resume=same, overwrite=not same)
         if manifest.get("n_failed"):  # not recorded as done: the next run retries the failed units
-            raise RuntimeError(f"search: {manifest['n_failed']} units failed: {manifest.get('failures')} "
-                               f"(see {manifest_path})")
+            raise RuntimeError(
+                f"search: {manifest['n_failed']} units failed: {manifest.get('failures')} "
+                f"(see {manifest_path})"
+            )
 
     _cached_stage(run_dir, "search", payload, [table], work)
     return cfg
@@ -224,8 +265,10 @@ def _scores_for_bumphunt(config: RunConfig, cfg) -> tuple[Path, dict[str, Any]]:
     seed = settings.pop("seed", cfg.seeds[0])
     scores = unit_dir(cfg.output_dir, method, injection, seed) / "scores.parquet"
     if not scores.exists():
-        raise FileNotFoundError(f"{scores}: the search did not produce scores for method {method}, injection "
-                                f"{injection}, seed {seed} (see {cfg.output_dir / 'manifest.json'})")
+        raise FileNotFoundError(
+            f"{scores}: the search did not produce scores for method {method}, injection "
+            f"{injection}, seed {seed} (see {cfg.output_dir / 'manifest.json'})"
+        )
     settings.update(method=method, injection=injection, seed=seed)
     return scores, settings
 
@@ -241,23 +284,39 @@ def _bumphunt(config: RunConfig, run_dir: Path, cfg) -> Path:
 
     def work():
         scores = load_scores(scores_path)
-        fit_range = bh.resolve_fit_range(scores["mjj"].to_numpy(float), sr, settings.get("fit_range"),
-                                         settings.get("bin_width", 100.0))
+        fit_range = bh.resolve_fit_range(
+            scores["mjj"].to_numpy(float), sr, settings.get("fit_range"), settings.get("bin_width", 100.0)
+        )
         windows = None
         if settings.get("scan", True):
-            windows = bh.sliding_windows(fit_range, sr_width=settings.get("scan_width", sr[1] - sr[0]),
-                                         step=settings.get("scan_step", 200.0),
-                                         sideband_width=settings.get("scan_sideband", 1000.0))
+            windows = bh.sliding_windows(
+                fit_range,
+                sr_width=settings.get("scan_width", sr[1] - sr[0]),
+                step=settings.get("scan_step", 200.0),
+                sideband_width=settings.get("scan_sideband", 1000.0),
+            )
         table = cfg.output_dir / "metrics_table.md"
         make_bumphunt_outputs(
-            scores, outdir, efficiencies=settings.get("working_points"), signal_region=sr,
-            fit_range=fit_range, bin_width=settings.get("bin_width", 100.0), style=settings.get("style", "atlas"),
-            fit_sideband=settings.get("fit_sideband", 0.0 if settings.get("fit_range") else bh.DEFAULT_FIT_SIDEBAND),
-            scan=windows is not None, scan_efficiency=settings.get("scan_efficiency", 0.01),
-            scan_windows=windows, n_toys=settings.get("n_toys", 100), seed=settings["seed"],
+            scores,
+            outdir,
+            efficiencies=settings.get("working_points"),
+            signal_region=sr,
+            fit_range=fit_range,
+            bin_width=settings.get("bin_width", 100.0),
+            style=settings.get("style", "atlas"),
+            fit_sideband=settings.get(
+                "fit_sideband", 0.0 if settings.get("fit_range") else bh.DEFAULT_FIT_SIDEBAND
+            ),
+            scan=windows is not None,
+            scan_efficiency=settings.get("scan_efficiency", 0.01),
+            scan_windows=windows,
+            n_toys=settings.get("n_toys", 100),
+            seed=settings["seed"],
             title=f"radar run {config.name}: {settings['method']}, injection {settings['injection']}",
-            notes=[f"Scores: {scores_path.relative_to(run_dir)}",
-                   f"Search metrics: {table.relative_to(run_dir)}" if table.exists() else "no metrics table"],
+            notes=[
+                f"Scores: {scores_path.relative_to(run_dir)}",
+                f"Search metrics: {table.relative_to(run_dir)}" if table.exists() else "no metrics table",
+            ],
         )
 
     _cached_stage(run_dir, "bumphunt", payload, [outdir / "bumphunt.json", outdir / "report.md"], work)
@@ -269,7 +328,9 @@ def run_pipeline(config: RunConfig) -> Path:
     run_dir = config.path(config.output)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    write_json(run_dir / "run_config.json", {k: v for k, v in dataclasses.asdict(config).items() if k != "base_dir"})
+    write_json(
+        run_dir / "run_config.json", {k: v for k, v in dataclasses.asdict(config).items() if k != "base_dir"}
+    )
     if config.generate is not None:
         event_files = {sample: [path] for sample, path in _generate(config, run_dir).items()}
     else:
@@ -321,8 +382,11 @@ def _write_scan_run_report(run_dir: Path, config: RunConfig, scan_dir: Path, sec
     body = (scan_dir / "report.md").read_text().split("\n", 1)[1].replace("](figures/", "](scan/figures/")
     path = run_dir / "report.md"
     with atomic_output(path) as tmp:
-        tmp.write_text(f"# radar run: {config.name} (blind scan)\n\nWall time of this invocation: {seconds:.0f} s."
-                       f"\n{body}", encoding="utf-8")
+        tmp.write_text(
+            f"# radar run: {config.name} (blind scan)\n\nWall time of this invocation: {seconds:.0f} s."
+            f"\n{body}",
+            encoding="utf-8",
+        )
     log.info("report: %s", path)
     return path
 
@@ -330,8 +394,12 @@ def _write_scan_run_report(run_dir: Path, config: RunConfig, scan_dir: Path, sec
 def _write_run_report(run_dir: Path, cfg, bump_dir: Path, seconds: float) -> Path:
     from radar.processors.io import atomic_output
 
-    lines = [f"# radar run: {cfg.name}", "",
-             f"Wall time of this invocation: {seconds:.0f} s (cached stages are reused).", ""]
+    lines = [
+        f"# radar run: {cfg.name}",
+        "",
+        f"Wall time of this invocation: {seconds:.0f} s (cached stages are reused).",
+        "",
+    ]
     table = cfg.output_dir / "metrics_table.md"
     if table.exists():
         lines += ["## Search: anomaly-detection performance", "", table.read_text().strip(), ""]

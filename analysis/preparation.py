@@ -17,6 +17,7 @@ from radar.analysis.regions import Regions
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class PreparedData:
     """Tables for one injection (GeV feature tables, index reset).
@@ -44,12 +45,16 @@ def _read(paths: list[Path]) -> pd.DataFrame:
 
 
 def _base_regions(cfg: SearchConfig) -> Regions:
-    return Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range),
-                   sideband_width=cfg.regions.sideband_width)
+    return Regions(
+        sr=tuple(cfg.regions.sr),
+        mjj_range=tuple(cfg.regions.mjj_range),
+        sideband_width=cfg.regions.sideband_width,
+    )
 
 
 def load_inputs(cfg: SearchConfig) -> dict[str, pd.DataFrame | None]:
     """Read every input table named in the config (no selection)."""
+
     def read_one(value: str | None) -> pd.DataFrame | None:
         return _read([cfg.path(value)]) if value else None
 
@@ -73,8 +78,10 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
     data = data[regions.in_range(data["mjj"].to_numpy())].reset_index(drop=True)
     signal = inputs["signal"]
     if injection is not None and cfg.input.drop_data_signal and (data["label"] == 1).any():
-        log.info("dropping %d label-1 events from input.data before injecting from input.signal",
-                 int((data["label"] == 1).sum()))
+        log.info(
+            "dropping %d label-1 events from input.data before injecting from input.signal",
+            int((data["label"] == 1).sum()),
+        )
         data = data[data["label"] != 1].reset_index(drop=True)
     seed = cfg.data_seed
     f_inj, f_test, f_sup = cfg.signal_split
@@ -102,9 +109,12 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
         signal_supervised = sup[regions.signal_region(sup["mjj"].to_numpy())].reset_index(drop=True)
     in_sr = regions.signal_region(data["mjj"].to_numpy())
     if injection is None:
-        info = {"injection": None, "n_injected": int((data["label"] == 1).sum()),
-                "n_sig_sr": int(((data["label"] == 1) & in_sr).sum()),
-                "n_bkg_sr": int(((data["label"] != 1) & in_sr).sum())}
+        info = {
+            "injection": None,
+            "n_injected": int((data["label"] == 1).sum()),
+            "n_sig_sr": int(((data["label"] == 1) & in_sr).sum()),
+            "n_bkg_sr": int(((data["label"] != 1) & in_sr).sum()),
+        }
     else:
         pool = signal.iloc[sig_parts[0]].reset_index(drop=True)
         if cfg.injection_mode == "n_sig":
@@ -112,18 +122,27 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
         else:
             inj = inject_signal(data, pool, s_over_b=float(injection), regions=regions, seed=seed)
         data = inj.table
-        info = {"injection": injection, "n_injected": inj.n_injected, "n_sig_sr": inj.n_sig_sr,
-                "n_bkg_sr": inj.n_bkg_sr}
+        info = {
+            "injection": injection,
+            "n_injected": inj.n_injected,
+            "n_sig_sr": inj.n_sig_sr,
+            "n_bkg_sr": inj.n_bkg_sr,
+        }
     info["s_over_b_sr"] = info["n_sig_sr"] / max(info["n_bkg_sr"], 1)
     template = inputs["iad_template"]
     if template is not None:
         template = template[regions.signal_region(template["mjj"].to_numpy()) & (template["label"] != 1)]
         template = template.reset_index(drop=True)
-    prepared = PreparedData(data=data, test=test, signal_supervised=signal_supervised,
-                            simulation=inputs["simulation"], iad_template=template, injection=info)
+    prepared = PreparedData(
+        data=data,
+        test=test,
+        signal_supervised=signal_supervised,
+        simulation=inputs["simulation"],
+        iad_template=template,
+        injection=info,
+    )
     _CACHE[key] = prepared
     return prepared
-
 
 
 def check_injections(cfg: SearchConfig, inputs: dict) -> None:
@@ -142,7 +161,9 @@ def check_injections(cfg: SearchConfig, inputs: dict) -> None:
 def _check_truth_inputs(cfg: SearchConfig, inputs: dict) -> None:
     labels = inputs["data"]["label"].to_numpy()
     if "iad" in cfg.methods and inputs["iad_template"] is None and not (labels == 0).any():
-        raise ValueError("method iad: input.data has no events labelled background (label 0) and no "
-                         "input.iad_template is given; the idealized template needs truth labels")
+        raise ValueError(
+            "method iad: input.data has no events labelled background (label 0) and no "
+            "input.iad_template is given; the idealized template needs truth labels"
+        )
     if "supervised" in cfg.methods and (inputs["signal"] is None or not (labels == 0).any()):
         raise ValueError("method supervised: needs input.signal and background-labelled input.data")

@@ -67,9 +67,13 @@ class Regions:
         return asdict(self)
 
 
-def scan_windows(mjj_range: tuple[float, float] = (1500.0, 5500.0), sr_width: float = 400.0,
-                 step: float = 200.0, sideband_width: float | None = None,
-                 sr_range: tuple[float, float] | None = None) -> list[Regions]:
+def scan_windows(
+    mjj_range: tuple[float, float] = (1500.0, 5500.0),
+    sr_width: float = 400.0,
+    step: float = 200.0,
+    sideband_width: float | None = None,
+    sr_range: tuple[float, float] | None = None,
+) -> list[Regions]:
     """The sliding-window scan: SR windows of ``sr_width`` GeV stepped by ``step`` GeV across m_JJ.
 
     ``sr_range`` (default: ``mjj_range`` shrunk by ``sideband_width`` or by one SR width on each side, so
@@ -83,5 +87,11 @@ def scan_windows(mjj_range: tuple[float, float] = (1500.0, 5500.0), sr_width: fl
     if hi - lo < sr_width:
         raise ValueError(f"scan range {lo}-{hi} GeV is narrower than one SR window of {sr_width} GeV")
     n = int(np.floor((hi - lo - sr_width) / step + 1e-9)) + 1
-    return [Regions(sr=(lo + i * step, lo + i * step + sr_width), mjj_range=tuple(mjj_range),
-                    sideband_width=sideband_width) for i in range(n)]
+    return [
+        Regions(
+            sr=(lo + i * step, lo + i * step + sr_width),
+            mjj_range=tuple(mjj_range),
+            sideband_width=sideband_width,
+        )
+        for i in range(n)
+    ]

@@ -54,7 +54,8 @@ def bumphunt_table(result: Mapping[str, Any]) -> str:
             _fmt(wp["z_local"]),
             f"dijet{fit['n_params']}",
             f"{_fmt(fit['deviance'], '.1f')}/{fit['ndf']} ({_fmt(fit['gof_pvalue'], '.2g')})",
-            ", ".join(wp.get("flags", fit["flags"]) + [f"warning: {w}" for w in fit.get("warnings", [])]) or "ok",
+            ", ".join(wp.get("flags", fit["flags"]) + [f"warning: {w}" for w in fit.get("warnings", [])])
+            or "ok",
         ]
         if truth:
             t = wp.get("truth") or {}
@@ -135,8 +136,10 @@ def write_report(
                 f"{best['z_local']:.2f}** (no cut: Z = {_no_cut_z(bumphunt)})."
             )
         else:
-            lines.append("- **No usable working point**: every fit is flagged or every cut sculpted; no "
-                         "significance is quoted.")
+            lines.append(
+                "- **No usable working point**: every fit is flagged or every cut sculpted; no "
+                "significance is quoted."
+            )
         flagged = [wp for wp in bumphunt["working_points"] if wp.get("flags", wp["fit"]["flags"])]
         if flagged:
             lines.append(
@@ -161,8 +164,10 @@ def write_report(
         ]
         if scan.get("z_global") is not None:
             glob = scan.get("global") or {}
-            line = (f"- Global significance ({glob.get('method', 'toys')}; {scan['n_toys']} background-only toy "
-                    f"spectra): p = {scan['p_global']:.3g}, Z = {scan['z_global']:.2f}.")
+            line = (
+                f"- Global significance ({glob.get('method', 'toys')}; {scan['n_toys']} background-only toy "
+                f"spectra): p = {scan['p_global']:.3g}, Z = {scan['z_global']:.2f}."
+            )
             if glob.get("z_toys_is_lower_bound"):
                 line += f" No toy reached the observed Z: the toys alone say Z ≥ {glob['z_toys']:.2f}."
             lines.append(line)
@@ -186,8 +191,11 @@ def write_report(
 
 def _best(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The most significant usable working point (good fit, not sculpted) of a saved result, or None."""
-    usable = [wp for wp in result["working_points"]
-              if wp.get("usable", wp["fit"]["ok"]) and wp["z_local"] == wp["z_local"]]
+    usable = [
+        wp
+        for wp in result["working_points"]
+        if wp.get("usable", wp["fit"]["ok"]) and wp["z_local"] == wp["z_local"]
+    ]
     return max(usable, key=lambda wp: wp["z_local"]) if usable else None
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
+
 def _injection_tag(injection: float | None) -> str:
     if injection is None:
         return "inj_asis"
@@ -23,12 +24,17 @@ def unit_dir(run_dir: Path, method: str, injection: float | None, seed: int) -> 
     return Path(run_dir) / method / _injection_tag(injection) / f"seed_{seed}"
 
 
-def load_scores(run_dir: str | Path, method: str, injection: float | None, seed: int,
-                test: bool = False) -> pd.DataFrame:
+def load_scores(
+    run_dir: str | Path, method: str, injection: float | None, seed: int, test: bool = False
+) -> pd.DataFrame:
     """Scores of one finished unit: data (``mjj, score, label, weight, in_sr, role``) or the test set."""
-    path = unit_dir(Path(run_dir), method, injection, seed) / ("test_scores.parquet" if test else "scores.parquet")
+    path = unit_dir(Path(run_dir), method, injection, seed) / (
+        "test_scores.parquet" if test else "scores.parquet"
+    )
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no scores for ({method}, {injection}, seed {seed}); is the unit finished?")
+        raise FileNotFoundError(
+            f"{path}: no scores for ({method}, {injection}, seed {seed}); is the unit finished?"
+        )
     from radar.analysis.report import load_scores as read_scores_file
 
     return read_scores_file(path)  # checked: mjj and score present, mjj finite
@@ -43,14 +49,15 @@ def unit_finished(run_dir: Path, method: str, injection: float | None, seed: int
 TEMPLATE_SAMPLE = "template.parquet"
 
 
-def load_template_sample(run_dir: str | Path, method: str, injection: float | None,
-                         seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+def load_template_sample(
+    run_dir: str | Path, method: str, injection: float | None, seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The saved template of a finished template unit: (events with ``mjj``, the features and ``fold``,
     the template's fold: whose classifier trained on it; weights)."""
     path = unit_dir(Path(run_dir), method, injection, seed) / TEMPLATE_SAMPLE
     if not path.exists() or not unit_finished(Path(run_dir), method, injection, seed):
-        raise FileNotFoundError(f"{path}: no template of a finished unit ({method}, {injection}, seed {seed})")
+        raise FileNotFoundError(
+            f"{path}: no template of a finished unit ({method}, {injection}, seed {seed})"
+        )
     frame = pd.read_parquet(path)
     return frame.drop(columns="weight"), frame["weight"].to_numpy(dtype="float64")
-
-

@@ -88,8 +88,9 @@ def _line_fit(k: np.ndarray, n: np.ndarray, x: np.ndarray) -> dict[str, Any]:
 
     w = n / np.maximum(k / n * (1 - k / n), 1 / n**2) if len(n) > 1 else n
     start = np.polyfit(x, k / n, 1, w=np.sqrt(w))[::-1] if len(n) > 1 else np.array([k.sum() / n.sum(), 0.0])
-    best = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10,
-                                                                           "maxiter": 4000})
+    best = optimize.minimize(
+        nll, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 4000}
+    )
     theta = best.x
     p = p_of(theta)
     design = np.stack([np.ones_like(x), x], axis=1)
@@ -97,15 +98,28 @@ def _line_fit(k: np.ndarray, n: np.ndarray, x: np.ndarray) -> dict[str, Any]:
     cov = np.linalg.pinv(fisher)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(k > 0, k * np.log(k / (n * p)), 0.0) + np.where(
-            n - k > 0, (n - k) * np.log((n - k) / (n * (1 - p))), 0.0)
+            n - k > 0, (n - k) * np.log((n - k) / (n * (1 - p))), 0.0
+        )
     deviance = float(2 * np.sum(terms))
     ndf = len(n) - 2
-    return {"theta": theta, "cov": cov, "deviance": deviance, "ndf": ndf,
-            "p_value": float(stats.chi2.sf(deviance, ndf)) if ndf > 0 else float("nan")}
+    return {
+        "theta": theta,
+        "cov": cov,
+        "deviance": deviance,
+        "ndf": ndf,
+        "p_value": float(stats.chi2.sf(deviance, ndf)) if ndf > 0 else float("nan"),
+    }
 
 
-def _curve(n_pass: np.ndarray, n_total: np.ndarray, edges: np.ndarray, sr_mask: np.ndarray, efficiency: float,
-           config: SculptingConfig, exclude: np.ndarray | None = None) -> dict[str, Any]:
+def _curve(
+    n_pass: np.ndarray,
+    n_total: np.ndarray,
+    edges: np.ndarray,
+    sr_mask: np.ndarray,
+    efficiency: float,
+    config: SculptingConfig,
+    exclude: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Straight-line fit of one efficiency curve over the sideband groups, its shape test, and its
     prediction for the SR (mean of the line over the SR bins, weighted by their events)."""
     centres = 0.5 * (edges[:-1] + edges[1:])
@@ -130,16 +144,32 @@ def _curve(n_pass: np.ndarray, n_total: np.ndarray, edges: np.ndarray, sr_mask: 
     pred = float(fit["theta"] @ grad)
     sigma_pred = float(math.sqrt(max(grad @ fit["cov"] @ grad, 0.0)))
     line = fit["theta"][0] + fit["theta"][1] * (centres - sr_centre) / scale
-    out.update({"fitted": True, "deviance": fit["deviance"], "ndf": fit["ndf"], "p_value": fit["p_value"],
-                "sr_predicted": pred, "sr_predicted_err": sigma_pred, "line": line.tolist(),
-                "slope_per_tev": float(fit["theta"][1])})
+    out.update(
+        {
+            "fitted": True,
+            "deviance": fit["deviance"],
+            "ndf": fit["ndf"],
+            "p_value": fit["p_value"],
+            "sr_predicted": pred,
+            "sr_predicted_err": sigma_pred,
+            "line": line.tolist(),
+            "slope_per_tev": float(fit["theta"][1]),
+        }
+    )
     return out
 
 
-def efficiency_diagnostics(mjj: np.ndarray, score: np.ndarray, in_sr: np.ndarray, edges: np.ndarray,
-                           sr_mask: np.ndarray, threshold: float, efficiency: float,
-                           weight: np.ndarray | None = None,
-                           config: SculptingConfig = DEFAULT_SCULPTING) -> dict[str, Any]:
+def efficiency_diagnostics(
+    mjj: np.ndarray,
+    score: np.ndarray,
+    in_sr: np.ndarray,
+    edges: np.ndarray,
+    sr_mask: np.ndarray,
+    threshold: float,
+    efficiency: float,
+    weight: np.ndarray | None = None,
+    config: SculptingConfig = DEFAULT_SCULPTING,
+) -> dict[str, Any]:
     """Cut efficiency per m_JJ bin over the fit range and the three sculpting tests of one working point.
 
     mjj, score (N,); in_sr (N,) the events whose scores define the cuts; edges (nbins+1,) GeV; sr_mask
@@ -175,25 +205,48 @@ def efficiency_diagnostics(mjj: np.ndarray, score: np.ndarray, in_sr: np.ndarray
         observed = float(n_ctrl[sr_mask].sum()) / n_sr
         sigma = math.sqrt(observed * (1 - observed) / n_sr + ctrl_fit["sr_predicted_err"] ** 2)
         z = (observed - ctrl_fit["sr_predicted"]) / sigma if sigma > 0 else 0.0
-        tests["control_step"] = {"observed": observed, "predicted": ctrl_fit["sr_predicted"], "z": z,
-                                 "threshold": config.z_max, "failed": bool(z > config.z_max)}
+        tests["control_step"] = {
+            "observed": observed,
+            "predicted": ctrl_fit["sr_predicted"],
+            "z": z,
+            "threshold": config.z_max,
+            "failed": bool(z > config.z_max),
+        }
         if z > config.z_max:
-            reasons.append(f"control tail {100 * observed:.2f} % in the SR vs {100 * ctrl_fit['sr_predicted']:.2f} % "
-                           f"from the sidebands ({z:.1f}σ): the scores are distributed differently in the SR")
+            reasons.append(
+                f"control tail {100 * observed:.2f} % in the SR vs {100 * ctrl_fit['sr_predicted']:.2f} % "
+                f"from the sidebands ({z:.1f}σ): the scores are distributed differently in the SR"
+            )
     for name, fit, what in (("control_shape", ctrl_fit, "control-tail"), ("cut_shape", cut_fit, "cut")):
         if fit["fitted"]:
             failed = bool(fit["p_value"] < config.p_min)
-            tests[name] = {"deviance": fit["deviance"], "ndf": fit["ndf"], "p_value": fit["p_value"],
-                           "threshold": config.p_min, "failed": failed}
+            tests[name] = {
+                "deviance": fit["deviance"],
+                "ndf": fit["ndf"],
+                "p_value": fit["p_value"],
+                "threshold": config.p_min,
+                "failed": failed,
+            }
             if failed:
-                reasons.append(f"{what} efficiency not linear in m_JJ over the sidebands (χ² {fit['deviance']:.1f}/"
-                               f"{fit['ndf']}, p = {fit['p_value']:.2g})")
+                reasons.append(
+                    f"{what} efficiency not linear in m_JJ over the sidebands (χ² {fit['deviance']:.1f}/"
+                    f"{fit['ndf']}, p = {fit['p_value']:.2g})"
+                )
     return {
-        "efficiency": efficiency, "threshold": threshold, "control_threshold": control_cut,
-        "n_total": n_total.tolist(), "n_pass": n_pass.tolist(), "n_control": n_ctrl.tolist(),
-        "cut_efficiency": eff.tolist(), "cut_efficiency_err": eff_err.tolist(),
-        "control_efficiency": ctrl.tolist(), "control_efficiency_err": ctrl_err.tolist(),
-        "guard": guard, "cut_fit": cut_fit, "control_fit": ctrl_fit, "tests": tests,
-        "sculpted": bool(reasons), "reasons": reasons,
+        "efficiency": efficiency,
+        "threshold": threshold,
+        "control_threshold": control_cut,
+        "n_total": n_total.tolist(),
+        "n_pass": n_pass.tolist(),
+        "n_control": n_ctrl.tolist(),
+        "cut_efficiency": eff.tolist(),
+        "cut_efficiency_err": eff_err.tolist(),
+        "control_efficiency": ctrl.tolist(),
+        "control_efficiency_err": ctrl_err.tolist(),
+        "guard": guard,
+        "cut_fit": cut_fit,
+        "control_fit": ctrl_fit,
+        "tests": tests,
+        "sculpted": bool(reasons),
+        "reasons": reasons,
     }
-

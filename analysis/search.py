@@ -65,16 +65,35 @@ from radar.analysis.units import (
 )
 from radar.analysis.validation import validate_config, validate_data
 
-__all__ = ["SCORE_COMBINATIONS", "TEMPLATE_METHODS", "TEMPLATE_SAMPLE", "MethodOutput", "PreparedData", "UnitContext",
-           "available_methods", "check_injections", "classifier_settings", "combination_members", "load_inputs",
-           "load_scores", "load_template_sample", "metrics_table", "prepare_data", "register_method", "run_search",
-           "run_unit", "unit_dir", "unit_finished"]
+__all__ = [
+    "SCORE_COMBINATIONS",
+    "TEMPLATE_METHODS",
+    "TEMPLATE_SAMPLE",
+    "MethodOutput",
+    "PreparedData",
+    "UnitContext",
+    "available_methods",
+    "check_injections",
+    "classifier_settings",
+    "combination_members",
+    "load_inputs",
+    "load_scores",
+    "load_template_sample",
+    "metrics_table",
+    "prepare_data",
+    "register_method",
+    "run_search",
+    "run_unit",
+    "unit_dir",
+    "unit_finished",
+]
 
 log = logging.getLogger(__name__)
 
 
-def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection: float | None,
-             seed: int) -> dict:
+def run_unit(
+    cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection: float | None, seed: int
+) -> dict:
     """Run one (method, injection, seed) and write its outputs into its unit directory; return metrics.
 
     Takes plain values so that it can run as a Dask task in another process.
@@ -92,9 +111,15 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
     (out_dir / "metrics.json").unlink(missing_ok=True)  # written last: its presence marks a finished unit
     t0 = time.perf_counter()
     prepared = prepare_data(cfg, injection)
-    ctx = UnitContext(cfg=cfg, prepared=prepared, method=method, seed=seed,
-                      model_dir=(out_dir / "models") if cfg.save_models else None,
-                      run_dir=Path(run_dir), injection=injection)
+    ctx = UnitContext(
+        cfg=cfg,
+        prepared=prepared,
+        method=method,
+        seed=seed,
+        model_dir=(out_dir / "models") if cfg.save_models else None,
+        run_dir=Path(run_dir),
+        injection=injection,
+    )
     if ctx.model_dir is not None:
         ctx.model_dir.mkdir(exist_ok=True)
     output = _METHODS[cfg.base_method(method)](ctx)
@@ -102,24 +127,44 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
     if len(output.scores) != len(data) or not np.isfinite(output.scores).all():
         raise RuntimeError(f"{method}: expected a finite score for each of {len(data)} data events")
     in_sr = ctx.regions.signal_region(data["mjj"].to_numpy())
-    scores = pd.DataFrame({"mjj": data["mjj"].to_numpy(), "score": output.scores,
-                           "label": data["label"].to_numpy(), "weight": data["weight"].to_numpy(),
-                           "in_sr": in_sr, "role": pd.Categorical(output.role.astype(str))})
+    scores = pd.DataFrame(
+        {
+            "mjj": data["mjj"].to_numpy(),
+            "score": output.scores,
+            "label": data["label"].to_numpy(),
+            "weight": data["weight"].to_numpy(),
+            "in_sr": in_sr,
+            "role": pd.Categorical(output.role.astype(str)),
+        }
+    )
     if output.diagnostic_scores is not None:
         scores["score_fold_mean"] = output.diagnostic_scores
     with atomic_output(out_dir / "scores.parquet") as tmp:
         scores.to_parquet(tmp, index=False)
-    test_frame = pd.DataFrame({"mjj": test["mjj"].to_numpy(), "score": output.test_scores,
-                               "label": test["label"].to_numpy(), "weight": test["weight"].to_numpy()})
+    test_frame = pd.DataFrame(
+        {
+            "mjj": test["mjj"].to_numpy(),
+            "score": output.test_scores,
+            "label": test["label"].to_numpy(),
+            "weight": test["weight"].to_numpy(),
+        }
+    )
     with atomic_output(out_dir / "test_scores.parquet") as tmp:
         test_frame.to_parquet(tmp, index=False)
-    metrics: dict[str, Any] = {"method": method, "injection": injection, "seed": seed, **prepared.injection,
-                               "n_data": len(data), "n_data_sr": int(in_sr.sum())}
+    metrics: dict[str, Any] = {
+        "method": method,
+        "injection": injection,
+        "seed": seed,
+        **prepared.injection,
+        "n_data": len(data),
+        "n_data_sr": int(in_sr.sum()),
+    }
     labels = test["label"].to_numpy()
     if len(test) and set(np.unique(labels)) >= {0.0, 1.0}:
         sel = np.isin(labels, (0, 1))
-        metrics["test"] = classifier_metrics(labels[sel], output.test_scores[sel],
-                                             rel_error=cfg.fpr_floor_rel_error, rejection=cfg.rejection)
+        metrics["test"] = classifier_metrics(
+            labels[sel], output.test_scores[sel], rel_error=cfg.fpr_floor_rel_error, rejection=cfg.rejection
+        )
     else:
         metrics["test"] = None
         log.warning("%s: the test set has no labelled signal and background; no test metrics", method)
@@ -135,7 +180,6 @@ def run_unit(cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection
     write_json(out_dir / "metrics.json", metrics)  # last: marks the unit finished
     log.info("%s %s seed %d done in %.0f s", method, _injection_tag(injection), seed, metrics["seconds"])
     return metrics
-
 
 
 def _phases(units: list[tuple], cfg: SearchConfig) -> list[list[tuple]]:
@@ -171,20 +215,34 @@ def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
                     units.append(json.loads(path.read_text()))
             if not units:
                 continue
-            row: dict[str, Any] = {"method": method, "injection": injection, "n_sig_sr": units[0]["n_sig_sr"],
-                                   "s_over_b_sr": units[0]["s_over_b_sr"], "n_seeds": len(units)}
-            for name, getter in (("max_sic", lambda u: (u["test"] or {}).get("max_sic")),
-                                 ("sic_at_rejection", lambda u: (u["test"] or {}).get("sic_at_rejection")),
-                                 ("auc", lambda u: (u["test"] or {}).get("auc")),
-                                 ("classification_auc", lambda u: u.get("classification_auc")),
-                                 ("seconds", lambda u: u.get("seconds"))):
+            row: dict[str, Any] = {
+                "method": method,
+                "injection": injection,
+                "n_sig_sr": units[0]["n_sig_sr"],
+                "s_over_b_sr": units[0]["s_over_b_sr"],
+                "n_seeds": len(units),
+            }
+            for name, getter in (
+                ("max_sic", lambda u: (u["test"] or {}).get("max_sic")),
+                ("sic_at_rejection", lambda u: (u["test"] or {}).get("sic_at_rejection")),
+                ("auc", lambda u: (u["test"] or {}).get("auc")),
+                ("classification_auc", lambda u: u.get("classification_auc")),
+                ("seconds", lambda u: u.get("seconds")),
+            ):
                 s = summarise(getter(u) for u in units)
-                row[f"{name}_median"], row[f"{name}_p16"], row[f"{name}_p84"] = s["median"], s["p16"], s["p84"]
-            row["seconds_with_members"] = float(np.median([u.get("seconds_with_members", u.get("seconds", np.nan))
-                                                           for u in units]))
+                row[f"{name}_median"], row[f"{name}_p16"], row[f"{name}_p84"] = (
+                    s["median"],
+                    s["p16"],
+                    s["p84"],
+                )
+            row["seconds_with_members"] = float(
+                np.median([u.get("seconds_with_members", u.get("seconds", np.nan)) for u in units])
+            )
             if any("flow_trainings" in u or "flow_trainings_failed" in u for u in units):
                 row["flow_trainings_failed"] = int(sum(u.get("flow_trainings_failed", 0) for u in units))
-                row["flow_trainings"] = int(sum(u.get("flow_trainings", u.get("n_trainings", 0)) for u in units))
+                row["flow_trainings"] = int(
+                    sum(u.get("flow_trainings", u.get("n_trainings", 0)) for u in units)
+                )
             fractions = [u["signal_fraction"] for u in units if u.get("signal_fraction") is not None]
             if fractions:
                 row["signal_fraction_median"] = float(np.median(fractions))
@@ -199,6 +257,7 @@ def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> 
     frame = pd.DataFrame(rows)
     with atomic_output(run_dir / "metrics_table.csv") as tmp:
         frame.to_csv(tmp, index=False)
+
     def band(r: dict, n: str) -> str:
         return f"{r[n + '_median']:.2f} [{r[n + '_p16']:.2f}, {r[n + '_p84']:.2f}]"
 
@@ -214,11 +273,21 @@ def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> 
         seconds = f"{r['seconds_median']:.0f}"
         if r.get("seconds_with_members", r["seconds_median"]) > r["seconds_median"] + 0.5:
             seconds += f" ({r['seconds_with_members']:.0f} with members)"
-        pretty.append({"method": r["method"], "injection": r["injection"], "n_sig_sr": r["n_sig_sr"],
-                       "S/B_SR": f"{100 * r['s_over_b_sr']:.3f} %", "seeds": r["n_seeds"],
-                       "max SIC": band(r, "max_sic"), f"SIC@R={rejection:g}": band(r, "sic_at_rejection"),
-                       "AUC": band(r, "auc"), "template-vs-data AUC": band(r, "classification_auc"),
-                       "s/unit": seconds, "failed trainings": failures(r)})
+        pretty.append(
+            {
+                "method": r["method"],
+                "injection": r["injection"],
+                "n_sig_sr": r["n_sig_sr"],
+                "S/B_SR": f"{100 * r['s_over_b_sr']:.3f} %",
+                "seeds": r["n_seeds"],
+                "max SIC": band(r, "max_sic"),
+                f"SIC@R={rejection:g}": band(r, "sic_at_rejection"),
+                "AUC": band(r, "auc"),
+                "template-vs-data AUC": band(r, "classification_auc"),
+                "s/unit": seconds,
+                "failed trainings": failures(r),
+            }
+        )
     with atomic_output(run_dir / "metrics_table.md") as tmp:
         tmp.write_text(markdown_table(pretty))
 
@@ -229,21 +298,28 @@ def _write_performance_figure(run_dir: Path, cfg: SearchConfig) -> None:
     from radar.plots.performance import metrics_frame, plot_metrics_vs_injection
     from radar.plots.style import save_figure
 
-    paths = [unit_dir(run_dir, m, i, s) / "metrics.json" for m in cfg.methods for i in cfg.injections
-             for s in cfg.seeds]
+    paths = [
+        unit_dir(run_dir, m, i, s) / "metrics.json"
+        for m in cfg.methods
+        for i in cfg.injections
+        for s in cfg.seeds
+    ]
     frame = metrics_frame([p for p in paths if p.exists()])
     if frame.empty or "max_sic" not in frame or not (frame["s_over_b_sr"] > 0).any():
         return
     frame = frame[frame["s_over_b_sr"] > 0]
     try:
         (run_dir / "figures").mkdir(exist_ok=True)
-        save_figure(plot_metrics_vs_injection(frame, x="s_over_b_sr"), run_dir / "figures" / "sic_vs_injection")
+        save_figure(
+            plot_metrics_vs_injection(frame, x="s_over_b_sr"), run_dir / "figures" / "sic_vs_injection"
+        )
     except Exception:  # a figure must not lose the run
         log.exception("sic_vs_injection figure failed")
 
 
-def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = False,
-               progress: bool = True) -> dict[str, Any]:
+def run_search(
+    cfg: SearchConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Run every (method, injection, seed) of ``cfg``; returns the manifest (also written to the run dir).
 
     Validation (config and data) happens before any training. ``resume`` skips finished units; without
@@ -269,46 +345,79 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     digest = cfg.digest()
     unit_digest = cfg.unit_digest()
     manifest_path = run_dir / "manifest.json"
-    files = [p for p in cfg.input.data] + [v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test,
-                                                         cfg.input.iad_template) if v]
+    files = [p for p in cfg.input.data] + [
+        v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test, cfg.input.iad_template) if v
+    ]
     input_hashes = {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files}
     if saved.exists() and manifest_path.exists() and not overwrite:
         previous = json.loads(manifest_path.read_text())
         # methods, injections and seeds may be extended; anything that changes a unit's result may not
-        old, new = ((str(previous["unit_digest"]), unit_digest) if "unit_digest" in previous
-                    else (str(previous.get("config_digest")), digest))
+        old, new = (
+            (str(previous["unit_digest"]), unit_digest)
+            if "unit_digest" in previous
+            else (str(previous.get("config_digest")), digest)
+        )
         if old != new:
-            raise ValueError(f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
-                             f"{new[:12]}); use another output directory or --overwrite")
-        changed = sorted(p for p in set(input_hashes) | set(previous.get("inputs", {}))
-                         if input_hashes.get(p) != previous.get("inputs", {}).get(p))
+            raise ValueError(
+                f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
+                f"{new[:12]}); use another output directory or --overwrite"
+            )
+        changed = sorted(
+            p
+            for p in set(input_hashes) | set(previous.get("inputs", {}))
+            if input_hashes.get(p) != previous.get("inputs", {}).get(p)
+        )
         if changed:
-            raise ValueError(f"{run_dir}: the input files changed since its units were trained ({changed}); "
-                             "use another output directory or --overwrite")
+            raise ValueError(
+                f"{run_dir}: the input files changed since its units were trained ({changed}); "
+                "use another output directory or --overwrite"
+            )
     # seed by seed: an interrupted run has whole seeds finished (and resumes where it stopped)
-    units = [(m, i, s) for s in cfg.seeds for i in cfg.injections
-             for m in cfg.methods if m not in SCORE_COMBINATIONS]
+    units = [
+        (m, i, s)
+        for s in cfg.seeds
+        for i in cfg.injections
+        for m in cfg.methods
+        if m not in SCORE_COMBINATIONS
+    ]
     finished = [u for u in units if unit_finished(run_dir, *u)]
     if finished and not resume and not overwrite:
-        raise ValueError(f"{run_dir}: {len(finished)} units already finished; use --resume to continue "
-                         "or --overwrite to redo them")
+        raise ValueError(
+            f"{run_dir}: {len(finished)} units already finished; use --resume to continue "
+            "or --overwrite to redo them"
+        )
     todo = [u for u in units if not (resume and u in finished)]
     resolved = cfg.to_dict()
-    resolved["input"] = {k: ([str(cfg.path(p)) for p in v] if isinstance(v, list) else
-                             (str(cfg.path(v)) if isinstance(v, str) else v)) for k, v in resolved["input"].items()}
+    resolved["input"] = {
+        k: (
+            [str(cfg.path(p)) for p in v]
+            if isinstance(v, list)
+            else (str(cfg.path(v)) if isinstance(v, str) else v)
+        )
+        for k, v in resolved["input"].items()
+    }
     resolved["output"] = str(run_dir)
     with atomic_output(saved) as tmp:
         tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
     manifest: dict[str, Any] = {
-        "config": resolved, "config_digest": digest, "unit_digest": unit_digest, "seeds": cfg.seeds, "data_seed": cfg.data_seed,
+        "config": resolved,
+        "config_digest": digest,
+        "unit_digest": unit_digest,
+        "seeds": cfg.seeds,
+        "data_seed": cfg.data_seed,
         "inputs": input_hashes,
         "versions": package_versions(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "units_skipped": [list(u) for u in units if u not in todo],
     }
     write_json(manifest_path, {**manifest, "status": "running"})
-    log.info("search %s: %d units to run (%d already finished) in %s", cfg.name, len(todo),
-             len(units) - len(todo), run_dir)
+    log.info(
+        "search %s: %d units to run (%d already finished) in %s",
+        cfg.name,
+        len(todo),
+        len(units) - len(todo),
+        run_dir,
+    )
     # prepared data is cached per process: prime it here for the synchronous mode
     if cfg.execution.mode == "sync":
         for injection in cfg.injections:
@@ -317,8 +426,14 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
     if "combined_scores" in cfg.methods:
         from radar.analysis.combine import write_combined_units
 
-        write_combined_units(run_dir, combination_members(cfg), cfg.injections, cfg.seeds,
-                             rejection=cfg.rejection, rel_error=cfg.fpr_floor_rel_error)
+        write_combined_units(
+            run_dir,
+            combination_members(cfg),
+            cfg.injections,
+            cfg.seeds,
+            rejection=cfg.rejection,
+            rel_error=cfg.fpr_floor_rel_error,
+        )
     failed = {"/".join(map(str, u)): r for u, r in results.items() if isinstance(r, str)}
     rows = metrics_table(run_dir, cfg)
     if rows:
@@ -332,13 +447,17 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, overwrite: bool = Fal
         except Exception as error:  # the studies are extras: a failure there must not lose the table
             log.exception("comparison studies failed")
             failed["comparison"] = f"{type(error).__name__}: {error}"
-    manifest.update({
-        "status": "failed" if failed else "finished",
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "units_run": [list(u) for u in todo], "n_failed": len(failed), "failures": failed,
-        "seconds": {"/".join(map(str, u)): r["seconds"] for u, r in results.items() if isinstance(r, dict)},
-    })
+    manifest.update(
+        {
+            "status": "failed" if failed else "finished",
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "units_run": [list(u) for u in todo],
+            "n_failed": len(failed),
+            "failures": failed,
+            "seconds": {
+                "/".join(map(str, u)): r["seconds"] for u, r in results.items() if isinstance(r, dict)
+            },
+        }
+    )
     write_json(manifest_path, manifest)
     return {**manifest, "table": rows}
-
-

@@ -21,6 +21,7 @@ from radar.analysis.regions import Regions
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class MethodOutput:
     """What a method returns: one score per data event, how it was made, and test-set scores."""
@@ -99,6 +100,7 @@ def register_method(name: str, **info: Any) -> Callable[[MethodFunction], Method
         _METHODS[name] = func
         _INFO[name] = record
         return func
+
     return wrap
 
 
@@ -143,9 +145,15 @@ def classifier_settings(cfg: SearchConfig) -> dict[str, Any]:
 _DATA_FOLD_SEED = 3
 
 
-def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np.ndarray | None,
-              X1: np.ndarray, rows1: np.ndarray | None,
-              embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None) -> MethodOutput:
+def _classify(
+    ctx: UnitContext,
+    X0: np.ndarray,
+    w0: np.ndarray | None,
+    rows0: np.ndarray | None,
+    X1: np.ndarray,
+    rows1: np.ndarray | None,
+    embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None,
+) -> MethodOutput:
     """k-fold class 0 vs class 1 (:func:`radar.analysis.cwola.kfold_scores`); every data event and the test set
     get a score. For class-0 inputs that are data rows or not fitted on the data (CWoLa Hunting's
     sidebands, an external IAD template, supervised signal); a template fitted on data is made per fold
@@ -167,11 +175,22 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
     data_folds = _data_folds(ctx, rows0, rows1)
     rest = _rows_in_no_class(len(data), rows0, rows1)
     X_test = embed(test, "test") if len(test) else None
-    result = kfold_scores(X0, X1, w0, None, classifier=cfg.classifier.name, k_folds=k, seed=ctx.seed,
-                          folds0=None if rows0 is None else data_folds[rows0],
-                          folds1=None if rows1 is None else data_folds[rows1],
-                          X_fold=embed(data.iloc[rest], "data"), folds_fold=data_folds[rest], X_mean=X_test,
-                          save_dir=ctx.model_dir, **classifier_settings(cfg))
+    result = kfold_scores(
+        X0,
+        X1,
+        w0,
+        None,
+        classifier=cfg.classifier.name,
+        k_folds=k,
+        seed=ctx.seed,
+        folds0=None if rows0 is None else data_folds[rows0],
+        folds1=None if rows1 is None else data_folds[rows1],
+        X_fold=embed(data.iloc[rest], "data"),
+        folds_fold=data_folds[rest],
+        X_mean=X_test,
+        save_dir=ctx.model_dir,
+        **classifier_settings(cfg),
+    )
     scores = np.full(len(data), np.nan)
     role = np.full(len(data), "fold", dtype=object)
     scores[rest] = result.scores_fold
@@ -187,11 +206,15 @@ def _classify(ctx: UnitContext, X0: np.ndarray, w0: np.ndarray | None, rows0: np
     y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
     s = np.concatenate([result.scores0, result.scores1])
     w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1))])
-    return MethodOutput(scores=scores, role=role,
-                        test_scores=result.scores_mean if X_test is not None else np.zeros(0),
-                        classification_auc=auc(y, s, w),
-                        classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
-                        extra={"n_class0": len(X0), "n_class1": len(X1)}, diagnostic_scores=fold_mean)
+    return MethodOutput(
+        scores=scores,
+        role=role,
+        test_scores=result.scores_mean if X_test is not None else np.zeros(0),
+        classification_auc=auc(y, s, w),
+        classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
+        extra={"n_class0": len(X0), "n_class1": len(X1)},
+        diagnostic_scores=fold_mean,
+    )
 
 
 def _rows_in_no_class(n: int, rows0: np.ndarray | None, rows1: np.ndarray | None) -> np.ndarray:
@@ -215,7 +238,9 @@ def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | 
     folds = np.zeros(n, np.int64)
     for i, rows in enumerate((rows0, rows1, _rows_in_no_class(n, rows0, rows1))):
         if rows is not None:
-            folds[rows] = fold_assignment(len(rows), ctx.cfg.k_folds, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i)
+            folds[rows] = fold_assignment(
+                len(rows), ctx.cfg.k_folds, ctx.seed * 7 + _DATA_FOLD_SEED + 1000 * i
+            )
     return folds
 
 
@@ -224,8 +249,9 @@ def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | 
 FoldInputs = tuple[np.ndarray, np.ndarray | None, Callable[[pd.DataFrame, str], np.ndarray] | None]
 
 
-def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray], FoldInputs],
-                       rows1: np.ndarray) -> MethodOutput:
+def _classify_per_fold(
+    ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray], FoldInputs], rows1: np.ndarray
+) -> MethodOutput:
     """k-fold template vs SR data where the TEMPLATE is made per fold too: every data event's score
     depends on no model that saw the event.
 
@@ -268,8 +294,10 @@ def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray]
         if min(len(X0), len(X1)) < 2:
             raise ValueError(f"fold {f}: {len(X0)} template and {len(X1)} SR data events: too few to train")
         clf = get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings).fit(
-            np.concatenate([X0, X1]), np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
-            sample_weight=np.concatenate([w0, np.ones(len(X1))]))
+            np.concatenate([X0, X1]),
+            np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
+            sample_weight=np.concatenate([w0, np.ones(len(X1))]),
+        )
         p = clf.predict_proba(Z)
         scores[~train] = p[~train]
         fold_mean[rest] += p[rest] / k
@@ -279,7 +307,9 @@ def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray]
             clf.save(ctx.model_dir / f"fold{f}{classifier_suffix(cfg.classifier.name)}")
         models.append(clf)
         held_template.append((X0, w0))
-        log.info("%s: fold %d/%d trained (%d template, %d SR data events)", ctx.method, f + 1, k, len(X0), len(X1))
+        log.info(
+            "%s: fold %d/%d trained (%d template, %d SR data events)", ctx.method, f + 1, k, len(X0), len(X1)
+        )
     # classification AUC: SR data out of fold; fold f's template scored by the next fold's classifier,
     # which never trained on it
     for f, (X0, w0) in enumerate(held_template):
@@ -294,9 +324,12 @@ def _classify_per_fold(ctx: UnitContext, fold_inputs: Callable[[int, np.ndarray]
     role = np.full(len(data), "fold", dtype=object)
     role[rows1] = "data"
     y, s, w = np.concatenate(auc_y), np.concatenate(auc_s), np.concatenate(auc_w)
-    return MethodOutput(scores=scores, role=role, test_scores=test_scores, classification_auc=auc(y, s, w),
-                        classification_auc_sigma=auc_null_sigma(len(rows1), n0),
-                        extra={"n_class0": n0, "n_class1": len(rows1), "template_folds": k},
-                        diagnostic_scores=fold_mean)
-
-
+    return MethodOutput(
+        scores=scores,
+        role=role,
+        test_scores=test_scores,
+        classification_auc=auc(y, s, w),
+        classification_auc_sigma=auc_null_sigma(len(rows1), n0),
+        extra={"n_class0": n0, "n_class1": len(rows1), "template_folds": k},
+        diagnostic_scores=fold_mean,
+    )

@@ -58,18 +58,24 @@ def validate_config(cfg: SearchConfig) -> None:
             raise FileNotFoundError(f"input.{name}: {cfg.path(value)} does not exist")
     for name, variant in cfg.variants.items():
         if not isinstance(variant, dict) or set(variant) - {"method", "settings"} or "method" not in variant:
-            raise ValueError(f"variants.{name}: must be a mapping {{method: NAME, settings: {{...}}}}, got {variant}")
+            raise ValueError(
+                f"variants.{name}: must be a mapping {{method: NAME, settings: {{...}}}}, got {variant}"
+            )
         if name in available_methods():
             raise ValueError(f"variants.{name}: the name of a registered method; choose another name")
         if variant["method"] not in available_methods() or variant["method"] == "combined_scores":
-            raise ValueError(f"variants.{name}: method {variant['method']!r} is not a trained method; "
-                             f"available: {[m for m in available_methods() if m != 'combined_scores']}")
+            raise ValueError(
+                f"variants.{name}: method {variant['method']!r} is not a trained method; "
+                f"available: {[m for m in available_methods() if m != 'combined_scores']}"
+            )
         if not isinstance(variant.get("settings", {}), dict):
             raise ValueError(f"variants.{name}.settings must be a mapping, got {variant['settings']!r}")
     unknown = [m for m in cfg.methods if m not in available_methods() and m not in cfg.variants]
     if unknown:
-        raise ValueError(f"methods: unknown {unknown}; available: {available_methods()} "
-                         f"and the variants {sorted(cfg.variants)}")
+        raise ValueError(
+            f"methods: unknown {unknown}; available: {available_methods()} "
+            f"and the variants {sorted(cfg.variants)}"
+        )
     unknown = sorted(set(cfg.method_settings) - set(available_methods()))
     if unknown:
         raise ValueError(f"method_settings: unknown methods {unknown}; available: {available_methods()}")
@@ -77,18 +83,25 @@ def validate_config(cfg: SearchConfig) -> None:
         members = combination_members(cfg)
         missing = [m for m in members if m not in cfg.methods]
         if len(members) < 2 or missing:
-            raise ValueError(f"combined_scores: needs >= 2 member methods in 'methods' (members {members}, "
-                             f"not run: {missing})")
+            raise ValueError(
+                f"combined_scores: needs >= 2 member methods in 'methods' (members {members}, "
+                f"not run: {missing})"
+            )
     needs_simulation = [m for m in cfg.methods if method_info(cfg.base_method(m)).needs_simulation]
     if needs_simulation and cfg.input.simulation is None:
         raise ValueError(f"methods {needs_simulation} need a simulation sample: set input.simulation")
     if cfg.classifier.name not in classifiers_available():
-        raise ValueError(f"classifier.name {cfg.classifier.name!r} unknown; available: {classifiers_available()}")
+        raise ValueError(
+            f"classifier.name {cfg.classifier.name!r} unknown; available: {classifiers_available()}"
+        )
     bad = [f for f in cfg.features if f not in FEATURE_COLUMNS or f in ("mjj", "label", "weight")]
     if bad or not cfg.features:
         raise ValueError(f"features: {bad or 'empty'} not usable; choose from {list(FEATURE_COLUMNS[1:15])}")
-    Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range),
-            sideband_width=cfg.regions.sideband_width)  # raises on SR outside mjj_range
+    Regions(
+        sr=tuple(cfg.regions.sr),
+        mjj_range=tuple(cfg.regions.mjj_range),
+        sideband_width=cfg.regions.sideband_width,
+    )  # raises on SR outside mjj_range
     check_settings(cfg)
     if any(i is not None for i in cfg.injections) and not cfg.input.signal:
         raise ValueError("injections given but input.signal (the signal pool) is not set")
@@ -171,13 +184,16 @@ def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
         in_range = regions.in_range(mjj)
         n_sr = int(regions.signal_region(mjj).sum())
         if n_sr < cfg.min_events:
-            raise ValueError(f"method {method}: only {n_sr} data events in the SR {sr} GeV "
-                             f"(min_events = {cfg.min_events})")
+            raise ValueError(
+                f"method {method}: only {n_sr} data events in the SR {sr} GeV (min_events = {cfg.min_events})"
+            )
         if method_info(cfg.base_method(method)).sidebands != "none":  # learns from sidebands
             n_sb = int(regions.sideband(mjj).sum())
             if n_sb < cfg.min_events:
-                raise ValueError(f"method {method}: only {n_sb} data events in the sidebands "
-                                 f"{regions.sidebands} GeV (min_events = {cfg.min_events})")
+                raise ValueError(
+                    f"method {method}: only {n_sb} data events in the sidebands "
+                    f"{regions.sidebands} GeV (min_events = {cfg.min_events})"
+                )
         check_features(data[in_range], cfg.features, "input.data (in the m_JJ range)")
     if signal is not None:
         check_features(signal, cfg.features, "input.signal")

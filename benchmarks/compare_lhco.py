@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 SR = (3300.0, 3700.0)
 
 
-def generate_both(config: GeneratorConfig, seed: int, n_events: int,
-                  jets: JetConfig | None = None) -> dict[str, pd.DataFrame]:
+def generate_both(
+    config: GeneratorConfig, seed: int, n_events: int, jets: JetConfig | None = None
+) -> dict[str, pd.DataFrame]:
     """Features of trigger-passing events with and without the detector, from the same Pythia events."""
     jets = jets or JetConfig()
     pythia = make_pythia(config, seed)
@@ -52,13 +53,19 @@ def generate_both(config: GeneratorConfig, seed: int, n_events: int,
         for name, particles in variants.items():
             passed = trigger_mask(particles, config)
             if passed.any() and counts[name] < n_events:
-                table, _ = extract_features(particles[passed], np.full(int(passed.sum()), config.label),
-                                            config=jets)
+                table, _ = extract_features(
+                    particles[passed], np.full(int(passed.sum()), config.label), config=jets
+                )
                 tables[name].append(table)
                 counts[name] += len(table)
         batch_index += 1
-        log.info("%s: %s triggered events after %d batches (%.0f s)", config.process, counts, batch_index,
-                 time.perf_counter() - start)
+        log.info(
+            "%s: %s triggered events after %d batches (%.0f s)",
+            config.process,
+            counts,
+            batch_index,
+            time.perf_counter() - start,
+        )
     return {name: pd.concat(t, ignore_index=True).iloc[:n_events] for name, t in tables.items()}
 
 
@@ -109,12 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signal-events", type=int, default=1000)
     parser.add_argument("--sim-events", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--tau-convention", default="contrib", choices=["lhco", "kt", "contrib"],
-                        help="N-subjettiness convention of processors.jets")
-    parser.add_argument("--tau-axes", default="OnePass_KT_Axes",
-                        help="fastjet-contrib axes (OnePass_KT_Axes reproduces the official LHCO features' "
-                             "tau21 tail: 4.4 %% of lighter jets above 0.85 on real events, 3.8 %% in the "
-                             "official file, 16 %% with plain KT_Axes)")
+    parser.add_argument(
+        "--tau-convention",
+        default="contrib",
+        choices=["lhco", "kt", "contrib"],
+        help="N-subjettiness convention of processors.jets",
+    )
+    parser.add_argument(
+        "--tau-axes",
+        default="OnePass_KT_Axes",
+        help="fastjet-contrib axes (OnePass_KT_Axes reproduces the official LHCO features' "
+        "tau21 tail: 4.4 %% of lighter jets above 0.85 on real events, 3.8 %% in the "
+        "official file, 16 %% with plain KT_Axes)",
+    )
     parser.add_argument("--lhco-dir", type=Path, default=REPO.parent / "shared" / "data" / "lhco")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -127,12 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     real_sig = read_feature_table(sr_dir / "innerdata_extrasig.npy")
 
     generated: dict[str, pd.DataFrame] = {}
-    for process, n_events, seed_offset in (("qcd", args.qcd_events, 0), ("resonance", args.signal_events, 1),
-                                           ("simulation", args.sim_events, 2)):
+    for process, n_events, seed_offset in (
+        ("qcd", args.qcd_events, 0),
+        ("resonance", args.signal_events, 1),
+        ("simulation", args.sim_events, 2),
+    ):
         if n_events <= 0:
             continue
-        both = generate_both(GeneratorConfig(process=process), args.seed + seed_offset, n_events,
-                             JetConfig(tau_convention=args.tau_convention, tau_axes=args.tau_axes))
+        both = generate_both(
+            GeneratorConfig(process=process),
+            args.seed + seed_offset,
+            n_events,
+            JetConfig(tau_convention=args.tau_convention, tau_axes=args.tau_axes),
+        )
         for variant, table in both.items():
             generated[f"{process}_{variant}"] = table
             table.to_parquet(out / f"{process}_{variant}.parquet")
@@ -141,24 +162,40 @@ def main(argv: list[str] | None = None) -> int:
     for name, table in generated.items():
         sr = signal_region(table)
         reference = real_sig if name.startswith("resonance") else real_bkg
-        results[name] = {"n_triggered": len(table), "n_sr": len(sr),
-                         "ks_vs_lhco": {f: ks(sr[f].to_numpy(), reference[f].to_numpy()) for f in LHCO_FEATURES},
-                         "median_sr": {f: float(np.median(sr[f])) for f in LHCO_FEATURES}}
-    results["lhco_median_sr"] = {"bkg": {f: float(np.median(real_bkg[f])) for f in LHCO_FEATURES},
-                                 "sig": {f: float(np.median(real_sig[f])) for f in LHCO_FEATURES}}
+        results[name] = {
+            "n_triggered": len(table),
+            "n_sr": len(sr),
+            "ks_vs_lhco": {f: ks(sr[f].to_numpy(), reference[f].to_numpy()) for f in LHCO_FEATURES},
+            "median_sr": {f: float(np.median(sr[f])) for f in LHCO_FEATURES},
+        }
+    results["lhco_median_sr"] = {
+        "bkg": {f: float(np.median(real_bkg[f])) for f in LHCO_FEATURES},
+        "sig": {f: float(np.median(real_sig[f])) for f in LHCO_FEATURES},
+    }
     for variant in ("det", "nodet"):
         if f"qcd_{variant}" in generated and f"simulation_{variant}" in generated:
             a, b = (signal_region(generated[f"{p}_{variant}"]) for p in ("qcd", "simulation"))
-            results[f"simulation_vs_qcd_{variant}"] = {f: ks(a[f].to_numpy(), b[f].to_numpy())
-                                                       for f in LHCO_FEATURES}
+            results[f"simulation_vs_qcd_{variant}"] = {
+                f: ks(a[f].to_numpy(), b[f].to_numpy()) for f in LHCO_FEATURES
+            }
             results[f"simulation_vs_qcd_{variant}_all_mjj"] = {
-                f: ks(generated[f"qcd_{variant}"][f].to_numpy(), generated[f"simulation_{variant}"][f].to_numpy())
-                for f in LHCO_FEATURES}
+                f: ks(
+                    generated[f"qcd_{variant}"][f].to_numpy(),
+                    generated[f"simulation_{variant}"][f].to_numpy(),
+                )
+                for f in LHCO_FEATURES
+            }
     (out / "compare_lhco.json").write_text(json.dumps(results, indent=2))
-    for process, reference, title in (("qcd", real_bkg, "QCD, SR"), ("resonance", real_sig, "signal, SR"),
-                                      ("simulation", real_bkg, "simulation QCD, SR")):
-        samples = {f"{process} {v}": signal_region(generated[f"{process}_{v}"])
-                   for v in ("det", "nodet") if f"{process}_{v}" in generated}
+    for process, reference, title in (
+        ("qcd", real_bkg, "QCD, SR"),
+        ("resonance", real_sig, "signal, SR"),
+        ("simulation", real_bkg, "simulation QCD, SR"),
+    ):
+        samples = {
+            f"{process} {v}": signal_region(generated[f"{process}_{v}"])
+            for v in ("det", "nodet")
+            if f"{process}_{v}" in generated
+        }
         if samples:
             ratio_plot(reference, samples, title, out / f"ratio_{process}.pdf")
     print(json.dumps(results, indent=2))

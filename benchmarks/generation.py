@@ -43,16 +43,27 @@ def full_rate(config, seed: int, n_events: int, workdir: Path, init_seconds: flo
     from radar.processors.generate import generate_to_file
 
     start = time.process_time()
-    summary = generate_to_file(config, n_events, seed, workdir / "bench.h5", workers=0,
-                               events_per_task=n_events, resume=False, progress=False)
+    summary = generate_to_file(
+        config,
+        n_events,
+        seed,
+        workdir / "bench.h5",
+        workers=0,
+        events_per_task=n_events,
+        resume=False,
+        progress=False,
+    )
     seconds = time.process_time() - start
     # two Pythia initialisations: the up-front settings check and the one task (amortised in real runs,
     # where a task generates 1000 trigger-passing events, i.e. ~10^4 Pythia events)
     steady = seconds - 2 * init_seconds
-    return {"generated_per_s": summary["n_generated"] / seconds,
-            "generated_per_s_without_init": summary["n_generated"] / steady,
-            "written_per_s": summary["n_written"] / seconds,
-            "trigger_efficiency": summary["trigger_efficiency"], "n_generated": summary["n_generated"]}
+    return {
+        "generated_per_s": summary["n_generated"] / seconds,
+        "generated_per_s_without_init": summary["n_generated"] / steady,
+        "written_per_s": summary["n_written"] / seconds,
+        "trigger_efficiency": summary["trigger_efficiency"],
+        "n_generated": summary["n_generated"],
+    }
 
 
 def peak_rss_mb(process: str, n_events: int, workdir: Path) -> float:
@@ -91,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         results["bare_next_per_s"], results["pythia_init_s"] = bare_rate(config, args.seed, args.bare_events)
         results["full"] = full_rate(config, args.seed, args.events, workdir, results["pythia_init_s"])
         results["ratio_full_over_bare"] = results["full"]["generated_per_s"] / results["bare_next_per_s"]
-        results["ratio_without_init"] = (results["full"]["generated_per_s_without_init"]
-                                         / results["bare_next_per_s"])
+        results["ratio_without_init"] = (
+            results["full"]["generated_per_s_without_init"] / results["bare_next_per_s"]
+        )
         results["peak_rss_mb"] = {str(n): peak_rss_mb(args.rss_process, n, workdir) for n in args.rss_sizes}
     print(json.dumps(results, indent=2))
-    print(f"full generator / bare pythia.next(): {results['ratio_full_over_bare']:.2f} including 2 Pythia "
-          f"inits of {results['pythia_init_s']:.2f} s, {results['ratio_without_init']:.2f} without (target >= 0.8)")
+    print(
+        f"full generator / bare pythia.next(): {results['ratio_full_over_bare']:.2f} including 2 Pythia "
+        f"inits of {results['pythia_init_s']:.2f} s, {results['ratio_without_init']:.2f} without (target >= 0.8)"
+    )
     sizes = list(results["peak_rss_mb"].items())
     print(f"peak RSS {sizes[0][0]} events: {sizes[0][1]:.0f} MB, {sizes[1][0]} events: {sizes[1][1]:.0f} MB")
     return 0

@@ -51,19 +51,24 @@ REFERENCE = {"iad": 14.0, "supervised": 17.0}
 
 def _run(X0, X1, test_X, test_y, args, seed):
     t0 = time.perf_counter()
-    result = kfold_scores(X0, X1, classifier=args.classifier, k_folds=args.k_folds, seed=seed,
-                          X_mean=test_X, **args.clf_kwargs)
+    result = kfold_scores(
+        X0, X1, classifier=args.classifier, k_folds=args.k_folds, seed=seed, X_mean=test_X, **args.clf_kwargs
+    )
     metrics = classifier_metrics(test_y, result.scores_mean, rejection=1000.0)
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/iad_real_data"))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1"
+    )
     parser.add_argument("--classifier", default="hgb", choices=["hgb", "mlp"])
     parser.add_argument("--k-folds", type=int, default=5)
     parser.add_argument("--hgb-models", type=int, default=5, help="HGB models per fold")
@@ -91,19 +96,36 @@ def main(argv: list[str] | None = None) -> int:
     half_a, half_b = half_split(bkg, seed=0)
     test_X, test_y = feature_matrix(test, features, "test"), test["label"].to_numpy().astype(int)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    out: dict = {"setup": {
-        "classifier": args.classifier, "clf_kwargs": args.clf_kwargs, "k_folds": args.k_folds,
-        "features": features, "seeds": seeds, "n_sr_background": len(bkg), "n_sr_signal_standard": len(sig772),
-        "iad_template": len(half_a), "iad_data_background": len(half_b), "n_extrasig": len(extrasig),
-        "test": {"background": int((test_y == 0).sum()), "signal": int((test_y == 1).sum())},
-        "fpr_floor": 1.0 / (0.4**2 * (test_y == 0).sum()),
-    }, "runs": {}}
+    out: dict = {
+        "setup": {
+            "classifier": args.classifier,
+            "clf_kwargs": args.clf_kwargs,
+            "k_folds": args.k_folds,
+            "features": features,
+            "seeds": seeds,
+            "n_sr_background": len(bkg),
+            "n_sr_signal_standard": len(sig772),
+            "iad_template": len(half_a),
+            "iad_data_background": len(half_b),
+            "n_extrasig": len(extrasig),
+            "test": {"background": int((test_y == 0).sum()), "signal": int((test_y == 1).sum())},
+            "fpr_floor": 1.0 / (0.4**2 * (test_y == 0).sum()),
+        },
+        "runs": {},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
 
     def record(key, seed, metrics):
         out["runs"].setdefault(key, []).append({"seed": seed, **metrics})
-        log.info("%s seed %d: max SIC %.2f, SIC@1000 %.2f, AUC %.3f (%.0f s)", key, seed, metrics["max_sic"],
-                 metrics["sic_at_rejection"], metrics["auc"], metrics["seconds"])
+        log.info(
+            "%s seed %d: max SIC %.2f, SIC@1000 %.2f, AUC %.3f (%.0f s)",
+            key,
+            seed,
+            metrics["max_sic"],
+            metrics["sic_at_rejection"],
+            metrics["auc"],
+            metrics["seconds"],
+        )
         write_json(args.out / "iad_real_data.json", out)
 
     XA = feature_matrix(half_a, features)

@@ -595,7 +595,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-
 # ------------------------------------------------------------------------------------ smooth-by-construction
 QUANTILE_LEVELS = np.r_[0.0005, 0.001, 0.002, 0.005, np.linspace(0.01, 0.99, 99), 0.995, 0.998, 0.999, 0.9995]
 
@@ -612,15 +611,26 @@ class SmoothMarginals:
     sample). The m_JJ spectrum is the surrogate's. Save/load as one ``.npz`` (no pickle).
     """
 
-    def __init__(self, coefficients: np.ndarray, copula: np.ndarray, features: Sequence[str], degree: int) -> None:
-        self.coefficients = np.asarray(coefficients, float)  # (features, levels, degree + 1), highest power first
+    def __init__(
+        self, coefficients: np.ndarray, copula: np.ndarray, features: Sequence[str], degree: int
+    ) -> None:
+        self.coefficients = np.asarray(
+            coefficients, float
+        )  # (features, levels, degree + 1), highest power first
         self.copula = np.asarray(copula, float)  # (n_pool, features) uniform ranks
         self.features = list(features)
         self.degree = int(degree)
 
     @classmethod
-    def fit(cls, surrogate: Surrogate, n: int = 600_000, seed: int = 0, mjj_range: Sequence[float] = (2300.0, 6500.0),
-            n_bins: int = 40, degree: int = 3) -> SmoothMarginals:
+    def fit(
+        cls,
+        surrogate: Surrogate,
+        n: int = 600_000,
+        seed: int = 0,
+        mjj_range: Sequence[float] = (2300.0, 6500.0),
+        n_bins: int = 40,
+        degree: int = 3,
+    ) -> SmoothMarginals:
         table = surrogate.draw(n, seed=seed, mjj_range=mjj_range)
         log_m = np.log(table["mjj"].to_numpy() / 3500.0)
         order = np.argsort(log_m)
@@ -636,8 +646,13 @@ class SmoothMarginals:
                 coefficients[f, j] = np.polyfit(centres, q[:, j], degree)
             for b in bins:  # within-bin ranks: the copula, free of the m_JJ dependence
                 copula[b, f] = (np.argsort(np.argsort(x[b])) + 0.5) / len(b)
-        log.info("smooth marginals: %d features x %d quantile levels, degree %d in log m_JJ, copula of %d events",
-                 len(features), len(QUANTILE_LEVELS), degree, n)
+        log.info(
+            "smooth marginals: %d features x %d quantile levels, degree %d in log m_JJ, copula of %d events",
+            len(features),
+            len(QUANTILE_LEVELS),
+            degree,
+            n,
+        )
         return cls(coefficients, copula, features, degree)
 
     def quantiles(self, log_m: np.ndarray) -> np.ndarray:
@@ -673,18 +688,31 @@ class SmoothMarginals:
 
         with atomic_output(Path(path)) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez(handle, coefficients=self.coefficients, copula=self.copula,
-                         features=np.array(self.features), degree=np.array(self.degree))
+                np.savez(
+                    handle,
+                    coefficients=self.coefficients,
+                    copula=self.copula,
+                    features=np.array(self.features),
+                    degree=np.array(self.degree),
+                )
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> SmoothMarginals:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["coefficients"], data["copula"], [str(f) for f in data["features"]], int(data["degree"]))
+            return cls(
+                data["coefficients"], data["copula"], [str(f) for f in data["features"]], int(data["degree"])
+            )
 
 
-def draw_smooth(surrogate: Surrogate, marginals: SmoothMarginals, n: int, seed: int,
-                mjj_range: Sequence[float] | None = None, mass_shift: float = 0.0) -> pd.DataFrame:
+def draw_smooth(
+    surrogate: Surrogate,
+    marginals: SmoothMarginals,
+    n: int,
+    seed: int,
+    mjj_range: Sequence[float] | None = None,
+    mass_shift: float = 0.0,
+) -> pd.DataFrame:
     """As :meth:`Surrogate.draw`, with the features from :class:`SmoothMarginals` (smooth in m_JJ)."""
     mass_seed, feature_seed = _seeds(seed, 2)
     mjj = surrogate.spectrum.sample(int(n), np.random.default_rng(mass_seed), mjj_range)

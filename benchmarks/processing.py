@@ -52,7 +52,9 @@ def time_full_in_process(path: Path, chunk_size: int) -> float:
     from radar.processors.runner import process_files
 
     started = time.perf_counter()
-    process_files([path], path.with_suffix(".parquet"), workers=0, chunk_size=chunk_size, write_histograms=False)
+    process_files(
+        [path], path.with_suffix(".parquet"), workers=0, chunk_size=chunk_size, write_histograms=False
+    )
     return time.perf_counter() - started
 
 
@@ -64,8 +66,10 @@ def time_bare_clustering(particles, chunk_size: int) -> float:
     total = 0.0
     for start in range(0, len(particles), chunk_size):
         chunk = particles[start : start + chunk_size]
-        inputs = ak.zip({"pt": chunk.pt, "eta": chunk.eta, "phi": chunk.phi, "mass": ak.zeros_like(chunk.pt)},
-                        with_name="Momentum4D")
+        inputs = ak.zip(
+            {"pt": chunk.pt, "eta": chunk.eta, "phi": chunk.phi, "mass": ak.zeros_like(chunk.pt)},
+            with_name="Momentum4D",
+        )
         started = time.perf_counter()
         fastjet.ClusterSequence(inputs, jet_def).inclusive_jets()
         total += time.perf_counter() - started
@@ -83,8 +87,12 @@ def time_per_event_loop(particles, n_events: int) -> float:
     phis = [np.asarray(p) for p in particles.phi[:n_events]]
     started = time.perf_counter()
     for pt, eta, phi in zip(pts, etas, phis):
-        pseudojets = [fastjet.PseudoJet(float(a * np.cos(c)), float(a * np.sin(c)), float(a * np.sinh(b)),
-                                        float(a * np.cosh(b))) for a, b, c in zip(pt, eta, phi)]
+        pseudojets = [
+            fastjet.PseudoJet(
+                float(a * np.cos(c)), float(a * np.sin(c)), float(a * np.sinh(b)), float(a * np.cosh(b))
+            )
+            for a, b, c in zip(pt, eta, phi)
+        ]
         sequence = fastjet.ClusterSequence(pseudojets, jet_def)
         jets = sorted(sequence.inclusive_jets(), key=lambda j: -j.pt())
         if len(jets) < 2 or jets[0].pt() < 1200:
@@ -98,8 +106,13 @@ def time_per_event_loop(particles, n_events: int) -> float:
             c_phi = np.array([c.phi() for c in constituents])
             for n in (1, 2, 3):
                 axes = sub.exclusive_jets_up_to(n)
-                d = np.min([np.hypot(c_y - a.rap(), np.mod(c_phi - a.phi() + np.pi, 2 * np.pi) - np.pi)
-                            for a in axes], axis=0)
+                d = np.min(
+                    [
+                        np.hypot(c_y - a.rap(), np.mod(c_phi - a.phi() + np.pi, 2 * np.pi) - np.pi)
+                        for a in axes
+                    ],
+                    axis=0,
+                )
                 _ = (c_pt * d).sum() / c_pt.sum()
             _ = jet.m()
     return time.perf_counter() - started
@@ -110,15 +123,29 @@ def time_workers(path: Path, n_workers: int, chunk_size: int) -> float:
 
     from radar.processors.runner import process_files
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         address = cluster.scheduler_address
         # warm-up: import fastjet etc. on every worker before timing
-        process_files([path], path.with_name("warm.parquet"), scheduler=address, chunk_size=chunk_size // 4,
-                      write_histograms=False)
+        process_files(
+            [path],
+            path.with_name("warm.parquet"),
+            scheduler=address,
+            chunk_size=chunk_size // 4,
+            write_histograms=False,
+        )
         started = time.perf_counter()
-        process_files([path], path.with_suffix(f".w{n_workers}.parquet"), scheduler=address,
-                      chunk_size=chunk_size, write_histograms=False)
+        process_files(
+            [path],
+            path.with_suffix(f".w{n_workers}.parquet"),
+            scheduler=address,
+            chunk_size=chunk_size,
+            write_histograms=False,
+        )
         return time.perf_counter() - started
 
 
@@ -136,7 +163,9 @@ def peak_rss_subprocess(path: Path, chunk_size: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=4000, help="events for (a)-(c) and the small RSS point")
     parser.add_argument("--large", type=int, default=16000, help="events for (d) and the large RSS point")
     parser.add_argument("--loop-events", type=int, default=300, help="events for the per-event loop")
@@ -174,12 +203,18 @@ def main() -> None:
     print(f"(a) full extraction, 1 core     : {results['full_events_per_s_per_core']:8.0f} events/s")
     print(f"    bare anti-kt clustering     : {results['bare_clustering_events_per_s']:8.0f} events/s")
     print(f"    per-event classic loop      : {results['per_event_loop_events_per_s']:8.0f} events/s")
-    print(f"(b) full / bare clustering      : {results['ratio_full_vs_bare_clustering']:8.2f}  (target >= 0.5)")
+    print(
+        f"(b) full / bare clustering      : {results['ratio_full_vs_bare_clustering']:8.2f}  (target >= 0.5)"
+    )
     print(f"(c) full / per-event loop       : {results['ratio_full_vs_per_event_loop']:8.1f}  (target >= 5)")
-    print(f"(d) 1 -> 2 Dask workers speed-up: {results['speedup_1_to_2_workers']:8.2f}  (target >= 1.7; "
-          f"{t1:.1f} s vs {t2:.1f} s on {args.large} events)")
-    print(f"    peak RSS: {rss_small:.0f} MiB for {args.events} events, {rss_large:.0f} MiB for {args.large} "
-          f"events (ratio {rss_large / rss_small:.2f}; flat = ~1)")
+    print(
+        f"(d) 1 -> 2 Dask workers speed-up: {results['speedup_1_to_2_workers']:8.2f}  (target >= 1.7; "
+        f"{t1:.1f} s vs {t2:.1f} s on {args.large} events)"
+    )
+    print(
+        f"    peak RSS: {rss_small:.0f} MiB for {args.events} events, {rss_large:.0f} MiB for {args.large} "
+        f"events (ratio {rss_large / rss_small:.2f}; flat = ~1)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

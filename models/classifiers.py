@@ -38,7 +38,9 @@ def balanced_weights(y: np.ndarray, sample_weight: np.ndarray | None = None) -> 
     return out
 
 
-def stratified_validation_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_validation_split(
+    y: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val) with ``val_fraction`` of each class in val, reproducible with ``seed``."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -74,9 +76,20 @@ class MLPClassifier:
 
     name = "mlp"
 
-    def __init__(self, hidden: tuple[int, ...] = (64, 64, 64), epochs: int = 100, batch_size: int = 128,
-                 lr: float = 1e-3, patience: int = 10, n_best_epochs: int = 10, val_fraction: float = 0.2,
-                 device: str = "auto", seed: int = 0, progress: bool = False, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (64, 64, 64),
+        epochs: int = 100,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        patience: int = 10,
+        n_best_epochs: int = 10,
+        val_fraction: float = 0.2,
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = False,
+        weight_decay: float = 0.0,
+    ):
         self.hidden = tuple(int(h) for h in hidden)
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -102,9 +115,15 @@ class MLPClassifier:
         layers.append(torch.nn.Linear(width, 1))
         return torch.nn.Sequential(*layers)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-            w_val: np.ndarray | None = None) -> MLPClassifier:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        w_val: np.ndarray | None = None,
+    ) -> MLPClassifier:
         """Train on ``X`` (N, F), labels ``y`` (N,) in {0, 1}, optional weights (N,)."""
         import torch
 
@@ -152,7 +171,7 @@ class MLPClassifier:
             total = torch.zeros((), device=device)
             wsum = torch.zeros((), device=device)
             for start in range(0, n, self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 logits = model(xt[idx]).squeeze(-1)
                 wb = wt[idx]
                 loss = (loss_fn(logits, yt[idx]) * wb).sum() / wb.sum()
@@ -169,7 +188,9 @@ class MLPClassifier:
                 break
             self.history_["train_loss"].append(float(total / wsum.clamp_min(1e-12)))
             self.history_["val_loss"].append(val_loss)
-            all_states.append((val_loss, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
+            all_states.append(
+                (val_loss, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            )
             if val_loss < best - 1e-7:
                 best, since_best = val_loss, 0
             else:
@@ -202,21 +223,37 @@ class MLPClassifier:
             for state in self.states_:
                 model.load_state_dict(state)
                 for start in range(0, len(xs), batch):
-                    out[start:start + batch] += torch.sigmoid(model(xs[start:start + batch]).squeeze(-1)).cpu().numpy()
+                    out[start : start + batch] += (
+                        torch.sigmoid(model(xs[start : start + batch]).squeeze(-1)).cpu().numpy()
+                    )
         return out / len(self.states_)
 
     def get_params(self) -> dict[str, Any]:
-        return {"hidden": list(self.hidden), "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                "patience": self.patience, "n_best_epochs": self.n_best_epochs,
-                "val_fraction": self.val_fraction, "seed": self.seed, "weight_decay": self.weight_decay}
+        return {
+            "hidden": list(self.hidden),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "patience": self.patience,
+            "n_best_epochs": self.n_best_epochs,
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "weight_decay": self.weight_decay,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Save the kept epoch weights and scaler (torch file, loadable with weights_only=True)."""
         from radar.models.persistence import save_state
 
-        payload = {"params": self.get_params(), "mean": self.mean_.tolist(), "std": self.std_.tolist(),
-                   "n_features": self.n_features_, "states": self.states_, "best_epochs": self.best_epochs_,
-                   "history": self.history_}
+        payload = {
+            "params": self.get_params(),
+            "mean": self.mean_.tolist(),
+            "std": self.std_.tolist(),
+            "n_features": self.n_features_,
+            "states": self.states_,
+            "best_epochs": self.best_epochs_,
+            "history": self.history_,
+        }
         return save_state(payload, path)
 
     @classmethod
@@ -248,10 +285,21 @@ class HGBClassifier:
 
     name = "hgb"
 
-    def __init__(self, n_models: int = 5, max_iter: int = 200, learning_rate: float = 0.1,
-                 max_leaf_nodes: int = 31, min_samples_leaf: int = 20, l2_regularization: float = 0.0,
-                 n_iter_no_change: int = 10, val_fraction: float = 0.2, seed: int = 0,
-                 n_threads: int | None = None, device: str = "auto", progress: bool = False):
+    def __init__(
+        self,
+        n_models: int = 5,
+        max_iter: int = 200,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
+        l2_regularization: float = 0.0,
+        n_iter_no_change: int = 10,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        n_threads: int | None = None,
+        device: str = "auto",
+        progress: bool = False,
+    ):
         self.n_models = int(n_models)
         self.max_iter = int(max_iter)
         self.learning_rate = float(learning_rate)
@@ -273,9 +321,15 @@ class HGBClassifier:
 
         return threadpool_limits(limits=int(self.n_threads), user_api="openmp")
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-            w_val: np.ndarray | None = None) -> HGBClassifier:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        w_val: np.ndarray | None = None,
+    ) -> HGBClassifier:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         X = _as_2d(X)
@@ -283,17 +337,24 @@ class HGBClassifier:
         w = balanced_weights(y, sample_weight)
         val_kwargs: dict[str, Any] = {}
         if X_val is not None:
-            val_kwargs = {"X_val": _as_2d(X_val, "X_val"), "y_val": np.asarray(y_val).astype(int),
-                          "sample_weight_val": balanced_weights(np.asarray(y_val).astype(int), w_val)}
+            val_kwargs = {
+                "X_val": _as_2d(X_val, "X_val"),
+                "y_val": np.asarray(y_val).astype(int),
+                "sample_weight_val": balanced_weights(np.asarray(y_val).astype(int), w_val),
+            }
         self.models_ = []
         with self._threads():
             for i in range(self.n_models):
                 model = HistGradientBoostingClassifier(
-                    max_iter=self.max_iter, learning_rate=self.learning_rate,
-                    max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
-                    l2_regularization=self.l2_regularization, early_stopping=True,
+                    max_iter=self.max_iter,
+                    learning_rate=self.learning_rate,
+                    max_leaf_nodes=self.max_leaf_nodes,
+                    min_samples_leaf=self.min_samples_leaf,
+                    l2_regularization=self.l2_regularization,
+                    early_stopping=True,
                     validation_fraction=None if val_kwargs else self.val_fraction,
-                    n_iter_no_change=self.n_iter_no_change, random_state=self.seed * 1000 + i,
+                    n_iter_no_change=self.n_iter_no_change,
+                    random_state=self.seed * 1000 + i,
                 )
                 model.fit(X, y, sample_weight=w, **val_kwargs)
                 self.models_.append(model)
@@ -308,9 +369,21 @@ class HGBClassifier:
             return np.mean([m.predict_proba(X)[:, 1] for m in self.models_], axis=0)
 
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n_models", "max_iter", "learning_rate", "max_leaf_nodes",
-                                             "min_samples_leaf", "l2_regularization", "n_iter_no_change",
-                                             "val_fraction", "seed", "n_threads")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "n_models",
+                "max_iter",
+                "learning_rate",
+                "max_leaf_nodes",
+                "min_samples_leaf",
+                "l2_regularization",
+                "n_iter_no_change",
+                "val_fraction",
+                "seed",
+                "n_threads",
+            )
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted ensemble as plain arrays (``.npz``, no pickle): per member its baseline and the
@@ -352,7 +425,9 @@ class HGBClassifier:
                 nodes = np.empty(len(fields["value"]), dtype=[(f, a.dtype) for f, a in fields.items()])
                 for f, a in fields.items():
                     nodes[f] = a
-                clf.models_.append(_TreeEnsemble(float(payload[f"m{i}_baseline"]), nodes, payload[f"m{i}_offsets"]))
+                clf.models_.append(
+                    _TreeEnsemble(float(payload[f"m{i}_baseline"]), nodes, payload[f"m{i}_offsets"])
+                )
         return clf
 
 
@@ -378,7 +453,9 @@ class _TreeEnsemble:
             while active.any():
                 idx = node[active]
                 x = X[rows[active], tree["feature_idx"][idx]]
-                left = np.where(np.isnan(x), tree["missing_go_to_left"][idx].astype(bool), x <= tree["num_threshold"][idx])
+                left = np.where(
+                    np.isnan(x), tree["missing_go_to_left"][idx].astype(bool), x <= tree["num_threshold"][idx]
+                )
                 node[active] = np.where(left, tree["left"][idx], tree["right"][idx])
                 active = ~tree["is_leaf"][node].astype(bool)
             raw += tree["value"][node]

@@ -391,8 +391,10 @@ class ConditionalFlow:
         z, _ = self.preprocessor.transform(x)
         zt, ctx = self._tensor(z), self._tensor(self.mass_scaler.transform(m))
         best = self.members[0]
-        out = [best.transform_to_noise(zt[s : s + _EVAL_BATCH], context=ctx[s : s + _EVAL_BATCH])
-               for s in range(0, len(zt), _EVAL_BATCH)]
+        out = [
+            best.transform_to_noise(zt[s : s + _EVAL_BATCH], context=ctx[s : s + _EVAL_BATCH])
+            for s in range(0, len(zt), _EVAL_BATCH)
+        ]
         return (torch.cat(out) if out else torch.zeros(0, self.n_features)).double().cpu().numpy()
 
     @torch.no_grad()

@@ -39,8 +39,13 @@ def plot_template_ks(ks: pd.DataFrame, style: str = "atlas"):
         x = np.arange(len(features))
         for k, method in enumerate(methods):
             part = ks[ks["method"] == method].set_index("feature").reindex(features)
-            ax.bar(x + (k - (len(methods) - 1) / 2) * width, part["ks"].to_numpy(), width,
-                   color=COLORS[k % len(COLORS)], label=method)
+            ax.bar(
+                x + (k - (len(methods) - 1) / 2) * width,
+                part["ks"].to_numpy(),
+                width,
+                color=COLORS[k % len(COLORS)],
+                label=method,
+            )
         ax.set_xticks(x, features)
         ax.minorticks_off()
         ax.set_ylabel("KS distance to true SR background")
@@ -59,8 +64,14 @@ def plot_correlation_matrices(corr: Mapping[str, pd.DataFrame], style: str = "at
     names = list(next(iter(corr.values())).columns)
     n = len(names)
     with style_context(style):
-        fig, axes = subplots(style, 1, len(corr), squeeze=False, layout="constrained",
-                             figsize=((1.4 * n + 5) * len(corr), 1.3 * n + 3.5))
+        fig, axes = subplots(
+            style,
+            1,
+            len(corr),
+            squeeze=False,
+            layout="constrained",
+            figsize=((1.4 * n + 5) * len(corr), 1.3 * n + 3.5),
+        )
         for ax, (title, frame) in zip(axes[0], corr.items()):
             matrix = frame.to_numpy(dtype=np.float64)
             image = ax.imshow(matrix, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
@@ -68,8 +79,15 @@ def plot_correlation_matrices(corr: Mapping[str, pd.DataFrame], style: str = "at
                 for b in range(n):
                     value = matrix[a, b]
                     text = "n/a" if not np.isfinite(value) else f"{value:.2f}"
-                    ax.text(b, a, text, ha="center", va="center", fontsize=13,
-                            color="white" if np.isfinite(value) and abs(value) > 0.6 else "black")
+                    ax.text(
+                        b,
+                        a,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=13,
+                        color="white" if np.isfinite(value) and abs(value) > 0.6 else "black",
+                    )
             ax.set_xticks(range(n), names, rotation=30, ha="right")
             ax.set_yticks(range(n), names)
             ax.minorticks_off()
@@ -90,7 +108,13 @@ def plot_top_overlap(overlap: pd.DataFrame, style: str = "atlas"):
         pairs = list(dict.fromkeys(zip(overlap["method_a"], overlap["method_b"])))
         for k, (a, b) in enumerate(pairs):
             part = overlap[(overlap["method_a"] == a) & (overlap["method_b"] == b)].sort_values("percent")
-            ax.plot(part["percent"], part["overlap"], marker="o", color=COLORS[k % len(COLORS)], label=f"{a} & {b}")
+            ax.plot(
+                part["percent"],
+                part["overlap"],
+                marker="o",
+                color=COLORS[k % len(COLORS)],
+                label=f"{a} & {b}",
+            )
         base = overlap.drop_duplicates("percent").sort_values("percent")
         ax.plot(base["percent"], base["random"], ls="--", color="black", label="random")
         ax.set_xscale("log")
@@ -113,13 +137,30 @@ def plot_auc_vs_truth(results: Mapping[str, Mapping[str, Any]], style: str = "at
         for k, name in enumerate(names):
             r = results[name]
             lo, hi = r["band"]
-            ax.fill_between([k - 0.4, k + 0.4], lo, hi, color="grey", alpha=0.3,
-                            label="truth vs truth (mean ± 2σ)" if k == 0 else None)
+            ax.fill_between(
+                [k - 0.4, k + 0.4],
+                lo,
+                hi,
+                color="grey",
+                alpha=0.3,
+                label="truth vs truth (mean ± 2σ)" if k == 0 else None,
+            )
             ax.plot([k - 0.4, k + 0.4], [r["truth_mean"]] * 2, color="grey")
-            ax.plot(np.full(len(r["template_auc"]), k), r["template_auc"], "o", color=COLORS[k % len(COLORS)],
-                    alpha=0.5)
-            ax.plot([k], [r["template_median"]], "D", color=COLORS[k % len(COLORS)], markersize=10,
-                    markeredgecolor="black")
+            ax.plot(
+                np.full(len(r["template_auc"]), k),
+                r["template_auc"],
+                "o",
+                color=COLORS[k % len(COLORS)],
+                alpha=0.5,
+            )
+            ax.plot(
+                [k],
+                [r["template_median"]],
+                "D",
+                color=COLORS[k % len(COLORS)],
+                markersize=10,
+                markeredgecolor="black",
+            )
         ax.axhline(0.5, ls=":", color="black")
         ax.set_xticks(range(len(names)), names)
         ax.minorticks_off()

@@ -178,8 +178,12 @@ def plot_metrics_vs_injection(
             ax.set_ylim(0, ax.get_ylim()[1] * (1.35 if n_lines <= 5 else 1.8))
             experiment_label(ax, style)
             if j == 0:
-                ax.legend(loc="upper left", fontsize=12 if n_lines <= 5 else 10, bbox_to_anchor=(0.0, 0.92),
-                          ncols=1 if n_lines <= 5 else 3)
+                ax.legend(
+                    loc="upper left",
+                    fontsize=12 if n_lines <= 5 else 10,
+                    bbox_to_anchor=(0.0, 0.92),
+                    ncols=1 if n_lines <= 5 else 3,
+                )
     return fig
 
 

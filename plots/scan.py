@@ -24,7 +24,15 @@ def _sigma_lines(ax, p_min: float) -> float:
         if level < bottom:
             break
         ax.axhline(level, color="0.5", ls="--", lw=0.8, zorder=0)
-        ax.text(1.01, level, f"{z}\u03c3", transform=ax.get_yaxis_transform(), va="center", fontsize=12, color="0.4")
+        ax.text(
+            1.01,
+            level,
+            f"{z}\u03c3",
+            transform=ax.get_yaxis_transform(),
+            va="center",
+            fontsize=12,
+            color="0.4",
+        )
     return bottom
 
 
@@ -84,7 +92,7 @@ def plot_scan(
             minor = (np.arange(2, 10)[None, :] * 10.0 ** decades[:-1, None]).ravel()
             ax.yaxis.set_minor_locator(FixedLocator(minor[minor >= bottom]))
         else:
-            ax.yaxis.set_minor_locator(FixedLocator(10.0 ** decades))
+            ax.yaxis.set_minor_locator(FixedLocator(10.0**decades))
             ax.yaxis.set_minor_formatter(NullFormatter())
         pad = 0.5 * (windows[0]["sr_high"] - windows[0]["sr_low"])
         ax.set_xlim(centre.min() - pad, centre.max() + pad)
@@ -119,12 +127,16 @@ def plot_blind_scan(scan: Mapping[str, Any], style: str = "atlas", injected_mass
         fig, ax = subplots(style, figsize=(9, 6.5))
         p_all = []
         for i, method in enumerate(methods):
-            z = np.array([(w.get("methods", {}).get(method) or {}).get("local_z") for w in windows], dtype=float)
+            z = np.array(
+                [(w.get("methods", {}).get(method) or {}).get("local_z") for w in windows], dtype=float
+            )
             p = np.clip(stats.norm.sf(z), 1e-300, 1.0)
             good = np.isfinite(z)
             ax.plot(centre[good], p[good], "o-", color=COLORS[i % len(COLORS)], ms=5, lw=1.2, label=method)
             if (~good).any():
-                ax.plot(centre[~good], np.ones((~good).sum()), "x", color=COLORS[i % len(COLORS)], ms=8, mew=2)
+                ax.plot(
+                    centre[~good], np.ones((~good).sum()), "x", color=COLORS[i % len(COLORS)], ms=8, mew=2
+                )
             p_all.extend(p[good])
         bottom = _sigma_lines(ax, min(p_all) if p_all else 1e-3)
         if injected_mass is not None:
@@ -140,7 +152,9 @@ def plot_blind_scan(scan: Mapping[str, Any], style: str = "atlas", injected_mass
         text = [f"Retrained per window ({width:.0f} GeV SRs)"]
         best = scan.get("best")
         if best:
-            text.append(f"Max local Z = {best['local_z']:.2f} (SR {best['sr'][0]:.0f}\u2013{best['sr'][1]:.0f} GeV)")
+            text.append(
+                f"Max local Z = {best['local_z']:.2f} (SR {best['sr'][0]:.0f}\u2013{best['sr'][1]:.0f} GeV)"
+            )
         glob = scan.get("global") or {}
         if glob.get("z_global") is not None:
             how = "toys" if glob["method"] == "toys" else "asymptotic"

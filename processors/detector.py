@@ -83,7 +83,11 @@ class DetectorConfig:
 
 
 def detector_response(
-    pid: ak.Array, pt: ak.Array, eta: ak.Array, phi: ak.Array, rng: np.random.Generator,
+    pid: ak.Array,
+    pt: ak.Array,
+    eta: ak.Array,
+    phi: ak.Array,
+    rng: np.random.Generator,
     config: DetectorConfig = DetectorConfig(),
 ) -> ak.Array:
     """Turn visible final-state particles into detector objects.
@@ -124,8 +128,9 @@ def detector_response(
     cell_phi_size = 2 * np.pi / n_phi_part[part]
     c_eta, c_phi = eta_f[in_calo], phi_f[in_calo]
     i_eta = np.floor((c_eta + config.calo_eta) / size).astype(np.int64)
-    i_phi = np.clip(np.floor(np.mod(c_phi + np.pi, 2 * np.pi) / cell_phi_size).astype(np.int64), 0,
-                    n_phi_part[part] - 1)
+    i_phi = np.clip(
+        np.floor(np.mod(c_phi + np.pi, 2 * np.pi) / cell_phi_size).astype(np.int64), 0, n_phi_part[part] - 1
+    )
     key = ((event[in_calo] * 3 + part) * n_eta_max + i_eta) * n_phi_max + i_phi
     cells, inverse = np.unique(key, return_inverse=True)
     energy = np.bincount(inverse, weights=pt_f[in_calo] * np.cosh(c_eta), minlength=len(cells))
@@ -133,7 +138,9 @@ def detector_response(
     cell_iphi = cells % n_phi_max
     cell_part = (cells // (n_phi_max * n_eta_max)) % 3
     cell_event = cells // (3 * n_phi_max * n_eta_max)
-    stochastic = np.array([config.ecal_stochastic, config.hcal_stochastic, config.forward_stochastic])[cell_part]
+    stochastic = np.array([config.ecal_stochastic, config.hcal_stochastic, config.forward_stochastic])[
+        cell_part
+    ]
     constant = np.array([config.ecal_const, config.hcal_const, config.forward_const])[cell_part]
     threshold = np.array([config.ecal_threshold, config.hcal_threshold, config.forward_threshold])[cell_part]
     sigma = energy * np.hypot(stochastic / np.sqrt(np.maximum(energy, 1e-9)), constant)

@@ -79,8 +79,9 @@ class DijetProcessor(processor.ProcessorABC):
         particles, labels = self._particles_and_labels(events)
         if lazy:
             meta = ak.Array(empty_chunk_result().layout.to_typetracer(forget_length=True))
-            results = dak.map_partitions(cluster_chunk, particles, self.jets, meta=meta,
-                                         label="cluster-dijet")
+            results = dak.map_partitions(
+                cluster_chunk, particles, self.jets, meta=meta, label="cluster-dijet"
+            )
         else:
             results = cluster_chunk(particles, self.jets)
         zip_ = dak.zip if lazy else ak.zip
@@ -96,17 +97,26 @@ class DijetProcessor(processor.ProcessorABC):
             cutflow[name] = summed(results.status == code)
 
         mjj = mjj_histogram(dask=lazy)
-        mjj.fill(mjj=columns["mjj"], label=dak.values_astype(columns["label"], np.int64) if lazy
-                 else ak.values_astype(columns["label"], np.int64))
+        mjj.fill(
+            mjj=columns["mjj"],
+            label=dak.values_astype(columns["label"], np.int64)
+            if lazy
+            else ak.values_astype(columns["label"], np.int64),
+        )
         if lazy:
             return {"features": features, "mjj": mjj, "cutflow": cutflow}
         # eager chunks (coffea's Runner, any executor): accumulators that add up across chunks — the
         # feature columns concatenate, the cutflow counts and the histogram add
-        out = {"features": processor.dict_accumulator(
-                   {name: processor.column_accumulator(ak.to_numpy(features[name]).astype(np.float64))
-                    for name in features.fields}),
-               "mjj": mjj,
-               "cutflow": processor.defaultdict_accumulator(int, {k: int(v) for k, v in cutflow.items()})}
+        out = {
+            "features": processor.dict_accumulator(
+                {
+                    name: processor.column_accumulator(ak.to_numpy(features[name]).astype(np.float64))
+                    for name in features.fields
+                }
+            ),
+            "mjj": mjj,
+            "cutflow": processor.defaultdict_accumulator(int, {k: int(v) for k, v in cutflow.items()}),
+        }
         dataset = (getattr(events, "metadata", None) or {}).get("dataset")
         return {dataset: out} if dataset is not None else out
 

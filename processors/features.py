@@ -22,8 +22,23 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 FEATURE_COLUMNS: tuple[str, ...] = (
-    "mjj", "mj1", "mj2", "delta_mj", "tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2", "delta_r_jj",
-    "pt_j1", "pt_j2", "eta_j1", "eta_j2", "ht", "met", "label", "weight",
+    "mjj",
+    "mj1",
+    "mj2",
+    "delta_mj",
+    "tau21_j1",
+    "tau21_j2",
+    "tau32_j1",
+    "tau32_j2",
+    "delta_r_jj",
+    "pt_j1",
+    "pt_j2",
+    "eta_j1",
+    "eta_j2",
+    "ht",
+    "met",
+    "label",
+    "weight",
 )
 """Columns of every feature table, in order (GeV). ``label``: 1 signal, 0 background, -1 unknown."""
 
@@ -31,8 +46,20 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 LHCO_FEATURES: tuple[str, ...] = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")
 
 LHCO_FEATURE_HDF5_COLUMNS: tuple[str, ...] = (
-    "pxj1", "pyj1", "pzj1", "mj1", "tau1j1", "tau2j1", "tau3j1",
-    "pxj2", "pyj2", "pzj2", "mj2", "tau1j2", "tau2j2", "tau3j2",
+    "pxj1",
+    "pyj1",
+    "pzj1",
+    "mj1",
+    "tau1j1",
+    "tau2j1",
+    "tau3j1",
+    "pxj2",
+    "pyj2",
+    "pzj2",
+    "mj2",
+    "tau1j2",
+    "tau2j2",
+    "tau3j2",
 )
 CATHODE_COLUMNS: tuple[str, ...] = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2", "label")
 
@@ -94,9 +121,7 @@ def _read_hdf(path: Path, what: str) -> tuple[pd.DataFrame, str]:
 def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, layout: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
-            f"{path}: not {layout}, missing columns {missing} (has {list(frame.columns)[:20]})"
-        )
+        raise ValueError(f"{path}: not {layout}, missing columns {missing} (has {list(frame.columns)[:20]})")
 
 
 def _dijet_table(a: dict[str, np.ndarray], b: dict[str, np.ndarray], mjj: np.ndarray) -> pd.DataFrame:
@@ -109,13 +134,23 @@ def _dijet_table(a: dict[str, np.ndarray], b: dict[str, np.ndarray], mjj: np.nda
     heavier_first = a["m"] > b["m"]
     light = {k: np.where(heavier_first, b[k], a[k]) for k in a}
     heavy = {k: np.where(heavier_first, a[k], b[k]) for k in a}
-    return pd.DataFrame({
-        "mjj": mjj, "mj1": light["m"], "mj2": heavy["m"], "delta_mj": heavy["m"] - light["m"],
-        "tau21_j1": light["tau21"], "tau21_j2": heavy["tau21"],
-        "tau32_j1": light["tau32"], "tau32_j2": heavy["tau32"],
-        "delta_r_jj": np.hypot(a["eta"] - b["eta"], dphi),
-        "pt_j1": light["pt"], "pt_j2": heavy["pt"], "eta_j1": light["eta"], "eta_j2": heavy["eta"],
-    })
+    return pd.DataFrame(
+        {
+            "mjj": mjj,
+            "mj1": light["m"],
+            "mj2": heavy["m"],
+            "delta_mj": heavy["m"] - light["m"],
+            "tau21_j1": light["tau21"],
+            "tau21_j2": heavy["tau21"],
+            "tau32_j1": light["tau32"],
+            "tau32_j2": heavy["tau32"],
+            "delta_r_jj": np.hypot(a["eta"] - b["eta"], dphi),
+            "pt_j1": light["pt"],
+            "pt_j2": heavy["pt"],
+            "eta_j1": light["eta"],
+            "eta_j2": heavy["eta"],
+        }
+    )
 
 
 def from_lhco_feature_hdf5(path: str | Path) -> pd.DataFrame:
@@ -137,8 +172,16 @@ def _lhco_features_from_frame(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         pt = np.hypot(px, py)
         four_momenta.append((np.sqrt(px**2 + py**2 + pz**2 + m**2), px, py, pz))
         t1, t2, t3 = (frame[f"tau{k}j{j}"].to_numpy("float64") for k in (1, 2, 3))
-        jets.append(dict(m=m, pt=pt, eta=np.arcsinh(_safe_ratio(pz, pt)), phi=np.arctan2(py, px),
-                         tau21=_safe_ratio(t2, t1), tau32=_safe_ratio(t3, t2)))
+        jets.append(
+            dict(
+                m=m,
+                pt=pt,
+                eta=np.arcsinh(_safe_ratio(pz, pt)),
+                phi=np.arctan2(py, px),
+                tau21=_safe_ratio(t2, t1),
+                tau32=_safe_ratio(t3, t2),
+            )
+        )
     (ea, pxa, pya, pza), (eb, pxb, pyb, pzb) = four_momenta
     mjj = np.sqrt(np.maximum((ea + eb) ** 2 - (pxa + pxb) ** 2 - (pya + pyb) ** 2 - (pza + pzb) ** 2, 0.0))
     table = _dijet_table(*jets, mjj)
@@ -184,15 +227,17 @@ def _peer_from_frame(frame: pd.DataFrame, path: Path, key: str) -> pd.DataFrame:
     jets, ht = [], np.zeros(len(frame))
     for j in ("1", "2"):
         pt, eta, phi, m, t1, t2, t3 = (
-            frame[f"{q}_{j}"].to_numpy("float64") for q in ("pt", "eta", "phi", "mass", "tau1", "tau2", "tau3")
+            frame[f"{q}_{j}"].to_numpy("float64")
+            for q in ("pt", "eta", "phi", "mass", "tau1", "tau2", "tau3")
         )
         jets.append(dict(m=m, pt=pt, eta=eta, phi=phi, tau21=_safe_ratio(t2, t1), tau32=_safe_ratio(t3, t2)))
         ht += np.where((pt > config.ht_jet_pt_min) & (np.abs(eta) < config.ht_jet_eta_max), pt, 0.0)
     table = _dijet_table(*jets, frame["mjj"].to_numpy("float64"))
     table["ht"] = ht
     table["label"] = _peer_label(path, key)
-    log.info("read %d events from peer-reclustering file %s (%s)", len(table), path,
-             PEER_RECLUSTERING_PROVENANCE)
+    log.info(
+        "read %d events from peer-reclustering file %s (%s)", len(table), path, PEER_RECLUSTERING_PROVENANCE
+    )
     return conform(table, str(path))
 
 
@@ -221,9 +266,15 @@ def read_peer_reclustering_dir(directory: str | Path) -> pd.DataFrame:
     files = peer_reclustering_files(directory)
     table = pd.concat([from_peer_reclustering(path) for path in files], ignore_index=True)
     n_sig = int((table["label"] == 1).sum())
-    log.info("read %d events (%d background, %d signal) from %d peer-reclustering files in %s: %s",
-             len(table), int((table["label"] == 0).sum()), n_sig, len(files), directory,
-             PEER_RECLUSTERING_PROVENANCE)
+    log.info(
+        "read %d events (%d background, %d signal) from %d peer-reclustering files in %s: %s",
+        len(table),
+        int((table["label"] == 0).sum()),
+        n_sig,
+        len(files),
+        directory,
+        PEER_RECLUSTERING_PROVENANCE,
+    )
     return table
 
 

@@ -169,8 +169,12 @@ class GeneratorConfig:
             lines += [f"{pid}:addChannel = 1 1.0 100 {q} -{q}" for q in open_flavours[1:]]
             return lines
 
-        lines = ["LeftRightSymmmetry:ffbar2ZR = on", f"{ZR_ID}:m0 = {self.mres}",
-                 f"{ZR_ID}:mMin = {0.5 * self.mres}", f"{ZR_ID}:mMax = {min(1.5 * self.mres, self.ecm)}"]
+        lines = [
+            "LeftRightSymmmetry:ffbar2ZR = on",
+            f"{ZR_ID}:m0 = {self.mres}",
+            f"{ZR_ID}:mMin = {0.5 * self.mres}",
+            f"{ZR_ID}:mMax = {min(1.5 * self.mres, self.ecm)}",
+        ]
         lines += scalar(X_ID, "X_scalar", self.mx) + scalar(Y_ID, "Y_scalar", self.my)
         lines += quark_channels(X_ID, self.mx)
         if self.three_prong_y:
@@ -204,8 +208,10 @@ def make_pythia(config: GeneratorConfig, seed: int):
                 raise ValueError(f"Pythia rejected the setting {line!r} (process {config.process})")
         ok = pythia.init()
     if not ok:
-        raise ValueError(f"Pythia initialisation failed for process {config.process!r} with settings "
-                         f"{config.pythia_settings(seed)}")
+        raise ValueError(
+            f"Pythia initialisation failed for process {config.process!r} with settings "
+            f"{config.pythia_settings(seed)}"
+        )
     return pythia
 
 
@@ -220,10 +226,14 @@ def visible_final_state(batch: ak.Array) -> ak.Array:
     pt = np.hypot(px, py)
     final_pt = pt > 0
     pt, pz = pt[final_pt], pz[final_pt]
-    return ak.zip({
-        "id": final.id[final_pt], "pt": pt, "eta": np.arcsinh(pz / pt),
-        "phi": np.arctan2(py[final_pt], px[final_pt]),
-    })
+    return ak.zip(
+        {
+            "id": final.id[final_pt],
+            "pt": pt,
+            "eta": np.arcsinh(pz / pt),
+            "phi": np.arctan2(py[final_pt], px[final_pt]),
+        }
+    )
 
 
 def trigger_mask(particles: ak.Array, config: GeneratorConfig) -> np.ndarray:
@@ -232,7 +242,9 @@ def trigger_mask(particles: ak.Array, config: GeneratorConfig) -> np.ndarray:
     feature extraction (clustering only; no substructure is paid for here)."""
     from radar.processors.jets import PASS, JetConfig, trigger_status
 
-    jets = JetConfig(jet_radius=config.jet_radius, trigger_pt=config.trigger_pt, trigger_eta=config.trigger_eta)
+    jets = JetConfig(
+        jet_radius=config.jet_radius, trigger_pt=config.trigger_pt, trigger_eta=config.trigger_eta
+    )
     return trigger_status(particles, jets) == PASS
 
 
@@ -278,8 +290,9 @@ def generate_events(config: GeneratorConfig, seed: int, n_events: int, task: int
         visible = visible_final_state(batch)
         if config.detector:
             rng = np.random.default_rng([int(seed), batch_index])
-            particles = detector_response(visible.id, visible.pt, visible.eta, visible.phi, rng,
-                                          config.detector_config)
+            particles = detector_response(
+                visible.id, visible.pt, visible.eta, visible.phi, rng, config.detector_config
+            )
         else:
             particles = ak.zip({"pt": visible.pt, "eta": visible.eta, "phi": visible.phi})
         passed = trigger_mask(particles, config)
@@ -291,9 +304,14 @@ def generate_events(config: GeneratorConfig, seed: int, n_events: int, task: int
     info = pythia.infoPython()
     particles = ak.concatenate(kept) if len(kept) > 1 else kept[0]
     return GeneratedChunk(
-        particles=particles, task=task, seed=int(seed), n_generated=n_generated, n_triggered=n_triggered,
+        particles=particles,
+        task=task,
+        seed=int(seed),
+        n_generated=n_generated,
+        n_triggered=n_triggered,
         n_failed=n_failed,
-        sigma_mb=float(info.sigmaGen()), sigma_err_mb=float(info.sigmaErr()),
+        sigma_mb=float(info.sigmaGen()),
+        sigma_err_mb=float(info.sigmaErr()),
         seconds=time.perf_counter() - start,
     )
 
@@ -315,8 +333,9 @@ def plan_tasks(n_events: int, seed: int, events_per_task: int) -> list[tuple[int
     return [(k, s, n) for k, (s, n) in enumerate(zip(task_seeds(seed, n_tasks), sizes))]
 
 
-def _run_tasks(config: GeneratorConfig, tasks: list[tuple[int, int, int]], workers: int | None,
-               scheduler: str | None) -> Iterator[GeneratedChunk]:
+def _run_tasks(
+    config: GeneratorConfig, tasks: list[tuple[int, int, int]], workers: int | None, scheduler: str | None
+) -> Iterator[GeneratedChunk]:
     """Yield the chunks of ``tasks`` in task order, computing them in process or on Dask."""
     if not tasks:
         return
@@ -329,8 +348,9 @@ def _run_tasks(config: GeneratorConfig, tasks: list[tuple[int, int, int]], worke
     cluster = None
     if scheduler is None:
         n_workers = workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
     else:
         client = Client(scheduler)
@@ -344,8 +364,17 @@ def _run_tasks(config: GeneratorConfig, tasks: list[tuple[int, int, int]], worke
 
         def submit() -> None:
             task, seed, n = pending.pop(0)
-            futures.add(client.submit(generate_events, config, seed, n, task, pure=False,
-                                      key=f"generate-{config.process}-{task}-{seed}"))
+            futures.add(
+                client.submit(
+                    generate_events,
+                    config,
+                    seed,
+                    n,
+                    task,
+                    pure=False,
+                    key=f"generate-{config.process}-{task}-{seed}",
+                )
+            )
 
         while pending and futures.count() < max_in_flight:
             submit()
@@ -395,25 +424,43 @@ def generate_to_file(
     tasks = plan_tasks(n_events, seed, events_per_task)
     make_pythia(config, tasks[0][1])  # bad settings fail here, before any worker starts
     output = Path(output)
-    metadata = {"config": config.to_dict(), "seed": int(seed), "n_events": int(n_events),
-                "events_per_task": int(events_per_task)}
+    metadata = {
+        "config": config.to_dict(),
+        "seed": int(seed),
+        "n_events": int(n_events),
+        "events_per_task": int(events_per_task),
+    }
     if fmt == "hdf5":
         writer: Any = LHCORawWriter(output, with_label=with_label, resume=resume, metadata=metadata)
         done_tasks = int(writer.state.get("tasks_done", 0))
-        counters = writer.state.get("counters", {"n_generated": 0, "n_triggered": 0, "n_failed": 0,
-                                                  "seconds": 0.0})
+        counters = writer.state.get(
+            "counters", {"n_generated": 0, "n_triggered": 0, "n_failed": 0, "seconds": 0.0}
+        )
     else:
         writer = RootTreeWriter(output, with_label=with_label)
         done_tasks, counters = 0, {"n_generated": 0, "n_triggered": 0, "n_failed": 0, "seconds": 0.0}
     if done_tasks:
-        log.info("%s: resuming at task %d of %d (%d events already written)", output, done_tasks,
-                 len(tasks), writer.n_events)
-    log.info("generating %d %s events (seed %d) in %d tasks of up to %d events -> %s", n_events,
-             config.process, seed, len(tasks), events_per_task, output)
+        log.info(
+            "%s: resuming at task %d of %d (%d events already written)",
+            output,
+            done_tasks,
+            len(tasks),
+            writer.n_events,
+        )
+    log.info(
+        "generating %d %s events (seed %d) in %d tasks of up to %d events -> %s",
+        n_events,
+        config.process,
+        seed,
+        len(tasks),
+        events_per_task,
+        output,
+    )
     sigma = (float("nan"), float("nan"))
     wall = time.perf_counter()
-    bar = _progress(total=n_events, initial=writer.n_events, desc=f"generate {config.process}",
-                    enabled=progress)
+    bar = _progress(
+        total=n_events, initial=writer.n_events, desc=f"generate {config.process}", enabled=progress
+    )
     try:
         for chunk in _run_tasks(config, tasks[done_tasks:], workers, scheduler):
             counters["n_generated"] += chunk.n_generated
@@ -422,14 +469,21 @@ def generate_to_file(
             counters["seconds"] += chunk.seconds
             label = np.full(len(chunk.particles), config.label) if with_label else None
             if fmt == "hdf5":
-                writer.append(chunk.particles, label,
-                              state={"tasks_done": chunk.task + 1, "counters": counters})
+                writer.append(
+                    chunk.particles, label, state={"tasks_done": chunk.task + 1, "counters": counters}
+                )
             else:
                 writer.append(chunk.particles, label)
             sigma = (chunk.sigma_mb, chunk.sigma_err_mb)
             bar.update(len(chunk.particles))
-            log.debug("task %d (seed %d): %d events from %d generated in %.1f s", chunk.task, chunk.seed,
-                      len(chunk.particles), chunk.n_generated, chunk.seconds)
+            log.debug(
+                "task %d (seed %d): %d events from %d generated in %.1f s",
+                chunk.task,
+                chunk.seed,
+                len(chunk.particles),
+                chunk.n_generated,
+                chunk.seconds,
+            )
     except BaseException:
         bar.close()
         writer.close(finalize=False)
@@ -439,18 +493,30 @@ def generate_to_file(
     n_written = writer.n_events
     writer.close(finalize=True)
     summary = {
-        **metadata, "output": str(output), "format": fmt, "n_written": n_written,
-        "n_generated": counters["n_generated"], "n_failed": counters["n_failed"],
+        **metadata,
+        "output": str(output),
+        "format": fmt,
+        "n_written": n_written,
+        "n_generated": counters["n_generated"],
+        "n_failed": counters["n_failed"],
         "n_triggered": counters["n_triggered"],
         "trigger_efficiency": counters["n_triggered"] / max(counters["n_generated"], 1),
-        "n_truncated_700": n_truncated, "task_cpu_seconds": counters["seconds"],
+        "n_truncated_700": n_truncated,
+        "task_cpu_seconds": counters["seconds"],
         "wall_seconds": time.perf_counter() - wall,
-        "sigma_gen_mb_last_task": sigma[0], "sigma_err_mb_last_task": sigma[1],
-        "pythia_settings": config.pythia_settings(tasks[0][1]), "versions": package_versions(),
+        "sigma_gen_mb_last_task": sigma[0],
+        "sigma_err_mb_last_task": sigma[1],
+        "pythia_settings": config.pythia_settings(tasks[0][1]),
+        "versions": package_versions(),
     }
     write_json(output.with_name(output.name + ".json"), summary)
-    log.info("%s: %d events, trigger efficiency %.3f, %.1f task-seconds", output, n_written,
-             summary["trigger_efficiency"], counters["seconds"])
+    log.info(
+        "%s: %d events, trigger efficiency %.3f, %.1f task-seconds",
+        output,
+        n_written,
+        summary["trigger_efficiency"],
+        counters["seconds"],
+    )
     return summary
 
 

@@ -73,8 +73,20 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("radar-hep", "numpy", "awkward", "dask", "dask-awkward", "coffea", "fastjet", "uproot",
-                 "torch", "nflows", "hist", "pythia8mc"):
+    for name in (
+        "radar-hep",
+        "numpy",
+        "awkward",
+        "dask",
+        "dask-awkward",
+        "coffea",
+        "fastjet",
+        "uproot",
+        "torch",
+        "nflows",
+        "hist",
+        "pythia8mc",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

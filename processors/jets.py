@@ -46,8 +46,21 @@ STATUS_NAMES = {PASS: "passed", NO_JETS: "no_jets", ONE_JET: "one_jet", FAIL_TRI
 TAU_CONVENTIONS = ("kt", "contrib", "lhco", "lhco_peer")
 
 FEATURE_FIELDS = (
-    "mjj", "mj1", "mj2", "delta_mj", "tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2", "delta_r_jj",
-    "pt_j1", "pt_j2", "eta_j1", "eta_j2", "ht", "met",
+    "mjj",
+    "mj1",
+    "mj2",
+    "delta_mj",
+    "tau21_j1",
+    "tau21_j2",
+    "tau32_j1",
+    "tau32_j2",
+    "delta_r_jj",
+    "pt_j1",
+    "pt_j2",
+    "eta_j1",
+    "eta_j2",
+    "ht",
+    "met",
 )
 
 
@@ -74,8 +87,10 @@ class JetConfig:
             raise ValueError(f"tau_beta must be positive, got {self.tau_beta}")
         if self.tau_convention != "contrib" and self.tau_axes != "KT_Axes":
             # the columnar path computes exclusive-kt axes only: other axes would be silently ignored
-            raise ValueError(f"tau_axes {self.tau_axes!r} needs tau_convention='contrib' (the columnar "
-                             f"'{self.tau_convention}' path uses exclusive-kt axes, KT_Axes)")
+            raise ValueError(
+                f"tau_axes {self.tau_axes!r} needs tau_convention='contrib' (the columnar "
+                f"'{self.tau_convention}' path uses exclusive-kt axes, KT_Axes)"
+            )
 
     @property
     def r0(self) -> float:
@@ -188,8 +203,11 @@ def _tau_contrib(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     with quiet_fastjet():
         sequence = fastjet.ClusterSequence(constituents, jet_def)
         tau = sequence.njettiness(
-            measure_definition="NormalizedMeasure", axes_definition=config.tau_axes,
-            njets=[1, 2, 3], beta=config.tau_beta, R0=config.r0,
+            measure_definition="NormalizedMeasure",
+            axes_definition=config.tau_axes,
+            njets=[1, 2, 3],
+            beta=config.tau_beta,
+            R0=config.r0,
         )
     return np.asarray(ak.to_numpy(ak.flatten(tau, axis=1)), dtype=np.float64).reshape(-1, 3)
 
@@ -237,7 +255,9 @@ def _cluster(particles: ak.Array, config: JetConfig) -> _Clustered:
         sequence = fastjet.ClusterSequence(inputs, jet_def)
         jets = sequence.inclusive_jets()
     jet = _flat_kinematics(jets)
-    return _Clustered(sequence, jet, _longitudinal(jet, "eta"), ak.to_numpy(ak.num(jets, axis=1)), px, py, counts)
+    return _Clustered(
+        sequence, jet, _longitudinal(jet, "eta"), ak.to_numpy(ak.num(jets, axis=1)), px, py, counts
+    )
 
 
 def _status(jet_pt: np.ndarray, jet_eta: np.ndarray, n_jets: np.ndarray, config: JetConfig) -> np.ndarray:
@@ -288,8 +308,10 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
     ht_jet = (jet["pt"] > config.ht_jet_pt_min) & (np.abs(jet_eta) < config.ht_jet_eta_max)
     ht = np.bincount(event_of_jet, weights=jet["pt"] * ht_jet, minlength=n_events)
     event_of_particle = np.repeat(np.arange(n_events), clustered.counts)
-    met = np.hypot(np.bincount(event_of_particle, weights=clustered.px, minlength=n_events),
-                   np.bincount(event_of_particle, weights=clustered.py, minlength=n_events))
+    met = np.hypot(
+        np.bincount(event_of_particle, weights=clustered.px, minlength=n_events),
+        np.bincount(event_of_particle, weights=clustered.py, minlength=n_events),
+    )
 
     columns = {name: np.full(n_events, np.nan) for name in FEATURE_FIELDS}
     columns["met"] = met
@@ -300,10 +322,14 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
         flat_index = first_jet[:, None] + ak.to_numpy(lead_index)  # (n, 2) into the flat jet arrays
         lead = {name: values[flat_index] for name, values in jet.items()}
         lead["eta"] = jet_eta[flat_index]
-        lead["m"] = np.sqrt(np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0))
+        lead["m"] = np.sqrt(
+            np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0)
+        )
         tau = nsubjettiness(constituents[passed][lead_index], config)  # (n, 2, 3) in pT order
         dijet = {name: lead[name][:, 0] + lead[name][:, 1] for name in ("px", "py", "pz", "E")}
-        mjj = np.sqrt(np.maximum(dijet["E"] ** 2 - dijet["px"] ** 2 - dijet["py"] ** 2 - dijet["pz"] ** 2, 0.0))
+        mjj = np.sqrt(
+            np.maximum(dijet["E"] ** 2 - dijet["px"] ** 2 - dijet["py"] ** 2 - dijet["pz"] ** 2, 0.0)
+        )
         d_phi = np.mod(lead["phi"][:, 0] - lead["phi"][:, 1] + np.pi, 2 * np.pi) - np.pi
         lighter = np.argmin(lead["m"], axis=1)  # the pT-leading jet wins ties
         rows = np.arange(len(lighter))
@@ -312,12 +338,17 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
         tau32 = _ratio(tau[:, :, 2], tau[:, :, 1])
         values = {
             "mjj": mjj,
-            "mj1": lead["m"][light], "mj2": lead["m"][heavy],
-            "tau21_j1": tau21[light], "tau21_j2": tau21[heavy],
-            "tau32_j1": tau32[light], "tau32_j2": tau32[heavy],
+            "mj1": lead["m"][light],
+            "mj2": lead["m"][heavy],
+            "tau21_j1": tau21[light],
+            "tau21_j2": tau21[heavy],
+            "tau32_j1": tau32[light],
+            "tau32_j2": tau32[heavy],
             "delta_r_jj": np.hypot(lead["eta"][:, 0] - lead["eta"][:, 1], d_phi),
-            "pt_j1": lead["pt"][light], "pt_j2": lead["pt"][heavy],
-            "eta_j1": lead["eta"][light], "eta_j2": lead["eta"][heavy],
+            "pt_j1": lead["pt"][light],
+            "pt_j2": lead["pt"][heavy],
+            "eta_j1": lead["eta"][light],
+            "eta_j2": lead["eta"][heavy],
         }
         values["delta_mj"] = values["mj2"] - values["mj1"]
         for name, value in values.items():

@@ -68,8 +68,13 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     n = workers or default_workers()
     log.info("starting embedded Dask LocalCluster: %d worker processes x 1 thread", n)
     with (
-        LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                     silence_logs=logging.WARNING) as cluster,
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        ) as cluster,
         Client(cluster) as client,
     ):
         yield client
@@ -101,12 +106,21 @@ def _lazy_outputs(path: Path, processor: DijetProcessor, chunk_size: int) -> dic
 
         layout = processor.root_layout
         n_entries = check_root_input(path, layout)
-        log.info("%s: ROOT tree %r, %d events, coffea apply_to_fileset (%s layout)",
-                 path, layout.tree, n_entries, layout.kind)
+        log.info(
+            "%s: ROOT tree %r, %d events, coffea apply_to_fileset (%s layout)",
+            path,
+            layout.tree,
+            n_entries,
+            layout.kind,
+        )
         fileset = {path.stem: {"files": {str(path): layout.tree}}}
         available, _ = preprocess(fileset, step_size=chunk_size, skip_bad_files=False)
-        outputs = apply_to_fileset(processor, available, schemaclass=BaseSchema,
-                                   uproot_options={"filter_name": root_branch_filter(layout)})
+        outputs = apply_to_fileset(
+            processor,
+            available,
+            schemaclass=BaseSchema,
+            uproot_options={"filter_name": root_branch_filter(layout)},
+        )
         return outputs[path.stem]
     return processor.process(lhco_raw_events(path, chunk_size=chunk_size))
 
@@ -174,9 +188,15 @@ def process_files(
             )
             table = features_to_frame(result["features"])
             counts = {k: int(v) for k, v in result["cutflow"].items()}
-            log.info("%s: %d events read, %d passed (no jets %d, one jet %d, failed trigger %d)",
-                     path, counts["all"], counts["passed"], counts["no_jets"], counts["one_jet"],
-                     counts["failed_trigger"])
+            log.info(
+                "%s: %d events read, %d passed (no jets %d, one jet %d, failed trigger %d)",
+                path,
+                counts["all"],
+                counts["passed"],
+                counts["no_jets"],
+                counts["one_jet"],
+                counts["failed_trigger"],
+            )
             for key, value in counts.items():
                 cutflow[key] += value
             histogram += result["mjj"]
@@ -197,8 +217,14 @@ def process_files(
     write_json(f"{stem}.cutflow.json", provenance)
     if write_histograms:
         write_histograms_root(histogram, Path(f"{stem}.hists.root"))
-    log.info("processed %d events from %d file(s) in %.1f s: %d in the feature table %s",
-             cutflow["all"], len(paths), elapsed, len(table), output)
+    log.info(
+        "processed %d events from %d file(s) in %.1f s: %d in the feature table %s",
+        cutflow["all"],
+        len(paths),
+        elapsed,
+        len(table),
+        output,
+    )
     return table
 
 
@@ -228,7 +254,9 @@ def load_fileset(path: str | Path) -> dict[str, dict[str, Any]]:
     for name, entry in raw.items():
         where = f"{path}: dataset {name!r}"
         if not isinstance(name, str) or not _DATASET_NAME.match(name):
-            raise ValueError(f"{where}: a dataset name is letters, digits and _.+- (it names the output file)")
+            raise ValueError(
+                f"{where}: a dataset name is letters, digits and _.+- (it names the output file)"
+            )
         if isinstance(entry, list):
             entry = {"files": entry}
         if not isinstance(entry, dict) or "files" not in entry:
@@ -253,8 +281,13 @@ def load_fileset(path: str | Path) -> dict[str, dict[str, Any]]:
     return fileset
 
 
-def process_fileset(fileset: str | Path | Mapping[str, Mapping[str, Any]], output_dir: str | Path, *,
-                    root_layout: RootLayout | None = None, **kwargs: Any) -> dict[str, pd.DataFrame]:
+def process_fileset(
+    fileset: str | Path | Mapping[str, Mapping[str, Any]],
+    output_dir: str | Path,
+    *,
+    root_layout: RootLayout | None = None,
+    **kwargs: Any,
+) -> dict[str, pd.DataFrame]:
     """:func:`process_files` for every dataset of a coffea fileset: ``output_dir/<dataset>.parquet`` (with
     its ``.cutflow.json`` and ``.hists.root``), and ``output_dir/fileset.json`` listing each dataset's
     files, metadata, output and event counts. The dataset name and metadata also go into each table's
@@ -263,8 +296,10 @@ def process_fileset(fileset: str | Path | Mapping[str, Mapping[str, Any]], outpu
     if not isinstance(fileset, Mapping):
         fileset = load_fileset(fileset)
     layout = root_layout or RootLayout()
-    layouts = {name: dataclasses.replace(layout, tree=entry["tree"]) if entry.get("tree") else layout
-               for name, entry in fileset.items()}
+    layouts = {
+        name: dataclasses.replace(layout, tree=entry["tree"]) if entry.get("tree") else layout
+        for name, entry in fileset.items()
+    }
     for name, entry in fileset.items():  # fail in the first second, not after the first dataset
         try:
             check_inputs([Path(f) for f in entry["files"]], layouts[name])
@@ -275,10 +310,19 @@ def process_fileset(fileset: str | Path | Mapping[str, Mapping[str, Any]], outpu
     for name, entry in fileset.items():
         out = output_dir / f"{name}.parquet"
         log.info("dataset %s: %d file(s) -> %s", name, len(entry["files"]), out)
-        tables[name] = process_files(entry["files"], out, root_layout=layouts[name],
-                                     extra_metadata={"dataset": name, "metadata": entry["metadata"]}, **kwargs)
-        summary[name] = {"files": [str(f) for f in entry["files"]], "metadata": entry["metadata"],
-                         "output": str(out), "events": len(tables[name])}
+        tables[name] = process_files(
+            entry["files"],
+            out,
+            root_layout=layouts[name],
+            extra_metadata={"dataset": name, "metadata": entry["metadata"]},
+            **kwargs,
+        )
+        summary[name] = {
+            "files": [str(f) for f in entry["files"]],
+            "metadata": entry["metadata"],
+            "output": str(out),
+            "events": len(tables[name]),
+        }
     write_json(output_dir / "fileset.json", summary)
     return tables
 
@@ -295,4 +339,3 @@ def write_histograms_root(histogram, path: Path) -> Path:
                 handle[f"mjj_{name}"] = histogram[:, hist.loc(label)]
     log.info("wrote m_JJ histograms to %s", path)
     return path
-

@@ -124,7 +124,9 @@ def particles_from_padded(
         labels = np.asarray(block[:, N_PARTICLE_COLUMNS], dtype=np.float64)
         if not np.isin(labels, (0.0, 1.0)).all():
             bad = first_event + np.nonzero(~np.isin(labels, (0.0, 1.0)))[0]
-            raise ValueError(f"{where}: label column (2100) must be 0 or 1, bad in events {bad[:10].tolist()}")
+            raise ValueError(
+                f"{where}: label column (2100) must be 0 or 1, bad in events {bad[:10].tolist()}"
+            )
     return particles, labels
 
 
@@ -183,11 +185,19 @@ def lhco_raw_events(path: str | Path, chunk_size: int = 10_000) -> dak.Array:
     spans = event_spans(info.n_events, chunk_size)
     log.info(
         "%s: %d events (%s layout, %s), %d chunks of <= %d",
-        path, info.n_events, info.layout, "labelled" if info.has_label else "no labels", len(spans), chunk_size,
+        path,
+        info.n_events,
+        info.layout,
+        "labelled" if info.has_label else "no labels",
+        len(spans),
+        chunk_size,
     )
     meta = ak.Array(_empty_events().layout.to_typetracer(forget_length=True))
     return dak.from_map(
-        LHCORawChunk(info), spans, label=f"lhco-raw-{Path(path).stem}", meta=meta,
+        LHCORawChunk(info),
+        spans,
+        label=f"lhco-raw-{Path(path).stem}",
+        meta=meta,
         divisions=tuple([s for s, _ in spans] + [spans[-1][1]]),
     )
 
@@ -257,8 +267,12 @@ def root_branch_filter(layout: RootLayout) -> list[str]:
     if layout.kind == "flat":
         names = [f"{layout.prefix}{q}" for q in ("pt", "eta", "phi")]
     else:
-        names = [f"{c}{sep}{q}" for c in layout.collections for sep in (".", "_")
-                 for q in ("PT", "ET", "Eta", "Phi", "Status", "PID")]
+        names = [
+            f"{c}{sep}{q}"
+            for c in layout.collections
+            for sep in (".", "_")
+            for q in ("PT", "ET", "Eta", "Phi", "Status", "PID")
+        ]
         names += [f"/{c}/{c}.*" for c in layout.collections]  # Delphes split-branch paths
     if layout.label_branch:
         names.append(layout.label_branch)
@@ -283,10 +297,14 @@ def check_root_input(path: str | Path, layout: RootLayout) -> int:
         n_entries = int(tree.num_entries)
         branches = set(tree.keys(recursive=True, full_paths=False)) | set(tree.keys(recursive=True))
         if layout.kind == "flat":
-            missing = [f"{layout.prefix}{q}" for q in ("pt", "eta", "phi") if f"{layout.prefix}{q}" not in branches]
+            missing = [
+                f"{layout.prefix}{q}" for q in ("pt", "eta", "phi") if f"{layout.prefix}{q}" not in branches
+            ]
             if missing:
-                raise ValueError(f"{path}: tree {layout.tree!r} lacks particle branches {missing} "
-                                 f"(has {sorted(branches)[:15]}); set the branch prefix")
+                raise ValueError(
+                    f"{path}: tree {layout.tree!r} lacks particle branches {missing} "
+                    f"(has {sorted(branches)[:15]}); set the branch prefix"
+                )
     if n_entries == 0:
         raise ValueError(f"{path}: tree {layout.tree!r} holds no events")
     return n_entries

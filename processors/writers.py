@@ -155,13 +155,20 @@ class LHCORawWriter:
             node._v_attrs.kind = "integer"
             node._v_attrs.name = None
             node._v_attrs.transposed = True
-        index = h5.create_earray(group, "axis1", atom=tables.Int64Atom(), shape=(0,), filters=filters,
-                                 chunkshape=(8192,))
+        index = h5.create_earray(
+            group, "axis1", atom=tables.Int64Atom(), shape=(0,), filters=filters, chunkshape=(8192,)
+        )
         index._v_attrs.kind = "integer"
         index._v_attrs.name = None
         index._v_attrs.transposed = True
-        values = h5.create_earray(group, "block0_values", atom=tables.Float64Atom(),
-                                  shape=(0, self.n_columns), filters=filters, chunkshape=(8, self.n_columns))
+        values = h5.create_earray(
+            group,
+            "block0_values",
+            atom=tables.Float64Atom(),
+            shape=(0, self.n_columns),
+            filters=filters,
+            chunkshape=(8, self.n_columns),
+        )
         values._v_attrs.transposed = True
         group._v_attrs[_COMPLETE_ATTR] = np.int64(0)
         group._v_attrs[_TRUNCATED_ATTR] = np.int64(0)
@@ -179,7 +186,9 @@ class LHCORawWriter:
             stored_meta = str(group._v_attrs["radar_metadata"])
         except Exception as error:  # any missing node/attribute: not a radar partial file
             self._h5.close()
-            raise OSError(f"{where}: cannot resume, not a radar partial LHCO file ({error}); delete it") from error
+            raise OSError(
+                f"{where}: cannot resume, not a radar partial LHCO file ({error}); delete it"
+            ) from error
         if values.shape[1] != self.n_columns:
             self._h5.close()
             raise ValueError(
@@ -194,15 +203,21 @@ class LHCORawWriter:
             )
         # drop rows of a chunk that was being appended when the job died
         if values.nrows > complete:
-            log.warning("%s: dropping %d rows of an incomplete chunk (after event %d)", where,
-                        values.nrows - complete, complete)
+            log.warning(
+                "%s: dropping %d rows of an incomplete chunk (after event %d)",
+                where,
+                values.nrows - complete,
+                complete,
+            )
             values.truncate(complete)
         if index.nrows > complete:
             index.truncate(complete)
         if values.nrows != complete or index.nrows != complete:
             self._h5.close()
-            raise OSError(f"{where}: inconsistent partial file ({values.nrows} rows, {index.nrows} index "
-                          f"entries, {complete} complete events); delete it")
+            raise OSError(
+                f"{where}: inconsistent partial file ({values.nrows} rows, {index.nrows} index "
+                f"entries, {complete} complete events); delete it"
+            )
         log.info("%s: resuming after %d complete events", where, complete)
         self._h5.flush()
 
@@ -222,8 +237,9 @@ class LHCORawWriter:
         """The progress state stored with the last complete chunk (``{}`` for a new file)."""
         return json.loads(str(self._h5.get_node("/df")._v_attrs[_STATE_ATTR]))
 
-    def append(self, particles: ak.Array, label: np.ndarray | None = None,
-               state: dict[str, Any] | None = None) -> int:
+    def append(
+        self, particles: ak.Array, label: np.ndarray | None = None, state: dict[str, Any] | None = None
+    ) -> int:
         """Append one chunk of events (see :func:`pack_events`) and commit it; returns events written."""
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
@@ -231,12 +247,14 @@ class LHCORawWriter:
             raise ValueError(f"{self.path}: this file has a label column; pass label for every event")
         if not self.with_label and label is not None:
             raise ValueError(f"{self.path}: this file has no label column (with_label=False); got labels")
-        rows, n_truncated = pack_events(particles, label, n_particles=self.n_particles,
-                                        sort_by_pt=self.sort_by_pt)
+        rows, n_truncated = pack_events(
+            particles, label, n_particles=self.n_particles, sort_by_pt=self.sort_by_pt
+        )
         return self.append_rows(rows, n_truncated=n_truncated, state=state)
 
-    def append_rows(self, rows: np.ndarray, *, n_truncated: int = 0,
-                    state: dict[str, Any] | None = None) -> int:
+    def append_rows(
+        self, rows: np.ndarray, *, n_truncated: int = 0, state: dict[str, Any] | None = None
+    ) -> int:
         """Append already packed rows of shape ``(n, n_columns)`` and commit them."""
         rows = np.asarray(rows, dtype="float64")
         if rows.ndim != 2 or rows.shape[1] != self.n_columns:
@@ -248,8 +266,14 @@ class LHCORawWriter:
         # the counter is written last: a kill before this line leaves rows the resume truncates
         self._h5.flush()
         if n_truncated:
-            log.info("%s: %d of %d events had more than %d particles; kept the %d hardest",
-                     self.path, n_truncated, len(rows), self.n_particles, self.n_particles)
+            log.info(
+                "%s: %d of %d events had more than %d particles; kept the %d hardest",
+                self.path,
+                n_truncated,
+                len(rows),
+                self.n_particles,
+                self.n_particles,
+            )
         group._v_attrs[_TRUNCATED_ATTR] = np.int64(self.n_truncated + n_truncated)
         group._v_attrs[_STATE_ATTR] = json.dumps(state or {}, sort_keys=True, default=str)
         group._v_attrs[_COMPLETE_ATTR] = np.int64(start + len(rows))
@@ -268,8 +292,13 @@ class LHCORawWriter:
             log.info("%s: left incomplete after %d events (rerun to resume)", self.tmp_path, n_events)
             return self.tmp_path
         os.replace(self.tmp_path, self.path)
-        log.info("wrote %d events to %s (%d truncated to %d particles)", n_events, self.path, n_truncated,
-                 self.n_particles)
+        log.info(
+            "wrote %d events to %s (%d truncated to %d particles)",
+            n_events,
+            self.path,
+            n_truncated,
+            self.n_particles,
+        )
         return self.path
 
     def __enter__(self) -> LHCORawWriter:

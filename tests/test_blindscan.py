@@ -19,8 +19,19 @@ HGB = {"settings": {"n_models": 1, "max_iter": 60}}
 # the box's background in 4500-4900 GeV (the last window): 499 events, below min_events = 500
 SEARCH = {"classifier": HGB, "min_events": 500, "execution": {"mode": "sync"}}
 # scan 2000-5600 GeV with 500 GeV minimum sidebands: SRs 2500-2900, ..., 3300-3700 (the resonance), ..., 4500-4900
-SCAN = ["--mjj-range", "2000", "5600", "--min-sideband", "500", "--width", "400", "--step", "400",
-        "--sideband", "600"]
+SCAN = [
+    "--mjj-range",
+    "2000",
+    "5600",
+    "--min-sideband",
+    "500",
+    "--width",
+    "400",
+    "--step",
+    "400",
+    "--sideband",
+    "600",
+]
 
 
 def black_box(n_background: int, n_signal: int, seed: int) -> pd.DataFrame:
@@ -36,8 +47,17 @@ def black_box(n_background: int, n_signal: int, seed: int) -> pd.DataFrame:
 
 
 def _settings(**kw) -> ScanSettings:
-    base = dict(methods=("cwola_hunting",), mjj_range=(2000, 5600), min_sideband=500, width=400, step=400,
-                sideband=600, toys=40, figures=False, search=dict(SEARCH))
+    base = dict(
+        methods=("cwola_hunting",),
+        mjj_range=(2000, 5600),
+        min_sideband=500,
+        width=400,
+        step=400,
+        sideband=600,
+        toys=40,
+        figures=False,
+        search=dict(SEARCH),
+    )
     return ScanSettings(**{**base, **kw})
 
 
@@ -48,8 +68,23 @@ def signal_scan(tmp_path_factory):
     d = tmp_path_factory.mktemp("scan")
     write_feature_table(black_box(40_000, 150, seed=3), d / "box.parquet")
     out = d / "out"
-    code = main(["-q", "scan", str(d / "box.parquet"), "-o", str(out), "--methods", "cwola_hunting", *SCAN,
-                 "--toys", "40", "--sync", "--config", str(_write_config(d))])
+    code = main(
+        [
+            "-q",
+            "scan",
+            str(d / "box.parquet"),
+            "-o",
+            str(out),
+            "--methods",
+            "cwola_hunting",
+            *SCAN,
+            "--toys",
+            "40",
+            "--sync",
+            "--config",
+            str(_write_config(d)),
+        ]
+    )
     assert code == 0
     return d, out, json.loads((out / "scan.json").read_text())
 
@@ -77,10 +112,16 @@ def test_windows_lie_on_the_bin_grid_and_cover_the_range():
         assert w.fit_low == max(lo, w.sr_low - 600) and w.fit_high == min(hi, w.sr_high + 600)
 
 
-@pytest.mark.parametrize("kw, message", [({"width": 350}, "--width 350"), ({"sideband": 200}, "--sideband"),
-                                         ({"working_points": (0.0,)}, "working points"),
-                                         ({"mjj_range": (2050, 5600)}, "multiple of the 100 GeV bin width"),
-                                         ({"methods": ("combined_scores",)}, "combinations")])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"width": 350}, "--width 350"),
+        ({"sideband": 200}, "--sideband"),
+        ({"working_points": (0.0,)}, "working points"),
+        ({"mjj_range": (2050, 5600)}, "multiple of the 100 GeV bin width"),
+        ({"methods": ("combined_scores",)}, "combinations"),
+    ],
+)
 def test_bad_settings_are_refused_before_anything_trains(tmp_path, kw, message):
     write_feature_table(toy_lhco_like(2_000, 0, seed=1), tmp_path / "d.parquet")
     with pytest.raises(ValueError, match=message):
@@ -127,7 +168,9 @@ def test_each_event_is_scored_once_per_window(signal_scan):
         expected = np.sort(data["mjj"].to_numpy()[(data["mjj"] >= lo) & (data["mjj"] < hi)])
         assert np.array_equal(np.sort(scores["mjj"].to_numpy()), expected)
         assert np.isfinite(scores["score"]).all()
-        assert np.array_equal(scores["in_sr"].to_numpy(), (scores["mjj"] >= w["sr"][0]) & (scores["mjj"] < w["sr"][1]))
+        assert np.array_equal(
+            scores["in_sr"].to_numpy(), (scores["mjj"] >= w["sr"][0]) & (scores["mjj"] < w["sr"][1])
+        )
 
 
 def test_a_window_that_cannot_run_is_reported_not_dropped(signal_scan):
@@ -172,8 +215,12 @@ def test_a_failed_training_fails_its_window_only(tmp_path, monkeypatch):
         return real(cfg, base, run_dir, method, injection, seed)
 
     monkeypatch.setattr(search, "run_unit", flaky)
-    scan = run_scan([tmp_path / "bkg.parquet"], tmp_path / "out",
-                    _settings(toys=0, search={**SEARCH, "min_events": 50}), progress=False)
+    scan = run_scan(
+        [tmp_path / "bkg.parquet"],
+        tmp_path / "out",
+        _settings(toys=0, search={**SEARCH, "min_events": 50}),
+        progress=False,
+    )
     by_tag = {w["tag"]: w for w in scan["windows"]}
     assert by_tag["sr_2900_3300"]["status"] == "failed"
     assert "the flow diverged" in by_tag["sr_2900_3300"]["error"]
@@ -181,8 +228,13 @@ def test_a_failed_training_fails_its_window_only(tmp_path, monkeypatch):
     assert scan["global"]["method"] == "none"
 
 
-@pytest.mark.parametrize("args, message", [(["MISSING"], "missing.parquet: no such file"),
-                                           (["DATA", "--width", "350"], "--width 350 GeV must be a positive multiple")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["MISSING"], "missing.parquet: no such file"),
+        (["DATA", "--width", "350"], "--width 350 GeV must be a positive multiple"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, capsys, caplog, monkeypatch, args, message):
     from radar.analysis import cli
 
@@ -237,10 +289,22 @@ def test_radar_run_with_a_scan_block(tmp_path):
     import yaml
 
     write_feature_table(black_box(20_000, 0, seed=4), tmp_path / "box.parquet")
-    run = {"name": "blind", "output": "run", "events": {"data": ["box.parquet"]},
-           "search": {"classifier": HGB, "min_events": 50, "execution": {"mode": "sync"}},
-           "scan": {"methods": ["cwola_hunting"], "mjj_range": [2000, 5600], "min_sideband": 500, "width": 400,
-                    "step": 400, "sideband": 600, "toys": 8, "figures": False}}
+    run = {
+        "name": "blind",
+        "output": "run",
+        "events": {"data": ["box.parquet"]},
+        "search": {"classifier": HGB, "min_events": 50, "execution": {"mode": "sync"}},
+        "scan": {
+            "methods": ["cwola_hunting"],
+            "mjj_range": [2000, 5600],
+            "min_sideband": 500,
+            "width": 400,
+            "step": 400,
+            "sideband": 600,
+            "toys": 8,
+            "figures": False,
+        },
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     assert main(["-q", "run", str(tmp_path / "run.yaml")]) == 0
     scan = json.loads((tmp_path / "run" / "scan" / "scan.json").read_text())
@@ -256,7 +320,9 @@ def test_event_files_are_processed_first_and_reused(lhco_tiny, tmp_path):
     from radar.analysis.blindscan import prepare_inputs
 
     write_feature_table(toy_lhco_like(500, 0, seed=1), tmp_path / "table.parquet")
-    tables = prepare_inputs([str(lhco_tiny), str(tmp_path / "table.parquet")], tmp_path / "out", {"workers": 0})
+    tables = prepare_inputs(
+        [str(lhco_tiny), str(tmp_path / "table.parquet")], tmp_path / "out", {"workers": 0}
+    )
     target = tmp_path / "out" / "features" / f"{lhco_tiny.stem}.parquet"
     assert tables == [str(target), str(tmp_path / "table.parquet")]
     features = pd.read_parquet(target)

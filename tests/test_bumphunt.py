@@ -105,7 +105,9 @@ def test_injected_bump_is_significant_after_cut_and_scan_finds_it():
     # the excess sits at the injected mass: the largest positive pulls are in the SR bins
     assert np.argmax(best.pulls) in np.flatnonzero(best.sr_mask)
     assert best.truth["s_sr"] > 0 and best.truth["z_asimov"] > 0
-    windows = bh.sliding_windows((2800.0, 6000.0), sr_width=400.0, step=200.0, min_sideband=500.0)  # 3300-3700 is one
+    windows = bh.sliding_windows(
+        (2800.0, 6000.0), sr_width=400.0, step=200.0, min_sideband=500.0
+    )  # 3300-3700 is one
     scan = bh.scan(data["mjj"], data["score"], windows, efficiency=0.01, n_toys=8, seed=1)
     top = scan.windows[scan.max_window]
     assert top.sr_low <= 3500.0 <= top.sr_high

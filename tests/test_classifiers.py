@@ -16,8 +16,10 @@ from radar.models.classifiers import (
     stratified_validation_split,
 )
 
-TINY = {"mlp": {"epochs": 3, "batch_size": 64, "patience": 2, "n_best_epochs": 2, "hidden": (16, 16)},
-        "hgb": {"n_models": 2, "max_iter": 30, "n_threads": 1}}
+TINY = {
+    "mlp": {"epochs": 3, "batch_size": 64, "patience": 2, "n_best_epochs": 2, "hidden": (16, 16)},
+    "hgb": {"n_models": 2, "max_iter": 30, "n_threads": 1},
+}
 
 
 def two_blobs(n: int = 600, shift: float = 1.5, seed: int = 0):
@@ -89,7 +91,9 @@ def test_validation_split_is_stratified_and_reproducible():
 
 def test_mlp_keeps_best_epochs_and_respects_patience():
     X, y = two_blobs(200)
-    clf = MLPClassifier(epochs=40, patience=2, n_best_epochs=3, hidden=(8,), batch_size=32, lr=0.05, seed=0).fit(X, y)
+    clf = MLPClassifier(
+        epochs=40, patience=2, n_best_epochs=3, hidden=(8,), batch_size=32, lr=0.05, seed=0
+    ).fit(X, y)
     n_run = len(clf.history_["val_loss"])
     assert n_run <= 40 and len(clf.states_) == min(3, n_run)
     best = np.argsort(clf.history_["val_loss"], kind="stable")[:3]
@@ -109,17 +113,27 @@ def test_out_of_fold_scores_use_models_that_did_not_see_the_event():
     folds = fold_assignment(100, 5, 0)
     assert np.bincount(folds).tolist() == [20] * 5
     X_fold, folds_fold = X0[:9], np.arange(9) % 3
-    result = kfold_scores(X0, X1, classifier="hgb", k_folds=3, seed=0, keep_models=True, X_fold=X_fold,
-                          folds_fold=folds_fold, X_mean=X0[:7], **TINY["hgb"])
+    result = kfold_scores(
+        X0,
+        X1,
+        classifier="hgb",
+        k_folds=3,
+        seed=0,
+        keep_models=True,
+        X_fold=X_fold,
+        folds_fold=folds_fold,
+        X_mean=X0[:7],
+        **TINY["hgb"],
+    )
     assert result.scores1.shape == (150,) and result.scores_mean.shape == (7,)
     assert np.isfinite(result.scores1).all() and np.isfinite(result.scores_fold).all()
     # event i of class 1 is scored by the model of its own fold, which did not train on fold i
     for i in np.flatnonzero(result.folds1 == 0)[:3]:
-        assert result.models[0].predict_proba(X1[i:i + 1])[0] == pytest.approx(result.scores1[i])
+        assert result.models[0].predict_proba(X1[i : i + 1])[0] == pytest.approx(result.scores1[i])
     # an event outside the classes is scored by ONE model (its fold's), not by the mean of the k models
     for i in range(9):
-        one = result.models[folds_fold[i]].predict_proba(X_fold[i:i + 1])[0]
-        mean = np.mean([m.predict_proba(X_fold[i:i + 1])[0] for m in result.models])
+        one = result.models[folds_fold[i]].predict_proba(X_fold[i : i + 1])[0]
+        mean = np.mean([m.predict_proba(X_fold[i : i + 1])[0] for m in result.models])
         assert result.scores_fold[i] == pytest.approx(one)
         assert result.scores_fold_mean[i] == pytest.approx(mean)
     np.testing.assert_allclose(result.scores_mean, result.scores_fold_mean[:7])

@@ -21,12 +21,22 @@ TINY_FLOW = {"n_blocks": 2, "hidden": 16, "epochs": 8, "batch_size": 256, "patie
 def null_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("closure")
     write_feature_table(toy_lhco_like(40_000, 0, seed=5), d / "bkg.parquet")
-    cfg = config_from_dict({
-        "name": "closure", "output": str(d / "run"), "input": {"data": [str(d / "bkg.parquet")]},
-        "methods": ["cwola_hunting", "cathode", "lacathode"], "injections": [None], "seeds": [0],
-        "k_folds": 5, "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 60}},
-        "flow": TINY_FLOW, "compare": False, "save_models": False, "execution": {"mode": "sync"},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "closure",
+            "output": str(d / "run"),
+            "input": {"data": [str(d / "bkg.parquet")]},
+            "methods": ["cwola_hunting", "cathode", "lacathode"],
+            "injections": [None],
+            "seeds": [0],
+            "k_folds": 5,
+            "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 60}},
+            "flow": TINY_FLOW,
+            "compare": False,
+            "save_models": False,
+            "execution": {"mode": "sync"},
+        }
+    )
     run_search(cfg, progress=False)
     return cfg
 
@@ -74,12 +84,22 @@ def test_no_sideband_event_is_scored_against_a_template_that_learnt_it(tmp_path,
 
     monkeypatch.setattr(CathodeTemplate, "fit", spy)
     write_feature_table(toy_lhco_like(6_000, 0, seed=9), tmp_path / "bkg.parquet")
-    cfg = config_from_dict({
-        "name": "folds", "output": str(tmp_path / "run"), "input": {"data": [str(tmp_path / "bkg.parquet")]},
-        "methods": [method], "injections": [None], "seeds": [3], "k_folds": 4,
-        "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
-        "flow": {**TINY_FLOW, "epochs": 1}, "compare": False, "save_models": False, "execution": {"mode": "sync"},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "folds",
+            "output": str(tmp_path / "run"),
+            "input": {"data": [str(tmp_path / "bkg.parquet")]},
+            "methods": [method],
+            "injections": [None],
+            "seeds": [3],
+            "k_folds": 4,
+            "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
+            "flow": {**TINY_FLOW, "epochs": 1},
+            "compare": False,
+            "save_models": False,
+            "execution": {"mode": "sync"},
+        }
+    )
     run_search(cfg, progress=False)
     assert len(fitted) == cfg.k_folds
     prepared = prepare_data(cfg, None)

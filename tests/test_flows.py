@@ -279,8 +279,9 @@ def test_latent_space_is_standard_normal_and_mass_independent(kind):
     rng = np.random.default_rng(9)
     m = rng.uniform(2500.0, 3500.0, 3000)
     x = rng.normal((m - 3000.0) / 5.0, 10.0)[:, None]
-    flow = ConditionalFlow(1, kind=kind, n_blocks=2, hidden=16, n_bins=4, epochs=30, lr=5e-3, batch_size=256,
-                           patience=5, seed=2).fit(x, m)
+    flow = ConditionalFlow(
+        1, kind=kind, n_blocks=2, hidden=16, n_bins=4, epochs=30, lr=5e-3, batch_size=256, patience=5, seed=2
+    ).fit(x, m)
     z = flow.to_latent(x, m)
     assert z.shape == (3000, 1) and z.dtype == np.float64
     assert abs(z.mean()) < 0.15 and z.std() == pytest.approx(1.0, abs=0.15)

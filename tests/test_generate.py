@@ -94,12 +94,12 @@ def test_resonance_decay_chain_in_event_record():
         zr = np.nonzero(ids == ZR_ID)[0]
         assert len(zr), "no Z_R in the event record"
         final_zr = zr[-1]  # the last copy (after recoil) decays
-        daughters = sorted(ids[first[final_zr]:last[final_zr] + 1].tolist())
+        daughters = sorted(ids[first[final_zr] : last[final_zr] + 1].tolist())
         assert daughters == [X_ID, Y_ID]
         for scalar, mass in ((X_ID, SIGNAL.mx), (Y_ID, SIGNAL.my)):
             copies = np.nonzero(ids == scalar)[0]
             i = copies[-1]
-            quarks = ids[first[i]:last[i] + 1]
+            quarks = ids[first[i] : last[i] + 1]
             assert len(quarks) == 2 and quarks[0] == -quarks[1] and 1 <= abs(quarks[0]) <= 5
             assert abs(ak.to_numpy(prt.m[event])[i] - mass) < 5 * SIGNAL.width_fraction * mass + 1e-6
 
@@ -111,7 +111,7 @@ def test_three_prong_y_decays_to_quarks_and_gluon():
     for event in range(len(batch)):
         ids = ak.to_numpy(prt.id[event])
         i = np.nonzero(ids == Y_ID)[0][-1]
-        products = sorted(ids[prt.daughter1[event][i]:prt.daughter2[event][i] + 1].tolist())
+        products = sorted(ids[prt.daughter1[event][i] : prt.daughter2[event][i] + 1].tolist())
         assert len(products) == 3 and 21 in products
 
 
@@ -163,7 +163,9 @@ def test_detector_response_is_seeded_visible_and_coarser():
     assert ak.all(abs(a.eta) < DetectorConfig().calo_eta) and ak.all(a.pt > 0)
     # visible energy is roughly conserved inside the calorimeter acceptance (resolution, thresholds)
     inside = abs(visible.eta) < 4.5
-    ratio = ak.sum(a.pt * np.cosh(a.eta), axis=1) / ak.sum((visible.pt * np.cosh(visible.eta))[inside], axis=1)
+    ratio = ak.sum(a.pt * np.cosh(a.eta), axis=1) / ak.sum(
+        (visible.pt * np.cosh(visible.eta))[inside], axis=1
+    )
     assert np.all(np.abs(ak.to_numpy(ratio) - 1) < 0.3)
 
 
@@ -181,7 +183,9 @@ def test_file_output_and_resume_after_a_kill(tmp_path, monkeypatch):
     summary = generate_to_file(config, 25, 5, clean, workers=0, events_per_task=10, progress=False)
     frame = pd.read_hdf(clean)
     assert frame.shape == (25, 2101) and (frame[2100] == 1).all()
-    assert summary["n_written"] == 25 and json.loads(clean.with_name("clean.h5.json").read_text())["seed"] == 5
+    assert (
+        summary["n_written"] == 25 and json.loads(clean.with_name("clean.h5.json").read_text())["seed"] == 5
+    )
     particles, _ = particles_from_padded(frame.to_numpy())
     assert (ak.to_numpy(ak.num(particles)) > 50).all()
 
@@ -210,10 +214,12 @@ def test_file_output_and_resume_after_a_kill(tmp_path, monkeypatch):
 def test_dask_workers_give_the_same_file(tmp_path):
     """Parallel generation over a 2-process LocalCluster writes the same bytes as in-process."""
     config = GeneratorConfig(process="resonance", batch_size=20)
-    serial = generate_to_file(config, 12, 11, tmp_path / "serial.h5", workers=0, events_per_task=4,
-                              progress=False)
-    parallel = generate_to_file(config, 12, 11, tmp_path / "dask.h5", workers=2, events_per_task=4,
-                                progress=False)
+    serial = generate_to_file(
+        config, 12, 11, tmp_path / "serial.h5", workers=0, events_per_task=4, progress=False
+    )
+    parallel = generate_to_file(
+        config, 12, 11, tmp_path / "dask.h5", workers=2, events_per_task=4, progress=False
+    )
     assert serial["n_written"] == parallel["n_written"] == 12
     pd.testing.assert_frame_equal(pd.read_hdf(tmp_path / "serial.h5"), pd.read_hdf(tmp_path / "dask.h5"))
 
@@ -222,17 +228,64 @@ def test_cli_generate_and_dataset(tmp_path):
     from radar.analysis.cli import main
 
     out = tmp_path / "sig.root"
-    assert main(["generate", "resonance", "--events", "6", "--seed", "2", "-o", str(out), "--workers", "0",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "resonance",
+                "--events",
+                "6",
+                "--seed",
+                "2",
+                "-o",
+                str(out),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     uproot = pytest.importorskip("uproot")
     assert uproot.open(out)["events"].num_entries == 6
-    assert main(["generate", "resonance", "--events", "5", "--mx", "3000", "--my", "600",
-                 "-o", str(tmp_path / "bad.h5")]) == 1
+    assert (
+        main(
+            [
+                "generate",
+                "resonance",
+                "--events",
+                "5",
+                "--mx",
+                "3000",
+                "--my",
+                "600",
+                "-o",
+                str(tmp_path / "bad.h5"),
+            ]
+        )
+        == 1
+    )
 
     dataset = tmp_path / "rnd"
     # scale 2e-5: 20 QCD + 2 signal + 20 simulation events; a high pT-hat threshold keeps it fast
-    assert main(["dataset", "lhco-rnd", "--scale", "2e-5", "-o", str(dataset), "--workers", "0",
-                 "--pthat-min", "1100", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                "lhco-rnd",
+                "--scale",
+                "2e-5",
+                "-o",
+                str(dataset),
+                "--workers",
+                "0",
+                "--pthat-min",
+                "1100",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((dataset / "dataset.json").read_text())
     for name, n_events in (("qcd", 20), ("signal", 2), ("simulation", 20)):
         assert manifest["samples"][name]["n_events"] == n_events
@@ -241,7 +294,39 @@ def test_cli_generate_and_dataset(tmp_path):
         assert len(table) == n_events  # every generated event passes the processors' trigger
         assert (table["label"] == (1.0 if name == "signal" else 0.0)).all()
     # rerun: same settings reuse the samples; other settings are refused, not silently reused
-    assert main(["dataset", "lhco-rnd", "--scale", "2e-5", "-o", str(dataset), "--workers", "0",
-                 "--pthat-min", "1100", "--no-progress"]) == 0
-    assert main(["dataset", "lhco-rnd", "--scale", "2e-5", "-o", str(dataset), "--workers", "0",
-                 "--pthat-min", "1000", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "dataset",
+                "lhco-rnd",
+                "--scale",
+                "2e-5",
+                "-o",
+                str(dataset),
+                "--workers",
+                "0",
+                "--pthat-min",
+                "1100",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dataset",
+                "lhco-rnd",
+                "--scale",
+                "2e-5",
+                "-o",
+                str(dataset),
+                "--workers",
+                "0",
+                "--pthat-min",
+                "1000",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )

@@ -17,18 +17,27 @@ PACKAGES = ("analysis", "processors", "models", "plots")
 def test_no_code_imports_the_bare_folders():
     """``import analysis`` works from the repository root only by accident (the working directory on
     sys.path) and would load a second copy of each module next to ``radar.analysis``."""
-    bare = re.compile(rf"^\s*(from|import) ({'|'.join(PACKAGES)})\b|(import_module|importorskip)\(f?[\"']({'|'.join(PACKAGES)})\.",
-                      re.M)
+    bare = re.compile(
+        rf"^\s*(from|import) ({'|'.join(PACKAGES)})\b|(import_module|importorskip)\(f?[\"']({'|'.join(PACKAGES)})\.",
+        re.M,
+    )
     offenders = []
     for folder in (*PACKAGES, "tests", "benchmarks"):
         for path in (REPO / folder).rglob("*.py"):
-            offenders += [f"{path.relative_to(REPO)}: {m.group(0).strip()}" for m in bare.finditer(path.read_text())]
+            offenders += [
+                f"{path.relative_to(REPO)}: {m.group(0).strip()}" for m in bare.finditer(path.read_text())
+            ]
     assert not offenders, offenders
 
 
 def test_version_and_the_command_come_from_the_namespace():
-    out = subprocess.run([sys.executable, "-m", "radar.analysis.cli", "--version"], capture_output=True, text=True,
-                         cwd=REPO.parent, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "radar.analysis.cli", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=REPO.parent,
+        check=True,
+    )
     assert re.fullmatch(r"radar \d+\.\d+\.\d+\S*\n", out.stdout)
 
 
@@ -41,31 +50,69 @@ def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
 
     # build from a clean copy: setuptools reuses a build/ folder, which could smuggle stale modules in
     source = tmp_path / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info",
-                                                                 "__pycache__", ".ruff_cache", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "dist",
+            "runs",
+            "*.egg-info",
+            "__pycache__",
+            ".ruff_cache",
+            ".pytest_cache",
+        ),
+    )
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(source)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     (wheel,) = wheels.glob("radar_hep-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # the dependencies, as plain paths: .pth files in them (radar's editable finder) are not processed
     # (not the repository and its tests folder: the sources must come from the wheel; a .venv inside the
     # repository, as in CI, is fine)
     deps = [p for p in sys.path if p and Path(p).is_dir() and Path(p).resolve() not in (REPO, REPO / "tests")]
     (Path(site) / "deps.pth").write_text("\n".join(deps) + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     user = tmp_path / "my_analysis"
     for name in ("models", "analysis"):
         (user / name).mkdir(parents=True)
         (user / name / "__init__.py").write_text("raise ImportError('the user folder was imported')\n")
-    code = ("import radar.models.templates as t, radar.analysis.search as s, radar.processors.features as f; "
-            "import radar.plots.style; print(t.__file__); print(sorted(t.available())); "
-            "print('cathode' in s.available_methods())")
+    code = (
+        "import radar.models.templates as t, radar.analysis.search as s, radar.processors.features as f; "
+        "import radar.plots.style; print(t.__file__); print(sorted(t.available())); "
+        "print('cathode' in s.available_methods())"
+    )
     out = subprocess.run([str(python), "-c", code], cwd=user, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
@@ -81,13 +128,17 @@ def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
 def test_the_search_stack_needs_no_event_processing_packages():
     """``pip install radar-hep`` without [process]/[generate]: the command line, the search, the bump hunt, the
     plots and the feature-table reader import none of coffea, fastjet, uproot, awkward or Pythia."""
-    code = ("import sys; from radar.analysis.cli import build_parser; build_parser(); "
-            "import radar.analysis.search, radar.analysis.bumphunt, radar.analysis.report, radar.analysis.pipeline; "
-            "import radar.plots.spectra; from radar.processors.features import read_feature_table; "
-            "import radar.models.templates as t, radar.models.densities as d; t.available(); d.available(); "
-            "heavy = ('fastjet', 'coffea', 'pythia8mc', 'uproot', 'dask_awkward', 'vector', 'awkward'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, check=True)
+    code = (
+        "import sys; from radar.analysis.cli import build_parser; build_parser(); "
+        "import radar.analysis.search, radar.analysis.bumphunt, radar.analysis.report, radar.analysis.pipeline; "
+        "import radar.plots.spectra; from radar.processors.features import read_feature_table; "
+        "import radar.models.templates as t, radar.models.densities as d; t.available(); d.available(); "
+        "heavy = ('fastjet', 'coffea', 'pythia8mc', 'uproot', 'dask_awkward', 'vector', 'awkward'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, check=True
+    )
     assert out.stdout.strip() == "[]", out.stdout
     import tomllib
 
@@ -153,7 +204,9 @@ def test_the_config_reference_in_docs_is_generated_from_the_schema():
     from radar.analysis.config import SearchConfig, config_reference
 
     text = config_reference()
-    assert (REPO / "docs" / "config.md").read_text() == text, "regenerate: radar search --reference > docs/config.md"
+    assert (REPO / "docs" / "config.md").read_text() == text, (
+        "regenerate: radar search --reference > docs/config.md"
+    )
     for name in SearchConfig.model_fields:
         if name != "base_dir":
             assert f"| `{name}` |" in text, name

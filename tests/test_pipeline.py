@@ -30,8 +30,13 @@ TINY_RUN = {
         "execution": {"mode": "sync"},
     },
     # 400 events: too few for the turn-on to be found from the data; the fit range is given
-    "bumphunt": {"method": "cathode", "working_points": [1.0, 0.2], "scan": True, "n_toys": 5,
-                 "fit_range": [2600, 5000]},
+    "bumphunt": {
+        "method": "cathode",
+        "working_points": [1.0, 0.2],
+        "scan": True,
+        "n_toys": 5,
+        "fit_range": [2600, 5000],
+    },
 }
 
 
@@ -41,8 +46,16 @@ def test_radar_run_end_to_end_and_cached(tmp_path):
     config.write_text(yaml.safe_dump(TINY_RUN))
     assert main(["-q", "run", str(config), "--workers", "0"]) == 0
     run = tmp_path / "run"
-    for path in ("events/qcd.h5", "events/signal.h5", "features/qcd.parquet", "features/signal.parquet",
-                 "search/metrics_table.md", "bumphunt/bumphunt.json", "bumphunt/report.md", "report.md"):
+    for path in (
+        "events/qcd.h5",
+        "events/signal.h5",
+        "features/qcd.parquet",
+        "features/signal.parquet",
+        "search/metrics_table.md",
+        "bumphunt/bumphunt.json",
+        "bumphunt/report.md",
+        "report.md",
+    ):
         assert (run / path).exists(), path
     bumphunt = json.loads((run / "bumphunt" / "bumphunt.json").read_text())
     assert [wp["efficiency"] for wp in bumphunt["working_points"]] == [1.0, 0.2]
@@ -50,8 +63,14 @@ def test_radar_run_end_to_end_and_cached(tmp_path):
     report = (run / "report.md").read_text()
     assert "cathode" in report and "Bump hunt" in report
     stages = {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()}
-    assert set(stages) == {"generate_qcd.json", "generate_signal.json", "process_qcd.json", "process_signal.json",
-                           "search.json", "bumphunt.json"}
+    assert set(stages) == {
+        "generate_qcd.json",
+        "generate_signal.json",
+        "process_qcd.json",
+        "process_signal.json",
+        "search.json",
+        "bumphunt.json",
+    }
     # unchanged inputs: every stage is reused, nothing is recomputed
     assert main(["-q", "run", str(config), "--workers", "0"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()} == stages

@@ -33,13 +33,16 @@ def tiny_events(lhco_tiny):
 
 @pytest.fixture(scope="module")
 def peer(lhco_dir):
-    frames = {kind: pd.read_hdf(lhco_dir / "peer_reclustering" / f"scalars_{kind}01.h5") for kind in ("bkg", "sig")}
+    frames = {
+        kind: pd.read_hdf(lhco_dir / "peer_reclustering" / f"scalars_{kind}01.h5") for kind in ("bkg", "sig")
+    }
     return frames
 
 
 def _features(tiny_events, convention):
-    table, cutflow = extract_features(tiny_events.particles, np.asarray(tiny_events.label),
-                                      config=JetConfig(tau_convention=convention))
+    table, cutflow = extract_features(
+        tiny_events.particles, np.asarray(tiny_events.label), config=JetConfig(tau_convention=convention)
+    )
     assert cutflow["all"] == len(tiny_events)
     return table, cutflow
 
@@ -98,8 +101,10 @@ def test_columnar_nsubjettiness_equals_fastjet_contrib(tiny_events, beta):
         assert np.max(np.abs(ours["tau21_j1"] - unit["tau21_j1"])) > 0.05
     for name in ("tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"):
         np.testing.assert_allclose(ours[name], contrib[name], rtol=1e-10, atol=1e-12)
-    pd.testing.assert_frame_equal(ours.drop(columns=["tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"]),
-                                  contrib.drop(columns=["tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"]))
+    pd.testing.assert_frame_equal(
+        ours.drop(columns=["tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"]),
+        contrib.drop(columns=["tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"]),
+    )
 
 
 def test_columnar_paths_refuse_axes_they_cannot_compute():
@@ -154,8 +159,12 @@ def test_delphes_layout_matches_flat(tmp_path, tiny_events):
         handle["Delphes"].extend(collections)
     from radar.processors.sources import RootLayout
 
-    table = process_files([root_file], tmp_path / "d.parquet", workers=0,
-                          root_layout=RootLayout(tree="Delphes", kind="delphes", label_branch=None))
+    table = process_files(
+        [root_file],
+        tmp_path / "d.parquet",
+        workers=0,
+        root_layout=RootLayout(tree="Delphes", kind="delphes", label_branch=None),
+    )
     flat, _ = extract_features(particles)
     assert len(table) == 120
     assert (table["label"] == -1).all()
@@ -177,8 +186,9 @@ def test_existing_scheduler_address(tmp_path, lhco_tiny):
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        table = process_files([lhco_tiny], tmp_path / "remote.parquet", scheduler=cluster.scheduler_address,
-                              chunk_size=500)
+        table = process_files(
+            [lhco_tiny], tmp_path / "remote.parquet", scheduler=cluster.scheduler_address, chunk_size=500
+        )
     assert len(table) == 1000
     assert (tmp_path / "remote.hists.root").exists()
 
@@ -290,9 +300,23 @@ def test_events_without_jets_are_counted(tmp_path, tiny_events):
 def test_lhco_feature_hdf5(tmp_path):
     """The official 15-column feature layout: two back-to-back jets give the analytic m_JJ."""
     pt, m_a, m_b = 1500.0, 300.0, 80.0
-    row = {"pxj1": pt, "pyj1": 0.0, "pzj1": 0.0, "mj1": m_a, "tau1j1": 0.5, "tau2j1": 0.2, "tau3j1": 0.1,
-           "pxj2": -pt, "pyj2": 0.0, "pzj2": 0.0, "mj2": m_b, "tau1j2": 0.4, "tau2j2": 0.3, "tau3j2": 0.15,
-           "label": 1.0}
+    row = {
+        "pxj1": pt,
+        "pyj1": 0.0,
+        "pzj1": 0.0,
+        "mj1": m_a,
+        "tau1j1": 0.5,
+        "tau2j1": 0.2,
+        "tau3j1": 0.1,
+        "pxj2": -pt,
+        "pyj2": 0.0,
+        "pzj2": 0.0,
+        "mj2": m_b,
+        "tau1j2": 0.4,
+        "tau2j2": 0.3,
+        "tau3j2": 0.15,
+        "label": 1.0,
+    }
     path = tmp_path / "features.h5"
     pd.DataFrame([row, row]).to_hdf(path, key="df", format="fixed")
     table = read_feature_table(path)
@@ -335,18 +359,26 @@ def test_coffea_runner_on_a_fileset_gives_the_radar_process_table(tmp_path, tiny
         path = tmp_path / f"part{i}.root"
         with uproot.recreate(path) as handle:
             handle.mktree("events", {"part": tiny_events.particles.type.content, "label": "float64"})
-            handle["events"].extend({"part": tiny_events.particles[rows], "label": np.asarray(tiny_events.label[rows])})
+            handle["events"].extend(
+                {"part": tiny_events.particles[rows], "label": np.asarray(tiny_events.label[rows])}
+            )
         files.append(path)
     fileset = {"lhco_rnd": {"files": {str(f): "events" for f in files}, "metadata": {"kind": "data"}}}
-    run = processor.Runner(executor=processor.IterativeExecutor() if executor == "iterative"
-                           else processor.FuturesExecutor(workers=2), schema=BaseSchema, chunksize=300)
+    run = processor.Runner(
+        executor=processor.IterativeExecutor()
+        if executor == "iterative"
+        else processor.FuturesExecutor(workers=2),
+        schema=BaseSchema,
+        chunksize=300,
+    )
     out = run(fileset, processor_instance=DijetProcessor(), treename="events")
     assert list(out) == ["lhco_rnd"]
     table = features_to_frame(out["lhco_rnd"]["features"])
     expected = process_files(files, tmp_path / "radar.parquet", workers=0, chunk_size=300)
     order = ["mjj", "mj1", "mj2"]
-    pd.testing.assert_frame_equal(table.sort_values(order).reset_index(drop=True),
-                                  expected.sort_values(order).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        table.sort_values(order).reset_index(drop=True), expected.sort_values(order).reset_index(drop=True)
+    )
     assert out["lhco_rnd"]["cutflow"]["all"] == 1000 and out["lhco_rnd"]["mjj"].sum().value == len(table)
 
 
@@ -363,13 +395,32 @@ def test_radar_process_takes_a_coffea_fileset(tmp_path, lhco_tiny, tiny_events):
     root = tmp_path / "part.root"
     with uproot.recreate(root) as handle:
         handle.mktree("events", {"part": tiny_events.particles.type.content, "label": "float64"})
-        handle["events"].extend({"part": tiny_events.particles[:300], "label": np.asarray(tiny_events.label[:300])})
-    fileset = {"rnd_h5": {"files": [str(lhco_tiny)], "metadata": {"xsec_pb": 1.5}},
-               "rnd_root": {"files": {"part.root": "events"}}}  # relative to the fileset file
+        handle["events"].extend(
+            {"part": tiny_events.particles[:300], "label": np.asarray(tiny_events.label[:300])}
+        )
+    fileset = {
+        "rnd_h5": {"files": [str(lhco_tiny)], "metadata": {"xsec_pb": 1.5}},
+        "rnd_root": {"files": {"part.root": "events"}},
+    }  # relative to the fileset file
     (tmp_path / "fileset.yaml").write_text(yaml.safe_dump(fileset))
     out = tmp_path / "tables"
-    assert radar_main(["-q", "process", "--fileset", str(tmp_path / "fileset.yaml"), "-o", str(out),
-                       "--workers", "0", "--chunk-size", "300"]) == 0
+    assert (
+        radar_main(
+            [
+                "-q",
+                "process",
+                "--fileset",
+                str(tmp_path / "fileset.yaml"),
+                "-o",
+                str(out),
+                "--workers",
+                "0",
+                "--chunk-size",
+                "300",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "fileset.json").read_text())
     assert set(summary) == {"rnd_h5", "rnd_root"} and summary["rnd_h5"]["metadata"] == {"xsec_pb": 1.5}
     direct = process_files([lhco_tiny], tmp_path / "direct.parquet", workers=0, chunk_size=300)
@@ -379,13 +430,16 @@ def test_radar_process_takes_a_coffea_fileset(tmp_path, lhco_tiny, tiny_events):
     assert provenance["dataset"] == "rnd_h5" and provenance["metadata"] == {"xsec_pb": 1.5}
 
 
-@pytest.mark.parametrize(("fileset", "message"), [
-    ({"bad name!": ["a.h5"]}, "dataset 'bad name!': a dataset name is"),
-    ({"qcd": {"file": ["a.h5"]}}, "dataset 'qcd': needs 'files'"),
-    ({"qcd": {"files": [], "metadata": {}}}, "dataset 'qcd': 'files' must be a non-empty list"),
-    ({"qcd": {"files": {"a.root": "t1", "b.root": "t2"}}}, "one tree name per dataset"),
-    ({"qcd": {"files": ["missing.h5"]}}, "dataset 'qcd': .*missing.h5: no such file"),
-])
+@pytest.mark.parametrize(
+    ("fileset", "message"),
+    [
+        ({"bad name!": ["a.h5"]}, "dataset 'bad name!': a dataset name is"),
+        ({"qcd": {"file": ["a.h5"]}}, "dataset 'qcd': needs 'files'"),
+        ({"qcd": {"files": [], "metadata": {}}}, "dataset 'qcd': 'files' must be a non-empty list"),
+        ({"qcd": {"files": {"a.root": "t1", "b.root": "t2"}}}, "one tree name per dataset"),
+        ({"qcd": {"files": ["missing.h5"]}}, "dataset 'qcd': .*missing.h5: no such file"),
+    ],
+)
 def test_a_bad_fileset_is_named(tmp_path, fileset, message):
     import yaml
 

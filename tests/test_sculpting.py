@@ -88,9 +88,13 @@ def test_fit_range_starts_above_the_turn_on_and_short_sidebands_are_refused():
     score = np.random.default_rng(0).normal(size=mjj.size)
     with pytest.raises(ValueError, match=r"signal region 2800-3200 GeV leaves -?\d+ GeV of lower"):
         bh.bump_hunt(mjj, score, signal_region=(2800.0, 3200.0), fit_range=(start, top))
-    result = bh.bump_hunt(mjj, score, signal_region=(start + bh.MIN_SIDEBAND, start + bh.MIN_SIDEBAND + 400),
-                          fit_range=(start, top),
-                          efficiencies=(1.0,))
+    result = bh.bump_hunt(
+        mjj,
+        score,
+        signal_region=(start + bh.MIN_SIDEBAND, start + bh.MIN_SIDEBAND + 400),
+        fit_range=(start, top),
+        efficiencies=(1.0,),
+    )
     assert result.working_points[0].fit.ok
 
 
@@ -130,10 +134,20 @@ def test_the_default_fit_is_a_window_around_the_sr_inside_the_data_range(tmp_pat
     mjj = _turn_on_sample(100_000, seed=5)
     frame = pd.DataFrame({"mjj": mjj, "score": np.random.default_rng(1).normal(size=mjj.size)})
     start, _ = bh.auto_fit_range(mjj, (3300.0, 3700.0))
-    out = make_bumphunt_outputs(frame, tmp_path / "a", efficiencies=(1.0,), signal_region=(3700.0, 4100.0),
-                                scan=False)
-    assert out["bumphunt"]["fit_range"] == [3700.0 - bh.DEFAULT_FIT_SIDEBAND, 4100.0 + bh.DEFAULT_FIT_SIDEBAND]
+    out = make_bumphunt_outputs(
+        frame, tmp_path / "a", efficiencies=(1.0,), signal_region=(3700.0, 4100.0), scan=False
+    )
+    assert out["bumphunt"]["fit_range"] == [
+        3700.0 - bh.DEFAULT_FIT_SIDEBAND,
+        4100.0 + bh.DEFAULT_FIT_SIDEBAND,
+    ]
     assert start < 3700.0 - bh.DEFAULT_FIT_SIDEBAND
-    out = make_bumphunt_outputs(frame, tmp_path / "b", efficiencies=(1.0,), signal_region=(3700.0, 4100.0),
-                                fit_range=(start, 6000.0), scan=False)
+    out = make_bumphunt_outputs(
+        frame,
+        tmp_path / "b",
+        efficiencies=(1.0,),
+        signal_region=(3700.0, 4100.0),
+        fit_range=(start, 6000.0),
+        scan=False,
+    )
     assert out["bumphunt"]["fit_range"] == [start, 6000.0]

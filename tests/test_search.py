@@ -18,8 +18,10 @@ from radar.analysis.validation import load_config
 from radar.processors.features import write_feature_table
 
 HGB = {"name": "hgb", "settings": {"n_models": 1, "max_iter": 40}}
-MLP = {"name": "mlp", "settings": {"epochs": 2, "batch_size": 128, "patience": 2, "n_best_epochs": 2,
-                                   "hidden": [16, 16]}}
+MLP = {
+    "name": "mlp",
+    "settings": {"epochs": 2, "batch_size": 128, "patience": 2, "n_best_epochs": 2, "hidden": [16, 16]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +33,17 @@ def toy_dir(tmp_path_factory):
 
 
 def write_config(toy_dir, tmp_path, name="cfg.yaml", **overrides):
-    cfg = {"name": "toy", "output": str(tmp_path / "run"),
-           "input": {"data": str(toy_dir / "bkg.parquet"), "signal": str(toy_dir / "sig.parquet")},
-           "methods": ["iad", "cwola_hunting"], "injections": [0, 300], "seeds": [0, 1], "k_folds": 3,
-           "classifier": HGB, "execution": {"mode": "sync"}}
+    cfg = {
+        "name": "toy",
+        "output": str(tmp_path / "run"),
+        "input": {"data": str(toy_dir / "bkg.parquet"), "signal": str(toy_dir / "sig.parquet")},
+        "methods": ["iad", "cwola_hunting"],
+        "injections": [0, 300],
+        "seeds": [0, 1],
+        "k_folds": 3,
+        "classifier": HGB,
+        "execution": {"mode": "sync"},
+    }
     cfg.update(overrides)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
@@ -81,7 +90,9 @@ def test_every_data_event_gets_a_score(finished_run):
     np.testing.assert_array_equal(scores["in_sr"], scores["mjj"].between(3300, 3700, inclusive="left"))
     # SR events out-of-fold as data, narrow SB events out-of-fold as template, the rest by its fold's model
     assert set(scores.loc[scores["in_sr"], "role"]) == {"data"}
-    sb = scores["mjj"].between(3100, 3300, inclusive="left") | scores["mjj"].between(3700, 3900, inclusive="left")
+    sb = scores["mjj"].between(3100, 3300, inclusive="left") | scores["mjj"].between(
+        3700, 3900, inclusive="left"
+    )
     assert set(scores.loc[sb, "role"]) == {"template"}
     rest = ~sb & ~scores["in_sr"]
     assert set(scores.loc[rest, "role"]) == {"fold"}
@@ -120,13 +131,22 @@ def test_resume_skips_finished_units(toy_dir, tmp_path):
     assert manifest["units_run"] == [["iad", 300, 1]] and manifest["units_skipped"] == [["iad", 300, 0]]
     assert keep.stat().st_mtime_ns == before and redo.exists()
     # a changed config must not be resumed into the same directory
-    changed = load_config(write_config(toy_dir, tmp_path, name="changed.yaml", methods=["iad"],
-                                       injections=[300], k_folds=4))
+    changed = load_config(
+        write_config(toy_dir, tmp_path, name="changed.yaml", methods=["iad"], injections=[300], k_folds=4)
+    )
     with pytest.raises(ValueError, match="different config"):
         run_search(changed, resume=True)
     # more methods, injections or seeds extend the run: only the new units are trained
-    extended = load_config(write_config(toy_dir, tmp_path, name="extended.yaml", methods=["iad", "cwola_hunting"],
-                                        injections=[300, 0], seeds=[0, 1, 2]))
+    extended = load_config(
+        write_config(
+            toy_dir,
+            tmp_path,
+            name="extended.yaml",
+            methods=["iad", "cwola_hunting"],
+            injections=[300, 0],
+            seeds=[0, 1, 2],
+        )
+    )
     manifest = run_search(extended, resume=True)
     assert len(manifest["units_skipped"]) == 2 and len(manifest["units_run"]) == 2 * 2 * 3 - 2
     assert keep.stat().st_mtime_ns == before
@@ -137,8 +157,16 @@ def test_resume_skips_finished_units(toy_dir, tmp_path):
 def test_same_seed_same_scores_sync_and_dask(toy_dir, tmp_path):
     common = {"methods": ["iad"], "injections": [300], "seeds": [3], "classifier": MLP}
     a = load_config(write_config(toy_dir, tmp_path, name="a.yaml", output=str(tmp_path / "a"), **common))
-    b = load_config(write_config(toy_dir, tmp_path, name="b.yaml", output=str(tmp_path / "b"),
-                                 execution={"mode": "dask", "workers": 1, "processes": False}, **common))
+    b = load_config(
+        write_config(
+            toy_dir,
+            tmp_path,
+            name="b.yaml",
+            output=str(tmp_path / "b"),
+            execution={"mode": "dask", "workers": 1, "processes": False},
+            **common,
+        )
+    )
     run_search(a)
     manifest = run_search(b)
     assert manifest["n_failed"] == 0
@@ -147,23 +175,28 @@ def test_same_seed_same_scores_sync_and_dask(toy_dir, tmp_path):
     pd.testing.assert_frame_equal(sa, sb)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"methods": ["iad", "salsa"]}, "unknown \\['salsa'\\]"),
-    ({"regions": {"sr": [5300, 5800]}}, "outside the m_JJ range"),
-    ({"regions": {"sr": [6000, 6400], "mjj_range": [1000, 7000]}}, "outside the data's m_JJ range"),
-    ({"min_events": 10**6}, "only .* data events in the SR"),
-    ({"methods": ["cwola_hunting"], "regions": {"cwola_sideband_width": 1.0}, "min_events": 50},
-     "in the sidebands"),
-    ({"classifier": {"name": "xgb"}}, "classifier.name 'xgb' unknown"),
-    ({"bogus_key": 1}, "bogus_key: unknown key"),
-    ({"input": {"data": "bkg.parquet"}}, "injections given but input.signal"),
-    ({"features": ["mj1", "mjj"]}, "features"),
-    ({"variants": {"iad": {"method": "cwola_hunting"}}}, "variants.iad: the name of a registered method"),
-    ({"variants": {"v": {"method": "salsa"}}}, "variants.v: method 'salsa' is not a trained method"),
-    ({"variants": {"v": {"method": "combined_scores"}}}, "not a trained method"),
-    ({"variants": {"v": {"method": "iad", "setings": {}}}}, "variants.v: must be a mapping"),
-    ({"methods": ["iad", "v2"], "variants": {"v": {"method": "iad"}}}, "unknown \\['v2'\\]"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"methods": ["iad", "salsa"]}, "unknown \\['salsa'\\]"),
+        ({"regions": {"sr": [5300, 5800]}}, "outside the m_JJ range"),
+        ({"regions": {"sr": [6000, 6400], "mjj_range": [1000, 7000]}}, "outside the data's m_JJ range"),
+        ({"min_events": 10**6}, "only .* data events in the SR"),
+        (
+            {"methods": ["cwola_hunting"], "regions": {"cwola_sideband_width": 1.0}, "min_events": 50},
+            "in the sidebands",
+        ),
+        ({"classifier": {"name": "xgb"}}, "classifier.name 'xgb' unknown"),
+        ({"bogus_key": 1}, "bogus_key: unknown key"),
+        ({"input": {"data": "bkg.parquet"}}, "injections given but input.signal"),
+        ({"features": ["mj1", "mjj"]}, "features"),
+        ({"variants": {"iad": {"method": "cwola_hunting"}}}, "variants.iad: the name of a registered method"),
+        ({"variants": {"v": {"method": "salsa"}}}, "variants.v: method 'salsa' is not a trained method"),
+        ({"variants": {"v": {"method": "combined_scores"}}}, "not a trained method"),
+        ({"variants": {"v": {"method": "iad", "setings": {}}}}, "variants.v: must be a mapping"),
+        ({"methods": ["iad", "v2"], "variants": {"v": {"method": "iad"}}}, "unknown \\['v2'\\]"),
+    ],
+)
 def test_bad_configs_fail_before_training(toy_dir, tmp_path, overrides, message):
     if "input" in overrides:
         overrides = {"input": {"data": str(toy_dir / "bkg.parquet")}}
@@ -173,25 +206,43 @@ def test_bad_configs_fail_before_training(toy_dir, tmp_path, overrides, message)
     assert not (tmp_path / "run" / "iad").exists()
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"seeds": "10"}, "seeds: Input should be a valid list (got '10')"),
-    ({"seeds": [1.7]}, "seeds.0: Input should be a valid integer, got a number with a fractional part (got 1.7)"),
-    ({"seeds": [-1]}, "seeds.0: Input should be greater than or equal to 0 (got -1)"),
-    ({"seeds": [1, 1]}, "seeds: Value error, duplicates in [1, 1]"),
-    ({"k_folds": "five"}, "k_folds: Input should be a valid integer, unable to parse string as an integer (got 'five')"),
-    ({"regions": {"sr": [3300]}}, "regions.sr.1: Field required"),
-    ({"execution": {"mode": "cluster"}}, "execution.mode: Input should be 'dask' or 'sync'"),
-    ({"classifier": {"name": "hgb", "settings": {"epochs": 5}}}, "classifier.settings: unknown keys ['epochs']"),
-    ({"flow": {"n_block": 4}}, "flow: unknown keys ['n_block']"),
-    ({"flow": {"seed": 4}}, "flow: unknown keys ['seed']"),
-    ({"method_settings": {"cathode": {"hiden": 4}}}, "method_settings.cathode: unknown keys ['hiden']"),
-    ({"method_settings": {"cwola_hunting": {"x": 1}}}, "method_settings.cwola_hunting: cwola_hunting takes no settings"),
-    ({"variants": {"v": {"method": "ranode", "settings": {"ww": 0.1}}}, "methods": ["iad", "v"]},
-     "variants.v.settings: unknown keys ['ww']"),
-    ({"injections": [5000]}, "injections: 5000.0: n_sig=5000 but the signal pool holds"),
-])
-def test_every_config_error_is_one_line_naming_the_key_and_dry_run_catches_it(toy_dir, tmp_path, capsys, caplog,
-                                                                                monkeypatch, overrides, message):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"seeds": "10"}, "seeds: Input should be a valid list (got '10')"),
+        (
+            {"seeds": [1.7]},
+            "seeds.0: Input should be a valid integer, got a number with a fractional part (got 1.7)",
+        ),
+        ({"seeds": [-1]}, "seeds.0: Input should be greater than or equal to 0 (got -1)"),
+        ({"seeds": [1, 1]}, "seeds: Value error, duplicates in [1, 1]"),
+        (
+            {"k_folds": "five"},
+            "k_folds: Input should be a valid integer, unable to parse string as an integer (got 'five')",
+        ),
+        ({"regions": {"sr": [3300]}}, "regions.sr.1: Field required"),
+        ({"execution": {"mode": "cluster"}}, "execution.mode: Input should be 'dask' or 'sync'"),
+        (
+            {"classifier": {"name": "hgb", "settings": {"epochs": 5}}},
+            "classifier.settings: unknown keys ['epochs']",
+        ),
+        ({"flow": {"n_block": 4}}, "flow: unknown keys ['n_block']"),
+        ({"flow": {"seed": 4}}, "flow: unknown keys ['seed']"),
+        ({"method_settings": {"cathode": {"hiden": 4}}}, "method_settings.cathode: unknown keys ['hiden']"),
+        (
+            {"method_settings": {"cwola_hunting": {"x": 1}}},
+            "method_settings.cwola_hunting: cwola_hunting takes no settings",
+        ),
+        (
+            {"variants": {"v": {"method": "ranode", "settings": {"ww": 0.1}}}, "methods": ["iad", "v"]},
+            "variants.v.settings: unknown keys ['ww']",
+        ),
+        ({"injections": [5000]}, "injections: 5000.0: n_sig=5000 but the signal pool holds"),
+    ],
+)
+def test_every_config_error_is_one_line_naming_the_key_and_dry_run_catches_it(
+    toy_dir, tmp_path, capsys, caplog, monkeypatch, overrides, message
+):
     from radar.analysis import cli
 
     # the command's own handler (rich) replaces pytest's log capture: keep the capture, check the records
@@ -218,7 +269,9 @@ def test_the_config_schema_names_every_key(capsys):
 
     assert radar_main(["search", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    assert {"input", "regions", "methods", "seeds", "k_folds", "flow", "execution"} <= set(schema["properties"])
+    assert {"input", "regions", "methods", "seeds", "k_folds", "flow", "execution"} <= set(
+        schema["properties"]
+    )
     assert "base_dir" not in schema["properties"] and schema["additionalProperties"] is False
 
 
@@ -227,8 +280,11 @@ def test_nan_features_fail_before_training(toy_dir, tmp_path):
     table.loc[table.index[:3], "delta_mj"] = np.nan
     table.loc[table.index[:3], "mjj"] = 3500.0
     write_feature_table(table, tmp_path / "nan.parquet")
-    path = write_config(toy_dir, tmp_path, input={"data": str(tmp_path / "nan.parquet"),
-                                                  "signal": str(toy_dir / "sig.parquet")})
+    path = write_config(
+        toy_dir,
+        tmp_path,
+        input={"data": str(tmp_path / "nan.parquet"), "signal": str(toy_dir / "sig.parquet")},
+    )
     with pytest.raises(ValueError, match="'delta_mj' is NaN/inf in 3"):
         run_search(load_config(path))
 
@@ -254,9 +310,20 @@ def test_config_round_trip():
     cfg = config_from_dict({"input": {"data": "x.parquet"}, "methods": ["iad"], "seeds": [1, 2]})
     again = config_from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict() and again.digest() == cfg.digest()
-    assert set(available_methods()) == {"anode", "cathode", "cwola_hunting", "iad", "supervised",  # issue 4
-                                        "salad", "curtains", "feta", "combined_events", "ranode",  # issue 6
-                                        "combined_scores", "lacathode"}  # issue 10
+    assert set(available_methods()) == {
+        "anode",
+        "cathode",
+        "cwola_hunting",
+        "iad",
+        "supervised",  # issue 4
+        "salad",
+        "curtains",
+        "feta",
+        "combined_events",
+        "ranode",  # issue 6
+        "combined_scores",
+        "lacathode",
+    }  # issue 10
 
 
 def _flow_kwargs(kind):
@@ -270,8 +337,16 @@ def _flow_kwargs(kind):
 @pytest.mark.parametrize(("method", "kind"), [("cathode", "templates"), ("anode", "densities")])
 def test_flow_methods_run_with_tiny_flows(toy_dir, tmp_path, method, kind):
     flow = _flow_kwargs(kind)
-    path = write_config(toy_dir, tmp_path, methods=[method], injections=[300], seeds=[0], flow=flow,
-                        cathode_oversampling=1.0, classifier=MLP)
+    path = write_config(
+        toy_dir,
+        tmp_path,
+        methods=[method],
+        injections=[300],
+        seeds=[0],
+        flow=flow,
+        cathode_oversampling=1.0,
+        classifier=MLP,
+    )
     cfg = load_config(path)
     manifest = run_search(cfg)
     assert manifest["n_failed"] == 0, manifest["failures"]
@@ -281,7 +356,9 @@ def test_flow_methods_run_with_tiny_flows(toy_dir, tmp_path, method, kind):
     assert np.isfinite(scores["score"]).all() and len(scores) == m["n_data"]
     if method == "cathode":
         # one template per fold, of oversampling x the SR data outside that fold
-        assert m["n_template"] == (cfg.k_folds - 1) * m["n_data_sr"] and set(m["template_ks"]) == set(cfg.features)
+        assert m["n_template"] == (cfg.k_folds - 1) * m["n_data_sr"] and set(m["template_ks"]) == set(
+            cfg.features
+        )
         assert set(scores.loc[scores["in_sr"], "role"]) == {"data"}
     assert any((unit_dir(cfg.output_dir, method, 300, 0) / "models").iterdir())
 
@@ -291,10 +368,19 @@ def test_variants_run_a_method_with_other_settings_next_to_it(toy_dir, tmp_path)
     from radar.models.densities import get as get_density
 
     tiny = dict(get_density("ranode").TINY_KWARGS)
-    path = write_config(toy_dir, tmp_path, methods=["ranode", "ranode_w0p05", "ranode_w0p2"], injections=[300],
-                        seeds=[0], k_folds=2, method_settings={"ranode": tiny},
-                        variants={"ranode_w0p05": {"method": "ranode", "settings": {"w": 0.05}},
-                                  "ranode_w0p2": {"method": "ranode", "settings": {"w": 0.2}}})
+    path = write_config(
+        toy_dir,
+        tmp_path,
+        methods=["ranode", "ranode_w0p05", "ranode_w0p2"],
+        injections=[300],
+        seeds=[0],
+        k_folds=2,
+        method_settings={"ranode": tiny},
+        variants={
+            "ranode_w0p05": {"method": "ranode", "settings": {"w": 0.05}},
+            "ranode_w0p2": {"method": "ranode", "settings": {"w": 0.2}},
+        },
+    )
     cfg = load_config(path)
     manifest = run_search(cfg)
     assert manifest["n_failed"] == 0, manifest["failures"]

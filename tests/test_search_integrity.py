@@ -32,9 +32,17 @@ def test_signal_pool_overlapping_the_test_set_is_never_trained_on(tmp_path):
     test = pd.concat([toy_lhco_like(2000, 0, seed=6), signal[in_sr].iloc[:300]], ignore_index=True)
     for name, table in (("bkg", background), ("sig", signal), ("test", test)):
         write_feature_table(table, tmp_path / f"{name}.parquet")
-    cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet"),
-                                      "test": str(tmp_path / "test.parquet")},
-                            "methods": ["supervised"], "output": str(tmp_path / "run")})
+    cfg = config_from_dict(
+        {
+            "input": {
+                "data": [str(tmp_path / "bkg.parquet")],
+                "signal": str(tmp_path / "sig.parquet"),
+                "test": str(tmp_path / "test.parquet"),
+            },
+            "methods": ["supervised"],
+            "output": str(tmp_path / "run"),
+        }
+    )
     _CACHE.clear()
     prepared = prepare_data(cfg, 400)
     injected = prepared.data[prepared.data["label"] == 1]
@@ -47,10 +55,16 @@ def test_signal_pool_overlapping_the_test_set_is_never_trained_on(tmp_path):
 def test_resume_refuses_changed_inputs(tmp_path):
     write_feature_table(toy_lhco_like(4000, 0, seed=7), tmp_path / "bkg.parquet")
     write_feature_table(toy_lhco_like(0, 600, seed=8), tmp_path / "sig.parquet")
-    values = {"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
-              "methods": ["iad"], "injections": [0], "seeds": [0], "k_folds": 2,
-              "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
-              "execution": {"mode": "sync"}, "output": str(tmp_path / "run")}
+    values = {
+        "input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
+        "methods": ["iad"],
+        "injections": [0],
+        "seeds": [0],
+        "k_folds": 2,
+        "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
+        "execution": {"mode": "sync"},
+        "output": str(tmp_path / "run"),
+    }
     assert run_search(config_from_dict(values))["n_failed"] == 0
     assert run_search(config_from_dict(values), resume=True)["units_skipped"]  # unchanged: reused
     write_feature_table(toy_lhco_like(4000, 0, seed=9), tmp_path / "bkg.parquet")  # new data, same config
@@ -83,9 +97,18 @@ def test_density_scores_are_out_of_fold(tmp_path, monkeypatch, method):
     monkeypatch.setattr(radar.models.densities, "get", lambda name: _Memoriser)
     write_feature_table(toy_lhco_like(3000, 0, seed=10), tmp_path / "bkg.parquet")
     write_feature_table(toy_lhco_like(0, 400, seed=11), tmp_path / "sig.parquet")
-    cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
-                            "methods": [method], "injections": [100], "seeds": [0], "k_folds": 3,
-                            "save_models": False, "execution": {"mode": "sync"}, "output": str(tmp_path / "run")})
+    cfg = config_from_dict(
+        {
+            "input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
+            "methods": [method],
+            "injections": [100],
+            "seeds": [0],
+            "k_folds": 3,
+            "save_models": False,
+            "execution": {"mode": "sync"},
+            "output": str(tmp_path / "run"),
+        }
+    )
     _CACHE.clear()
     assert run_search(cfg)["n_failed"] == 0
     from radar.analysis.search import load_scores

@@ -30,16 +30,27 @@ def run(tmp_path_factory):
     write_feature_table(simulation, d / "sim.parquet")
     tiny = {name: dict(get_template(name).TINY_KWARGS) for name in ("salad", "curtains", "feta")}
     tiny["ranode"] = dict(get_density("ranode").TINY_KWARGS)
-    cfg = config_from_dict({
-        "name": "issue6", "output": str(d / "run"),
-        "input": {"data": [str(d / "bkg.parquet")], "signal": str(d / "sig.parquet"),
-                  "simulation": str(d / "sim.parquet")},
-        "methods": METHODS, "injections": [0, 300], "seeds": [0], "k_folds": 2, "min_events": 20,
-        "compare_auc_repeats": 2,
-        "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 30}},
-        "flow": {"epochs": 1, "n_blocks": 2, "hidden": 16, "batch_size": 128},
-        "method_settings": tiny, "execution": {"mode": "sync"},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "issue6",
+            "output": str(d / "run"),
+            "input": {
+                "data": [str(d / "bkg.parquet")],
+                "signal": str(d / "sig.parquet"),
+                "simulation": str(d / "sim.parquet"),
+            },
+            "methods": METHODS,
+            "injections": [0, 300],
+            "seeds": [0],
+            "k_folds": 2,
+            "min_events": 20,
+            "compare_auc_repeats": 2,
+            "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 30}},
+            "flow": {"epochs": 1, "n_blocks": 2, "hidden": 16, "batch_size": 128},
+            "method_settings": tiny,
+            "execution": {"mode": "sync"},
+        }
+    )
     return cfg, run_search(cfg)
 
 
@@ -141,7 +152,9 @@ def test_comparison_studies_are_written_by_the_search(run):
 def test_score_combination_is_the_mean_of_its_members(run):
     cfg, _ = run
     combined = load_scores(cfg.output_dir, "combined_scores", 300, 0, test=True)
-    members = [load_scores(cfg.output_dir, m, 300, 0, test=True) for m in ("cathode", "salad", "curtains", "feta")]
+    members = [
+        load_scores(cfg.output_dir, m, 300, 0, test=True) for m in ("cathode", "salad", "curtains", "feta")
+    ]
     assert len(combined) == len(members[0])
     # a combination of per-method scores must rank like the members' mean (mean of scores or of ranks)
     mean = np.mean([m["score"].to_numpy() for m in members], axis=0)
@@ -152,11 +165,21 @@ def test_score_combination_is_the_mean_of_its_members(run):
 
 def test_simulation_methods_need_a_simulation(tmp_path):
     write_feature_table(toy_lhco_like(500, 0, seed=1), tmp_path / "bkg.parquet")
-    cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")]}, "methods": ["salad"],
-                            "output": str(tmp_path / "run")})
+    cfg = config_from_dict(
+        {
+            "input": {"data": [str(tmp_path / "bkg.parquet")]},
+            "methods": ["salad"],
+            "output": str(tmp_path / "run"),
+        }
+    )
     with pytest.raises(ValueError, match=r"methods \['salad'\] need a simulation sample"):
         run_search(cfg)
-    cfg = config_from_dict({"input": {"data": [str(tmp_path / "bkg.parquet")]},
-                            "methods": ["cathode", "combined_scores"], "output": str(tmp_path / "run")})
+    cfg = config_from_dict(
+        {
+            "input": {"data": [str(tmp_path / "bkg.parquet")]},
+            "methods": ["cathode", "combined_scores"],
+            "output": str(tmp_path / "run"),
+        }
+    )
     with pytest.raises(ValueError, match="combined_scores: needs >= 2 member methods"):
         run_search(cfg)

@@ -30,8 +30,14 @@ from radar.processors.features import conform
 SR = (3300.0, 3700.0)
 
 
-def synthetic_table(n: int, seed: int, region: str = "all", shift: float = 0.0, slope: float = 0.02,
-                    mjj_range: tuple[float, float] = (2800.0, 4200.0)) -> pd.DataFrame:
+def synthetic_table(
+    n: int,
+    seed: int,
+    region: str = "all",
+    shift: float = 0.0,
+    slope: float = 0.02,
+    mjj_range: tuple[float, float] = (2800.0, 4200.0),
+) -> pd.DataFrame:
     """LHCO-like feature table (GeV): mj1 rises with m_JJ; ``shift`` moves mj1 (the "simulation" variant)."""
     rng = np.random.default_rng(seed)
     mjj = rng.uniform(*mjj_range, 3 * n)
@@ -41,8 +47,18 @@ def synthetic_table(n: int, seed: int, region: str = "all", shift: float = 0.0, 
     k = len(mjj)
     mj1 = 100.0 + slope * (mjj - 3500.0) + rng.normal(0.0, 10.0, k) + shift
     delta_mj = 50.0 + rng.gamma(2.0, 10.0, k)  # one gap: delta_mj = mj2 - mj1, as in a real feature table
-    return conform(pd.DataFrame({"mjj": mjj, "mj1": mj1, "mj2": mj1 + delta_mj, "delta_mj": delta_mj,
-                                 "tau21_j1": rng.beta(4.0, 3.0, k), "tau21_j2": rng.beta(3.0, 3.0, k)}))
+    return conform(
+        pd.DataFrame(
+            {
+                "mjj": mjj,
+                "mj1": mj1,
+                "mj2": mj1 + delta_mj,
+                "delta_mj": delta_mj,
+                "tau21_j1": rng.beta(4.0, 3.0, k),
+                "tau21_j2": rng.beta(3.0, 3.0, k),
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +149,10 @@ def test_sinkhorn_divergence_is_zero_for_equal_samples_grows_with_a_shift_and_ha
     sinkhorn_divergence(x, y, 0.5, 300).backward()
     step = torch.zeros_like(x)
     step[7, 1] = 1e-5
-    numeric = (sinkhorn_divergence(x.detach() + step, y, 0.5, 300)
-               - sinkhorn_divergence(x.detach() - step, y, 0.5, 300)) / 2e-5
+    numeric = (
+        sinkhorn_divergence(x.detach() + step, y, 0.5, 300)
+        - sinkhorn_divergence(x.detach() - step, y, 0.5, 300)
+    ) / 2e-5
     assert float(x.grad[7, 1]) == pytest.approx(float(numeric), rel=1e-3, abs=1e-8)
     with pytest.raises(ValueError, match="blur"):
         sinkhorn_divergence(a, b, blur=0.0)
@@ -143,7 +161,9 @@ def test_sinkhorn_divergence_is_zero_for_equal_samples_grows_with_a_shift_and_ha
 def test_curtains_objectives_both_train_and_bad_ones_are_refused(sideband, signal_region):
     cls = templates.get("curtains")
     for objective in ("sinkhorn", "mmd"):
-        fitted = cls(seed=4, objective=objective, signal_region=SR, **{**tiny(cls), "epochs": 2}).fit(sideband)
+        fitted = cls(seed=4, objective=objective, signal_region=SR, **{**tiny(cls), "epochs": 2}).fit(
+            sideband
+        )
         assert np.isfinite(fitted.history["val_loss"]).all()
         events, _ = fitted.sample(50, np.full(50, 3500.0))
         assert np.isfinite(events[fitted.features].to_numpy()).all()
@@ -167,8 +187,18 @@ def test_train_model_counts_nan_and_divergence_failures():
     assert result.history["seed_used"] == 7919
     rising = iter(range(100))
     with pytest.raises(RuntimeError, match="all 2 trainings failed"):
-        train_model(build, lambda m, i: m(torch.ones(len(i), 1)).pow(2).mean(), lambda m: float(next(rising)), 16,
-                    epochs=5, batch_size=8, lr=1e-2, seed=0, max_restarts=1, divergence=1.5)
+        train_model(
+            build,
+            lambda m, i: m(torch.ones(len(i), 1)).pow(2).mean(),
+            lambda m: float(next(rising)),
+            16,
+            epochs=5,
+            batch_size=8,
+            lr=1e-2,
+            seed=0,
+            max_restarts=1,
+            divergence=1.5,
+        )
 
 
 # -- SALAD ---------------------------------------------------------------------------------------------------------
@@ -193,7 +223,9 @@ def test_mass_balance_weights_match_the_data_mass_spectrum():
 
 def test_salad_weights_move_simulation_towards_data(sideband, signal_region, simulation):
     cls = templates.get("salad")
-    salad = cls(seed=1, classifier="hgb", classifier_kwargs={"n_models": 1, "max_iter": 60, "n_threads": 1}).fit(sideband, simulation)
+    salad = cls(
+        seed=1, classifier="hgb", classifier_kwargs={"n_models": 1, "max_iter": 60, "n_threads": 1}
+    ).fit(sideband, simulation)
     n = 2000
     events, weights = salad.sample(n, draw_mjj_kde(signal_region["mjj"].to_numpy(), n, seed=2))
     raw, reweighted = events["mj1"].mean(), np.average(events["mj1"], weights=weights)
@@ -236,8 +268,17 @@ def test_feta_transport_learns_the_simulation_to_data_shift():
     data_sb = synthetic_table(500, 11, "sideband", slope=0.0)
     sim = synthetic_table(800, 12, shift=40.0, slope=0.0)
     flow = {"n_blocks": 1, "hidden": 8, "epochs": 8, "batch_size": 64, "lr": 3e-3, "n_best_epochs": 1}
-    feta = templates.get("feta")(["mj1"], seed=3, base_kwargs=flow, n_blocks=1, hidden=8, epochs=8,
-                                 batch_size=64, lr=3e-3, source="simulation").fit(data_sb, sim)
+    feta = templates.get("feta")(
+        ["mj1"],
+        seed=3,
+        base_kwargs=flow,
+        n_blocks=1,
+        hidden=8,
+        epochs=8,
+        batch_size=64,
+        lr=3e-3,
+        source="simulation",
+    ).fit(data_sb, sim)
     assert feta.history["val_loss"][-1] < feta.history["val_loss"][0]
     events, weights = feta.sample(400, np.full(400, 3500.0))
     sim_sr = sim.loc[(sim["mjj"] > SR[0]) & (sim["mjj"] < SR[1]), "mj1"].mean()
@@ -280,8 +321,9 @@ def test_stack_and_combine_samples_balance_member_weights():
 def test_combine_scores_mean_and_rank():
     s = {"a": np.array([0.1, 0.9, 0.5]), "b": np.array([0.3, 0.7, 0.2])}
     np.testing.assert_allclose(combine_scores(s), [0.2, 0.8, 0.35])
-    np.testing.assert_allclose(combine_scores({"a": np.array([1.0, 2.0]), "b": np.array([100.0, -5.0])}, how="rank"),
-                               [0.5, 0.5])
+    np.testing.assert_allclose(
+        combine_scores({"a": np.array([1.0, 2.0]), "b": np.array([100.0, -5.0])}, how="rank"), [0.5, 0.5]
+    )
     np.testing.assert_allclose(combine_scores(s, weights={"a": 3.0, "b": 1.0}), [0.15, 0.85, 0.425])
     with pytest.raises(ValueError, match="different numbers"):
         combine_scores({"a": np.ones(2), "b": np.ones(3)})
@@ -352,10 +394,19 @@ def test_write_combined_units_writes_a_unit_like_run_unit(tmp_path):
         d = unit_dir(tmp_path, method, 300, 0)
         d.mkdir(parents=True)
         score = labels + rng.normal(0.0, 0.5, 100)
-        pd.DataFrame({"mjj": np.linspace(3300, 3700, 100), "score": score, "label": labels, "weight": 1.0,
-                      "in_sr": True, "role": pd.Categorical(["data"] * 100)}).to_parquet(d / "scores.parquet")
-        pd.DataFrame({"mjj": np.linspace(3300, 3700, 100), "score": score, "label": labels,
-                      "weight": 1.0}).to_parquet(d / "test_scores.parquet")
+        pd.DataFrame(
+            {
+                "mjj": np.linspace(3300, 3700, 100),
+                "score": score,
+                "label": labels,
+                "weight": 1.0,
+                "in_sr": True,
+                "role": pd.Categorical(["data"] * 100),
+            }
+        ).to_parquet(d / "scores.parquet")
+        pd.DataFrame(
+            {"mjj": np.linspace(3300, 3700, 100), "score": score, "label": labels, "weight": 1.0}
+        ).to_parquet(d / "test_scores.parquet")
         (d / "metrics.json").write_text(json.dumps({"n_sig_sr": 50, "s_over_b_sr": 1.0, "seconds": 2.0}))
     paths = write_combined_units(tmp_path, ["cathode", "salad"], [300, 600], [0])
     assert len(paths) == 1 and unit_finished(tmp_path, "combined_scores", 300, 0)
@@ -363,4 +414,6 @@ def test_write_combined_units_writes_a_unit_like_run_unit(tmp_path):
     metrics = json.loads(paths[0].read_text())
     assert metrics["members"] == ["cathode", "salad"] and 0 < metrics["seconds"] < 2.0  # its own time
     assert metrics["seconds_with_members"] == pytest.approx(4.0 + metrics["seconds"])
-    assert metrics["test"]["auc"] > 0.8 and metrics["auc_sr_data_truth"] == pytest.approx(metrics["test"]["auc"])
+    assert metrics["test"]["auc"] > 0.8 and metrics["auc_sr_data_truth"] == pytest.approx(
+        metrics["test"]["auc"]
+    )

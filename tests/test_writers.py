@@ -16,8 +16,11 @@ def _random_events(n: int, seed: int, max_particles: int = 60) -> ak.Array:
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, max_particles, size=n)
     total = counts.sum()
-    flat = {"pt": rng.exponential(5.0, total) + 0.1, "eta": rng.uniform(-4, 4, total),
-            "phi": rng.uniform(-np.pi, np.pi, total)}
+    flat = {
+        "pt": rng.exponential(5.0, total) + 0.1,
+        "eta": rng.uniform(-4, 4, total),
+        "phi": rng.uniform(-np.pi, np.pi, total),
+    }
     return ak.unflatten(ak.zip(flat), counts)
 
 
@@ -27,7 +30,7 @@ def test_round_trip_reproduces_real_lhco_file(lhco_tiny, tmp_path):
     out = tmp_path / "copy.h5"
     with LHCORawWriter(out, with_label=True) as writer:
         for start in range(0, len(real), 300):  # uneven chunks
-            writer.append(particles[start:start + 300], label[start:start + 300])
+            writer.append(particles[start : start + 300], label[start : start + 300])
     back = pd.read_hdf(out)
     pd.testing.assert_frame_equal(back, real)
     assert not part_path(out).exists()
@@ -68,7 +71,7 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path):
     clean = tmp_path / "clean.h5"
     with LHCORawWriter(clean, with_label=True) as writer:
         for k in range(3):
-            writer.append(events[30 * k:30 * (k + 1)], label[30 * k:30 * (k + 1)], state={"chunk": k + 1})
+            writer.append(events[30 * k : 30 * (k + 1)], label[30 * k : 30 * (k + 1)], state={"chunk": k + 1})
 
     out = tmp_path / "resumed.h5"
     with pytest.raises(RuntimeError, match="killed"):
@@ -84,7 +87,7 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path):
     writer = LHCORawWriter(out, with_label=True, metadata={"seed": 1})
     assert writer.n_events == 30 and writer.state == {"chunk": 1}
     for k in range(writer.state["chunk"], 3):
-        writer.append(events[30 * k:30 * (k + 1)], label[30 * k:30 * (k + 1)], state={"chunk": k + 1})
+        writer.append(events[30 * k : 30 * (k + 1)], label[30 * k : 30 * (k + 1)], state={"chunk": k + 1})
     writer.close()
     pd.testing.assert_frame_equal(pd.read_hdf(out), pd.read_hdf(clean))
 
@@ -107,6 +110,7 @@ def test_root_tree_has_the_reader_layout(tmp_path):
     tree = uproot.open(out)["events"]
     assert set(tree.keys()) == {"npart", "part_pt", "part_eta", "part_phi", "label"}
     np.testing.assert_array_equal(tree["npart"].array(library="np"), ak.to_numpy(ak.num(events)))
-    np.testing.assert_allclose(ak.to_numpy(ak.flatten(tree["part_pt"].array())),
-                               ak.to_numpy(ak.flatten(events.pt)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ak.to_numpy(ak.flatten(tree["part_pt"].array())), ak.to_numpy(ak.flatten(events.pt)), rtol=1e-6
+    )
     np.testing.assert_array_equal(tree["label"].array(library="np"), label)

@@ -23,5 +23,3 @@ PARAM_NAMES: tuple[str, ...] = ("ln_p0", "p1", "p2", "p3")
 
 # Gauss-Legendre nodes for integrating the dijet function over a bin (exact to ~1e-9 for 100 GeV bins)
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(4)
-
-

@@ -16,6 +16,7 @@ from radar.analysis.bumphunt.constants import _GL_NODES, _GL_WEIGHTS, PARAM_NAME
 
 log = logging.getLogger(__name__)
 
+
 # --------------------------------------------------------------------------------------------- dijet function
 def dijet_function(mjj: np.ndarray, params: Sequence[float], sqrt_s: float = SQRT_S) -> np.ndarray:
     """Dijet function f(m_JJ) in events per GeV.
@@ -435,5 +436,3 @@ def fit_sidebands(
             choice,
         )
     return fit
-
-

@@ -68,13 +68,15 @@ def toy_scans(spec: dict[str, Any], seeds: Sequence[int]) -> list[tuple[float, f
         sequences = {key: np.full(spec["n_windows"], np.nan) for key in spec["sequences"]}
 
         def hunt(counts, edges, win, theta, key, sequences=sequences):
-            fit, sr = hunt_spectrum(counts.astype(float), edges, win["sr"], config, [theta[:3]] if theta else None)
+            fit, sr = hunt_spectrum(
+                counts.astype(float), edges, win["sr"], config, [theta[:3]] if theta else None
+            )
             if fit.ok and np.isfinite(sr["z_local"]):
                 sequences[key][win["index"]] = sr["z_local"]
 
         for win in spec["windows"]:
             lo_i, hi_i = win["slice"]
-            base, edges = toy[lo_i:hi_i], grid[lo_i:hi_i + 1]
+            base, edges = toy[lo_i:hi_i], grid[lo_i : hi_i + 1]
             if win.get("no_cut") is not None:
                 hunt(base, edges, win, win["no_cut"]["theta"], "no cut")
             for name, wps in win["methods"].items():
@@ -95,8 +97,13 @@ def z_from_p(p: float) -> float:
     return float(max(stats.norm.isf(p), 0.0)) if p > 0 else float("inf")
 
 
-def global_significance(z_obs: float, toys_max_z: Sequence[float], toys_upcrossings: Sequence[float],
-                        z0: float = 1.0, n_scans: int = 1) -> dict[str, Any]:
+def global_significance(
+    z_obs: float,
+    toys_max_z: Sequence[float],
+    toys_upcrossings: Sequence[float],
+    z0: float = 1.0,
+    n_scans: int = 1,
+) -> dict[str, Any]:
     """The global significance of the observed maximum local Z ``z_obs`` of a scan.
 
     toys_max_z (n_toys,): the maximum local Z of each background-only toy scan (refitted like the data);
@@ -113,7 +120,13 @@ def global_significance(z_obs: float, toys_max_z: Sequence[float], toys_upcrossi
     ups = np.asarray(toys_upcrossings, dtype=float)
     n = int(toys.size)
     p_local = float(stats.norm.sf(z_obs))
-    out: dict[str, Any] = {"z_local": float(z_obs), "p_local": p_local, "n_toys": n, "z0": z0, "n_scans": n_scans}
+    out: dict[str, Any] = {
+        "z_local": float(z_obs),
+        "p_local": p_local,
+        "n_toys": n,
+        "z0": z0,
+        "n_scans": n_scans,
+    }
     if n == 0:
         out.update(p_global=None, z_global=None, method="none (no toys)", trials_factor=None)
         return out
@@ -123,10 +136,18 @@ def global_significance(z_obs: float, toys_max_z: Sequence[float], toys_upcrossi
     p_asym = gross_vitells(z_obs, mean_up, z0, n_scans)
     z_mid = float(np.quantile(toys, 0.9))
     out.update(
-        n_toys_above=above, p_toys=p_toys, z_toys=z_from_p(p_toys), z_toys_is_lower_bound=above == 0,
-        mean_upcrossings=mean_up, p_asymptotic=p_asym, z_asymptotic=z_from_p(p_asym),
-        calibration={"z": z_mid, "p_toys": float(np.mean(toys >= z_mid)),
-                     "p_asymptotic": gross_vitells(z_mid, mean_up, z0, n_scans)},
+        n_toys_above=above,
+        p_toys=p_toys,
+        z_toys=z_from_p(p_toys),
+        z_toys_is_lower_bound=above == 0,
+        mean_upcrossings=mean_up,
+        p_asymptotic=p_asym,
+        z_asymptotic=z_from_p(p_asym),
+        calibration={
+            "z": z_mid,
+            "p_toys": float(np.mean(toys >= z_mid)),
+            "p_asymptotic": gross_vitells(z_mid, mean_up, z0, n_scans),
+        },
     )
     if above >= MIN_TOYS_ABOVE:
         out.update(p_global=p_toys, method="toys")

@@ -28,6 +28,7 @@ from radar.analysis.sculpting import efficiency_diagnostics
 
 log = logging.getLogger(__name__)
 
+
 # ------------------------------------------------------------------------------------------------------ scan
 @dataclass(frozen=True)
 class ScanWindow:
@@ -247,21 +248,29 @@ def scan(
         score = _window_scores(scores, i, win, n)
         in_fit = (mjj >= edges[0]) & (mjj < edges[-1])
         in_sr = (mjj >= win.sr_low) & (mjj < win.sr_high)
-        selected, threshold = score_cut(score, in_fit, in_sr, efficiency,
-                                        f"scan window {i} (SR {win.sr_low:.0f}-{win.sr_high:.0f} GeV)",
-                                        empty_sr_selects_nothing=True)
+        selected, threshold = score_cut(
+            score,
+            in_fit,
+            in_sr,
+            efficiency,
+            f"scan window {i} (SR {win.sr_low:.0f}-{win.sr_high:.0f} GeV)",
+            empty_sr_selects_nothing=True,
+        )
         counts = np.histogram(mjj[selected], bins=edges, weights=w_all[selected])[0].astype(float)
         total = float(w_all[in_fit].sum())
         eff_real.append(float(counts.sum() / total) if total > 0 else float("nan"))
         fit, sr = hunt_spectrum(counts, edges, win.signal_region, config)
         sculpted = False
         if efficiency < 1 and in_sr.any():  # a sculpted window is never the most significant one
-            sculpted = efficiency_diagnostics(mjj, score, in_sr, edges, sr["sr_mask"], threshold, efficiency,
-                                              w_all)["sculpted"]
+            sculpted = efficiency_diagnostics(
+                mjj, score, in_sr, edges, sr["sr_mask"], threshold, efficiency, w_all
+            )["sculpted"]
         fits.append(fit)
         flags.append(list(fit.flags) + (["sculpted"] if sculpted else []))
         slices.append((lo_i, hi_i))
-        rows.append((sr["z_local"], sr["p_local"], sr["n_obs"], sr["b"], sr["sigma_b"], fit.ok and not sculpted))
+        rows.append(
+            (sr["z_local"], sr["p_local"], sr["n_obs"], sr["b"], sr["sigma_b"], fit.ok and not sculpted)
+        )
         spectra.append(
             {"edges": edges.tolist(), "counts": counts.tolist(), "expected": sr["expected"].tolist()}
         )
@@ -327,17 +336,31 @@ def _scan_toys(
     key = "no cut" if result.efficiency >= 1 else f"score {result.efficiency:g}"
     windows = []
     for k, (lo_i, hi_i) in enumerate(slices):
-        theta = [float(t) for t in result.fits[k].theta] if np.all(np.isfinite(result.fits[k].theta)) else None
-        entry = {"index": k, "sr": list(result.windows[k].signal_region), "slice": [lo_i, hi_i], "no_cut": None,
-                 "methods": {}}
+        theta = (
+            [float(t) for t in result.fits[k].theta] if np.all(np.isfinite(result.fits[k].theta)) else None
+        )
+        entry = {
+            "index": k,
+            "sr": list(result.windows[k].signal_region),
+            "slice": [lo_i, hi_i],
+            "no_cut": None,
+            "methods": {},
+        }
         if result.efficiency >= 1:
             entry["no_cut"] = {"theta": theta}
         else:
-            entry["methods"]["score"] = [{"efficiency": result.efficiency, "eff": float(result.efficiency_realised[k]),
-                                          "theta": theta}]
+            entry["methods"]["score"] = [
+                {"efficiency": result.efficiency, "eff": float(result.efficiency_realised[k]), "theta": theta}
+            ]
         windows.append(entry)
-    spec = {"grid": grid.tolist(), "mu": generator.expected(grid).tolist(), "windows": windows,
-            "n_windows": len(slices), "sequences": [key], "z0": 1.0}
+    spec = {
+        "grid": grid.tolist(),
+        "mu": generator.expected(grid).tolist(),
+        "windows": windows,
+        "n_windows": len(slices),
+        "sequences": [key],
+        "z0": 1.0,
+    }
     seeds = rng.integers(0, 2**63 - 1, size=n_toys)
     if progress:
         from tqdm import tqdm
@@ -351,5 +374,10 @@ def _scan_toys(
     result.p_global, result.z_global = glob["p_global"], glob["z_global"]
     log.info(
         "scan global significance: %d of %d toys with max Z >= %.2f -> p_global = %.3g, Z_global = %.2f (%s)",
-        glob["n_toys_above"], n_toys, result.z_max, result.p_global, result.z_global, glob["method"],
+        glob["n_toys_above"],
+        n_toys,
+        result.z_max,
+        result.p_global,
+        result.z_global,
+        glob["method"],
     )

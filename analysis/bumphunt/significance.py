@@ -9,6 +9,7 @@ from scipy import stats
 
 log = logging.getLogger(__name__)
 
+
 # ------------------------------------------------------------------------------------------------ significance
 def local_significance(
     n_obs: np.ndarray | float, b: np.ndarray | float, sigma_b: np.ndarray | float = 0.0
@@ -34,5 +35,3 @@ def local_significance(
     q0 = np.where((n > b) & np.isfinite(q0), np.maximum(q0, 0.0), 0.0)
     z = np.sqrt(q0)
     return z, stats.norm.sf(z), q0
-
-

@@ -10,6 +10,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+
 # --------------------------------------------------------------------------------------------- binning, cuts
 def mass_bin_edges(
     fit_range: tuple[float, float], signal_region: tuple[float, float], bin_width: float = 100.0
@@ -73,8 +74,13 @@ def auto_fit_range(
     else:
         start = float(edges[peak + 1]) + bin_width * math.ceil(margin / bin_width - 1e-9)
     top = float(edges[np.flatnonzero(counts)[-1] + 1])
-    log.info("fit range from the data: spectrum peaks at %.0f-%.0f GeV; fit %.0f-%.0f GeV",
-             edges[peak], edges[peak + 1], start, top)
+    log.info(
+        "fit range from the data: spectrum peaks at %.0f-%.0f GeV; fit %.0f-%.0f GeV",
+        edges[peak],
+        edges[peak + 1],
+        start,
+        top,
+    )
     return float(start), top
 
 
@@ -96,12 +102,21 @@ def resolve_fit_range(
     bottom = lo + bin_width * max(0.0, math.floor((float(np.nanmin(mjj)) - lo) / bin_width + 1e-9))
     clipped = (bottom, min(hi, top))
     if clipped != (lo, hi):
-        log.info("fit range %.0f-%.0f GeV clipped to the scored events' m_JJ range: %.0f-%.0f GeV", lo, hi, *clipped)
+        log.info(
+            "fit range %.0f-%.0f GeV clipped to the scored events' m_JJ range: %.0f-%.0f GeV",
+            lo,
+            hi,
+            *clipped,
+        )
     return clipped
 
 
-def fit_window(fit_range: Sequence[float], signal_region: tuple[float, float], fit_sideband: float | None,
-               bin_width: float = 100.0) -> tuple[float, float]:
+def fit_window(
+    fit_range: Sequence[float],
+    signal_region: tuple[float, float],
+    fit_sideband: float | None,
+    bin_width: float = 100.0,
+) -> tuple[float, float]:
     """``fit_range`` (GeV) narrowed to at most ``fit_sideband`` GeV on each side of the SR (rounded out to whole
     bins); None or 0 keeps the whole range. The default of the bump hunt
     (:data:`radar.analysis.bumphunt.constants.DEFAULT_FIT_SIDEBAND`): a short window, where the dijet function
@@ -115,8 +130,9 @@ def fit_window(fit_range: Sequence[float], signal_region: tuple[float, float], f
     return max(lo, float(signal_region[0]) - reach), min(hi, float(signal_region[1]) + reach)
 
 
-def check_sidebands(fit_range: tuple[float, float], signal_region: tuple[float, float],
-                    min_sideband: float = MIN_SIDEBAND) -> None:
+def check_sidebands(
+    fit_range: tuple[float, float], signal_region: tuple[float, float], min_sideband: float = MIN_SIDEBAND
+) -> None:
     """Refuse an SR whose sideband on either side inside ``fit_range`` is shorter than ``min_sideband`` GeV:
     the fit would extrapolate into the SR instead of interpolating (next to the trigger turn-on, the dijet
     function then over-predicts or under-predicts by several σ)."""
@@ -147,8 +163,15 @@ def score_threshold(score_sr: np.ndarray, efficiency: float) -> float:
     return float(np.quantile(score_sr, 1.0 - efficiency))
 
 
-def score_cut(score: np.ndarray, in_fit: np.ndarray, in_sr: np.ndarray, efficiency: float, where: str, *,
-              empty_sr_selects_nothing: bool = False) -> tuple[np.ndarray, float]:
+def score_cut(
+    score: np.ndarray,
+    in_fit: np.ndarray,
+    in_sr: np.ndarray,
+    efficiency: float,
+    where: str,
+    *,
+    empty_sr_selects_nothing: bool = False,
+) -> tuple[np.ndarray, float]:
     """Events kept by a working point: ``in_fit`` events with score above the cut that keeps ``efficiency``
     of the SR events. Returns (selected mask, threshold). Every event in the fit range must have a finite
     score (``where`` names the spectrum in the error). With no SR events the cut is undefined: an error,
@@ -158,8 +181,10 @@ def score_cut(score: np.ndarray, in_fit: np.ndarray, in_sr: np.ndarray, efficien
         return in_fit, score_threshold(score[in_sr], efficiency)
     bad = in_fit & ~np.isfinite(score)
     if bad.any():
-        raise ValueError(f"{where}: {int(bad.sum())} events inside the fit range have a non-finite score; the bump "
-                         "hunt needs every event (sidebands too) scored")
+        raise ValueError(
+            f"{where}: {int(bad.sum())} events inside the fit range have a non-finite score; the bump "
+            "hunt needs every event (sidebands too) scored"
+        )
     if not in_sr.any() and empty_sr_selects_nothing:
         log.warning("%s holds no signal-region events: nothing selected", where)
         return np.zeros_like(in_fit), math.inf
@@ -176,5 +201,3 @@ def mjj_histogram(mjj: np.ndarray, edges: np.ndarray, weight: np.ndarray | None 
     )
     h.fill(mjj=np.asarray(mjj, dtype=float), weight=weight if weight is None else np.asarray(weight, float))
     return h
-
-

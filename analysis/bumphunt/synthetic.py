@@ -17,6 +17,7 @@ from radar.analysis.bumphunt.fit import (
 
 log = logging.getLogger(__name__)
 
+
 # ------------------------------------------------------------------------------------------------ synthetic
 def sample_dijet_mjj(
     n: int,

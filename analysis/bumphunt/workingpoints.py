@@ -29,6 +29,7 @@ from radar.analysis.sculpting import DEFAULT_SCULPTING, SculptingConfig, efficie
 
 log = logging.getLogger(__name__)
 
+
 # ---------------------------------------------------------------------------------------------- working points
 @dataclass
 class WorkingPoint:
@@ -255,14 +256,17 @@ def bump_hunt(
 
     wps = []
     for eff in efficiencies:
-        selected, threshold = score_cut(score, in_fit, in_sr, eff, f"bump hunt over {edges[0]:.0f}-{edges[-1]:.0f} GeV")
+        selected, threshold = score_cut(
+            score, in_fit, in_sr, eff, f"bump hunt over {edges[0]:.0f}-{edges[-1]:.0f} GeV"
+        )
         h = mjj_histogram(mjj[selected], edges, None if weight is None else weight[selected])
         counts = h.values()
         fit, sr = hunt_spectrum(counts, edges, signal_region, config)
         sculpting = None
         if eff < 1 and in_sr.any():
-            sculpting = efficiency_diagnostics(mjj, score, in_sr, edges, sr["sr_mask"], threshold, eff, weight,
-                                               sculpting_config)
+            sculpting = efficiency_diagnostics(
+                mjj, score, in_sr, edges, sr["sr_mask"], threshold, eff, weight, sculpting_config
+            )
             if sculpting["sculpted"]:
                 log.warning("working point eff=%g is sculpted: %s", eff, "; ".join(sculpting["reasons"]))
         truth: dict[str, Any] = {}
@@ -322,5 +326,3 @@ def bump_hunt(
         n_events=n,
         n_sr=int(in_sr.sum()),
     )
-
-

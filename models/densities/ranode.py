@@ -82,16 +82,40 @@ class RAnodeDensity:
         Signal flow and its training (defaults after the paper: RQS, 6 blocks × 64, AdamW 3e-4).
     """
 
-    TINY_KWARGS: dict[str, Any] = {"bkg_kwargs": {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128},
-                                   "n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128}
+    TINY_KWARGS: dict[str, Any] = {
+        "bkg_kwargs": {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128},
+        "n_blocks": 2,
+        "hidden": 16,
+        "epochs": 1,
+        "batch_size": 128,
+    }
 
-    def __init__(self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto",
-                 w: float | None = None, w_init: float = 0.01, w_lr: float = 3e-2,
-                 bkg_kwargs: dict[str, Any] | None = None,
-                 kind: str = "rqs", n_blocks: int = 6, hidden: int = 64, n_bins: int = 8, epochs: int = 100,
-                 batch_size: int = 256, lr: float = 3e-4, weight_decay: float = 0.0, patience: int = 10,
-                 n_best_epochs: int = 5, val_fraction: float = 0.2, max_restarts: int = 3,
-                 divergence: float | None = 1.0, grad_clip: float | None = 5.0, progress: bool = False) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = LHCO_FEATURES,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        w: float | None = None,
+        w_init: float = 0.01,
+        w_lr: float = 3e-2,
+        bkg_kwargs: dict[str, Any] | None = None,
+        kind: str = "rqs",
+        n_blocks: int = 6,
+        hidden: int = 64,
+        n_bins: int = 8,
+        epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        patience: int = 10,
+        n_best_epochs: int = 5,
+        val_fraction: float = 0.2,
+        max_restarts: int = 3,
+        divergence: float | None = 1.0,
+        grad_clip: float | None = 5.0,
+        progress: bool = False,
+    ) -> None:
         for name, value in (("w", w), ("w_init", w_init)):
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"R-ANODE {name} must lie in (0, 1), got {value}")
@@ -102,13 +126,24 @@ class RAnodeDensity:
         self.device = device
         self.bkg_kwargs = dict(bkg_kwargs or {})
         self.config: dict[str, Any] = dict(
-            w=None if w is None else float(w), w_init=float(w_init), w_lr=float(w_lr), kind=kind,
+            w=None if w is None else float(w),
+            w_init=float(w_init),
+            w_lr=float(w_lr),
+            kind=kind,
             n_blocks=int(n_blocks),
-            hidden=int(hidden), n_bins=int(n_bins), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-            weight_decay=float(weight_decay), patience=int(patience), n_best_epochs=int(n_best_epochs),
-            val_fraction=float(val_fraction), max_restarts=int(max_restarts),
+            hidden=int(hidden),
+            n_bins=int(n_bins),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            weight_decay=float(weight_decay),
+            patience=int(patience),
+            n_best_epochs=int(n_best_epochs),
+            val_fraction=float(val_fraction),
+            max_restarts=int(max_restarts),
             divergence=None if divergence is None else float(divergence),
-            grad_clip=None if grad_clip is None else float(grad_clip), progress=bool(progress),
+            grad_clip=None if grad_clip is None else float(grad_clip),
+            progress=bool(progress),
         )
         self.bkg: ConditionalFlow | None = None
         self.signal: list[_SignalModel] = []
@@ -129,12 +164,14 @@ class RAnodeDensity:
 
     def _new_signal_flow(self) -> torch.nn.Module:
         c = self.config
-        return build_flow(len(self.features), kind=c["kind"], n_blocks=c["n_blocks"], hidden=c["hidden"],
-                          n_bins=c["n_bins"])
+        return build_flow(
+            len(self.features), kind=c["kind"], n_blocks=c["n_blocks"], hidden=c["hidden"], n_bins=c["n_bins"]
+        )
 
     @staticmethod
-    def _nll(log_ps: torch.Tensor, log_pb: torch.Tensor, log_w: torch.Tensor,
-             log_1mw: torch.Tensor) -> torch.Tensor:
+    def _nll(
+        log_ps: torch.Tensor, log_pb: torch.Tensor, log_w: torch.Tensor, log_1mw: torch.Tensor
+    ) -> torch.Tensor:
         """Mean negative log mixture likelihood -log(w p_S + (1 - w) p_B) of a batch (scalar)."""
         return -torch.logaddexp(log_w + log_ps, log_1mw + log_pb).mean()
 
@@ -144,7 +181,9 @@ class RAnodeDensity:
         x_sb, m_sb = table_arrays(sideband, self.features, "R-ANODE sideband")
         x_sr, m_sr = table_arrays(signal_region, self.features, "R-ANODE signal region")
         shared = Preprocessor(names=self.features).fit(np.concatenate([x_sb, x_sr]))
-        self.bkg = ConditionalFlow(len(self.features), seed=self.seed, **{"device": self.device, **self.bkg_kwargs})
+        self.bkg = ConditionalFlow(
+            len(self.features), seed=self.seed, **{"device": self.device, **self.bkg_kwargs}
+        )
         self.bkg.fit(x_sb, m_sb, preprocessor=shared)
         device = resolve_device(self.device)
         z_np, logdet = shared.transform(x_sr)
@@ -172,17 +211,35 @@ class RAnodeDensity:
         def val_loss(model):
             return loss_of(model, val_idx.to(device))
 
-        result = train_model(build, batch_loss, val_loss, len(train_idx), epochs=c["epochs"],
-                             batch_size=c["batch_size"], lr=c["lr"], seed=self.seed + 1, patience=c["patience"],
-                             n_best=c["n_best_epochs"], max_restarts=c["max_restarts"],
-                             weight_decay=c["weight_decay"], grad_clip=c["grad_clip"], divergence=c["divergence"],
-                             what="R-ANODE signal flow", progress=c["progress"])
+        result = train_model(
+            build,
+            batch_loss,
+            val_loss,
+            len(train_idx),
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
+            lr=c["lr"],
+            seed=self.seed + 1,
+            patience=c["patience"],
+            n_best=c["n_best_epochs"],
+            max_restarts=c["max_restarts"],
+            weight_decay=c["weight_decay"],
+            grad_clip=c["grad_clip"],
+            divergence=c["divergence"],
+            what="R-ANODE signal flow",
+            progress=c["progress"],
+        )
         self.signal = result.members
         self.history = result.history
         self.n_failed_signal, self.n_trainings_signal = result.n_failed, result.n_trainings
         self.w_ = float(np.mean([torch.sigmoid(m.logit_w).item() for m in self.signal]))
-        log.info("R-ANODE: w = %.4g (%s); %d of %d trainings failed", self.w_, "learnt" if learn_w else "fixed",
-                 self.n_failed, self.n_trainings)
+        log.info(
+            "R-ANODE: w = %.4g (%s); %d of %d trainings failed",
+            self.w_,
+            "learnt" if learn_w else "fixed",
+            self.n_failed,
+            self.n_trainings,
+        )
         return self
 
     def log_prob_signal(self, x: pd.DataFrame) -> np.ndarray:
@@ -195,11 +252,19 @@ class RAnodeDensity:
         zt = torch.as_tensor(z, dtype=torch.float32, device=device)
         ct = torch.as_tensor(self.bkg.mass_scaler.transform(m), dtype=torch.float32, device=device)
         with torch.no_grad():
-            per_member = torch.stack([
-                torch.cat([member.flow.log_prob(zt[s:s + 65536], context=ct[s:s + 65536])
-                           for s in range(0, len(zt), 65536)]) if len(zt) else torch.zeros(0, device=device)
-                for member in self.signal
-            ]).double()
+            per_member = torch.stack(
+                [
+                    torch.cat(
+                        [
+                            member.flow.log_prob(zt[s : s + 65536], context=ct[s : s + 65536])
+                            for s in range(0, len(zt), 65536)
+                        ]
+                    )
+                    if len(zt)
+                    else torch.zeros(0, device=device)
+                    for member in self.signal
+                ]
+            ).double()
         log_ps = torch.logsumexp(per_member, dim=0) - math.log(len(self.signal))
         return log_ps.cpu().numpy() + logdet
 
@@ -214,17 +279,29 @@ class RAnodeDensity:
         """Write both flows, w and the configuration to ``path`` atomically."""
         if self.bkg is None or not self.signal:
             raise RuntimeError("RAnodeDensity is not fitted: nothing to save")
-        state = {"method": "ranode", "features": self.features, "seed": self.seed, "config": self.config,
-                 "bkg_kwargs": self.bkg_kwargs, "bkg": self.bkg.state_dict(),
-                 "signal": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.signal],
-                 "n_failed_signal": self.n_failed_signal, "n_trainings_signal": self.n_trainings_signal}
+        state = {
+            "method": "ranode",
+            "features": self.features,
+            "seed": self.seed,
+            "config": self.config,
+            "bkg_kwargs": self.bkg_kwargs,
+            "bkg": self.bkg.state_dict(),
+            "signal": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.signal],
+            "n_failed_signal": self.n_failed_signal,
+            "n_trainings_signal": self.n_trainings_signal,
+        }
         return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> RAnodeDensity:
         state = load_state(path, "ranode", "R-ANODE model")
-        out = cls(state["features"], seed=state["seed"], device=device, bkg_kwargs=state["bkg_kwargs"],
-                  **state["config"])
+        out = cls(
+            state["features"],
+            seed=state["seed"],
+            device=device,
+            bkg_kwargs=state["bkg_kwargs"],
+            **state["config"],
+        )
         out.bkg = ConditionalFlow.from_state_dict(state["bkg"], device=device)
         target = resolve_device(device)
         out.signal = []
@@ -233,6 +310,9 @@ class RAnodeDensity:
             member.load_state_dict(weights)
             member.eval()
             out.signal.append(member)
-        out.n_failed_signal, out.n_trainings_signal = int(state["n_failed_signal"]), int(state["n_trainings_signal"])
+        out.n_failed_signal, out.n_trainings_signal = (
+            int(state["n_failed_signal"]),
+            int(state["n_trainings_signal"]),
+        )
         out.w_ = float(np.mean([torch.sigmoid(m.logit_w).item() for m in out.signal]))
         return out

@@ -25,8 +25,9 @@ __all__ = ["DEFAULT_MEMBERS", "CombinedTemplate", "stack_equal_weight"]
 DEFAULT_MEMBERS: tuple[str, ...] = ("salad", "cathode", "curtains", "feta")
 
 
-def stack_equal_weight(parts: Sequence[tuple[pd.DataFrame, np.ndarray]], rows: Sequence[np.ndarray],
-                       n: int) -> tuple[pd.DataFrame, np.ndarray]:
+def stack_equal_weight(
+    parts: Sequence[tuple[pd.DataFrame, np.ndarray]], rows: Sequence[np.ndarray], n: int
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Interleave member samples into one template of ``n`` events with equal weight per member.
 
     ``parts[k]`` = (events, weights) of member k for the output rows ``rows[k]`` (disjoint index arrays
@@ -34,18 +35,24 @@ def stack_equal_weight(parts: Sequence[tuple[pd.DataFrame, np.ndarray]], rows: S
     DataFrame (in output-row order) and weights (n,).
     """
     if sum(len(r) for r in rows) != n:
-        raise ValueError(f"stack_equal_weight: member rows cover {sum(len(r) for r in rows)} events, expected {n}")
+        raise ValueError(
+            f"stack_equal_weight: member rows cover {sum(len(r) for r in rows)} events, expected {n}"
+        )
     columns = list(parts[0][0].columns)
     values = np.empty((n, len(columns)))
     weights = np.empty(n)
     for (events, w), r in zip(parts, rows):
         w = np.asarray(w, dtype=np.float64)
         if list(events.columns) != columns or len(events) != len(r) or w.shape != (len(r),):
-            raise ValueError(f"stack_equal_weight: a member returned {len(events)} events with columns "
-                             f"{list(events.columns)} and weights {w.shape}; expected {len(r)} with {columns}")
+            raise ValueError(
+                f"stack_equal_weight: a member returned {len(events)} events with columns "
+                f"{list(events.columns)} and weights {w.shape}; expected {len(r)} with {columns}"
+            )
         total = w.sum()
         if len(r) and (not np.isfinite(total) or total <= 0):
-            raise ValueError(f"stack_equal_weight: a member's weights sum to {total}; expected a positive number")
+            raise ValueError(
+                f"stack_equal_weight: a member's weights sum to {total}; expected a positive number"
+            )
         values[r] = events.to_numpy(dtype=np.float64)
         weights[r] = w * (len(r) / total) if len(r) else w
     return pd.DataFrame(values, columns=columns), weights
@@ -68,12 +75,20 @@ class CombinedTemplate:
 
     TINY_KWARGS: dict[str, Any] = {"members": ("salad", "cathode", "curtains"), "member_kwargs": "tiny"}
 
-    def __init__(self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto",
-                 members: Sequence[str] = DEFAULT_MEMBERS,
-                 member_kwargs: dict[str, dict[str, Any]] | str | None = None) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = LHCO_FEATURES,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        members: Sequence[str] = DEFAULT_MEMBERS,
+        member_kwargs: dict[str, dict[str, Any]] | str | None = None,
+    ) -> None:
         members = list(members)
         if not members or "combined_events" in members:
-            raise ValueError(f"combined_events: members must be a non-empty list of other templates, got {members}")
+            raise ValueError(
+                f"combined_events: members must be a non-empty list of other templates, got {members}"
+            )
         if len(set(members)) != len(members):
             raise ValueError(f"combined_events: duplicate members in {members}")
         self.features = list(features)
@@ -86,10 +101,15 @@ class CombinedTemplate:
         member_kwargs = dict(member_kwargs or {})
         unknown = set(member_kwargs) - set(members)
         if unknown:
-            raise ValueError(f"combined_events: member_kwargs for {sorted(unknown)} which are not members {members}")
-        self.members = {name: classes[name](self.features, seed=self.seed,
-                                            **{"device": device, **member_kwargs.get(name, {})})
-                        for name in members}
+            raise ValueError(
+                f"combined_events: member_kwargs for {sorted(unknown)} which are not members {members}"
+            )
+        self.members = {
+            name: classes[name](
+                self.features, seed=self.seed, **{"device": device, **member_kwargs.get(name, {})}
+            )
+            for name in members
+        }
         self.last_counts: dict[str, int] = {}
         self._n_sample_calls = 0
 

@@ -61,8 +61,16 @@ from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OBJECTIVES", "CurtainsTemplate", "TrainResult", "identity_maf", "infer_signal_region", "mmd2",
-           "sinkhorn_divergence", "train_model"]
+__all__ = [
+    "OBJECTIVES",
+    "CurtainsTemplate",
+    "TrainResult",
+    "identity_maf",
+    "infer_signal_region",
+    "mmd2",
+    "sinkhorn_divergence",
+    "train_model",
+]
 
 OBJECTIVES = ("sinkhorn", "mmd")
 
@@ -113,8 +121,12 @@ def identity_maf(n_features: int, *, n_blocks: int, hidden: int, context_feature
         if block:
             layers.append(ReversePermutation(n_features))
         maf = MaskedAffineAutoregressiveTransform(
-            features=n_features, hidden_features=hidden, context_features=context_features,
-            num_blocks=1, use_residual_blocks=False, random_mask=False,
+            features=n_features,
+            hidden_features=hidden,
+            context_features=context_features,
+            num_blocks=1,
+            use_residual_blocks=False,
+            random_mask=False,
         )
         final = maf.autoregressive_net.final_layer
         with torch.no_grad():
@@ -172,7 +184,11 @@ def sinkhorn_divergence(a: torch.Tensor, b: torch.Tensor, blur: float = 0.5, ite
     if blur <= 0:
         raise ValueError(f"sinkhorn_divergence: blur must be positive, got {blur}")
     eps = float(blur) ** 2
-    return _entropic_ot(a, b, eps, iters) - 0.5 * _entropic_ot(a, a, eps, iters) - 0.5 * _entropic_ot(b, b, eps, iters)
+    return (
+        _entropic_ot(a, b, eps, iters)
+        - 0.5 * _entropic_ot(a, a, eps, iters)
+        - 0.5 * _entropic_ot(b, b, eps, iters)
+    )
 
 
 @dataclass
@@ -219,21 +235,57 @@ def train_model(
     for attempt in range(max_restarts + 1):
         attempt_seed = seed + 7919 * attempt
         try:
-            members, history = _train_once(build, batch_loss, val_loss, n_train, epochs=epochs,
-                                           batch_size=batch_size, lr=lr, seed=attempt_seed, patience=patience,
-                                           n_best=n_best, weight_decay=weight_decay, grad_clip=grad_clip,
-                                           divergence=divergence, what=what, progress=progress)
+            members, history = _train_once(
+                build,
+                batch_loss,
+                val_loss,
+                n_train,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=attempt_seed,
+                patience=patience,
+                n_best=n_best,
+                weight_decay=weight_decay,
+                grad_clip=grad_clip,
+                divergence=divergence,
+                what=what,
+                progress=progress,
+            )
             return TrainResult(members, history, n_failed, attempt + 1)
         except TrainingDiverged as error:
             n_failed += 1
-            log.warning("%s training (seed %d) failed: %s; %s", what, attempt_seed, error,
-                        "restarting with another seed" if attempt < max_restarts else "giving up")
-    raise RuntimeError(f"{what}: all {max_restarts + 1} trainings failed (seeds {seed} + 7919*k); "
-                       "try a lower lr, grad_clip or check the inputs")
+            log.warning(
+                "%s training (seed %d) failed: %s; %s",
+                what,
+                attempt_seed,
+                error,
+                "restarting with another seed" if attempt < max_restarts else "giving up",
+            )
+    raise RuntimeError(
+        f"{what}: all {max_restarts + 1} trainings failed (seeds {seed} + 7919*k); "
+        "try a lower lr, grad_clip or check the inputs"
+    )
 
 
-def _train_once(build, batch_loss, val_loss, n_train, *, epochs, batch_size, lr, seed, patience, n_best,
-                weight_decay, grad_clip, divergence, what, progress):
+def _train_once(
+    build,
+    batch_loss,
+    val_loss,
+    n_train,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    patience,
+    n_best,
+    weight_decay,
+    grad_clip,
+    divergence,
+    what,
+    progress,
+):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build()
@@ -252,7 +304,7 @@ def _train_once(build, batch_loss, val_loss, n_train, *, epochs, batch_size, lr,
         order = torch.randperm(n_train, generator=generator)
         total, seen = 0.0, 0
         for start in range(0, n_train, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             if len(idx) < min_batch and start > 0:
                 continue  # a tiny remainder batch gives noisy batch statistics: skip it
             loss = batch_loss(model, idx)
@@ -330,17 +382,35 @@ class CurtainsTemplate:
 
     TINY_KWARGS: dict[str, Any] = {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128}
 
-    def __init__(self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto",
-                 n_blocks: int = 8, hidden: int = 64, epochs: int = 100, batch_size: int = 256,
-                 lr: float = 3e-4, patience: int = 10, val_fraction: float = 0.2, ot_weight: float = 0.01,
-                 bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0), source: str = "both",
-                 signal_region: tuple[float, float] | None = None, max_restarts: int = 3,
-                 objective: str = "mmd", blur: float = 0.5, sinkhorn_iters: int = 10,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = LHCO_FEATURES,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        n_blocks: int = 8,
+        hidden: int = 64,
+        epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 3e-4,
+        patience: int = 10,
+        val_fraction: float = 0.2,
+        ot_weight: float = 0.01,
+        bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+        source: str = "both",
+        signal_region: tuple[float, float] | None = None,
+        max_restarts: int = 3,
+        objective: str = "mmd",
+        blur: float = 0.5,
+        sinkhorn_iters: int = 10,
+        progress: bool = False,
+    ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"CURTAINs objective must be one of {OBJECTIVES}, got {objective!r}")
         if blur <= 0 or sinkhorn_iters < 1:
-            raise ValueError(f"CURTAINs: blur must be > 0 and sinkhorn_iters >= 1, got {blur}, {sinkhorn_iters}")
+            raise ValueError(
+                f"CURTAINs: blur must be > 0 and sinkhorn_iters >= 1, got {blur}, {sinkhorn_iters}"
+            )
         if source not in SOURCES:
             raise ValueError(f"CURTAINs source must be one of {SOURCES}, got {source!r}")
         if not 0.0 < val_fraction < 1.0:
@@ -349,12 +419,22 @@ class CurtainsTemplate:
         self.seed = int(seed)
         self.device = device
         self.config: dict[str, Any] = dict(
-            n_blocks=int(n_blocks), hidden=int(hidden), epochs=int(epochs), batch_size=int(batch_size),
-            lr=float(lr), patience=int(patience), val_fraction=float(val_fraction), ot_weight=float(ot_weight),
-            bandwidths=[float(b) for b in bandwidths], source=source,
+            n_blocks=int(n_blocks),
+            hidden=int(hidden),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            patience=int(patience),
+            val_fraction=float(val_fraction),
+            ot_weight=float(ot_weight),
+            bandwidths=[float(b) for b in bandwidths],
+            source=source,
             signal_region=None if signal_region is None else [float(v) for v in signal_region],
-            max_restarts=int(max_restarts), objective=objective, blur=float(blur),
-            sinkhorn_iters=int(sinkhorn_iters), progress=bool(progress),
+            max_restarts=int(max_restarts),
+            objective=objective,
+            blur=float(blur),
+            sinkhorn_iters=int(sinkhorn_iters),
+            progress=bool(progress),
         )
         self.transformer: torch.nn.Module | None = None
         self.preprocessor: Preprocessor | None = None
@@ -367,8 +447,9 @@ class CurtainsTemplate:
         self._m_sb: np.ndarray | None = None
         self._n_sample_calls = 0
 
-    def _transform(self, z: torch.Tensor, s_from: torch.Tensor, s_to: torch.Tensor,
-                   model: torch.nn.Module | None = None) -> torch.Tensor:
+    def _transform(
+        self, z: torch.Tensor, s_from: torch.Tensor, s_to: torch.Tensor, model: torch.nn.Module | None = None
+    ) -> torch.Tensor:
         model = self.transformer if model is None else model
         out, _ = model(z, context=torch.stack([s_from, s_to], dim=1))
         return out
@@ -379,8 +460,10 @@ class CurtainsTemplate:
         x, m = table_arrays(sideband, self.features, "CURTAINs sideband")
         sr = c["signal_region"] or infer_signal_region(m)
         if not ((m < sr[0]).any() and (m > sr[1]).any()):
-            raise ValueError(f"CURTAINs sideband: needs events on both sides of the SR {sr} GeV (m_JJ "
-                             f"{m.min():.0f}-{m.max():.0f} GeV)")
+            raise ValueError(
+                f"CURTAINs sideband: needs events on both sides of the SR {sr} GeV (m_JJ "
+                f"{m.min():.0f}-{m.max():.0f} GeV)"
+            )
         self.preprocessor = Preprocessor(names=self.features).fit(x)
         self.mass_scaler = MassScaler().fit(m)
         z = self.preprocessor.transform(x)[0]
@@ -414,15 +497,28 @@ class CurtainsTemplate:
 
         def val_loss(model):
             step = max(c["batch_size"], 512)
-            parts = [float(distance(model, val_idx[s:s + step], val_targets[s:s + step])) * len(val_idx[s:s + step])
-                     for s in range(0, n_val, step)]
+            parts = [
+                float(distance(model, val_idx[s : s + step], val_targets[s : s + step]))
+                * len(val_idx[s : s + step])
+                for s in range(0, n_val, step)
+            ]
             return sum(parts) / n_val
 
         n_features = len(self.features)
         result = train_model(
-            lambda: identity_maf(n_features, n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=2).to(device),
-            batch_loss, val_loss, len(train_idx), epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"],
-            seed=self.seed, patience=c["patience"], max_restarts=c["max_restarts"], what="CURTAINs transformer",
+            lambda: identity_maf(
+                n_features, n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=2
+            ).to(device),
+            batch_loss,
+            val_loss,
+            len(train_idx),
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
+            lr=c["lr"],
+            seed=self.seed,
+            patience=c["patience"],
+            max_restarts=c["max_restarts"],
+            what="CURTAINs transformer",
             progress=c["progress"],
         )
         self.transformer = result.members[0]
@@ -457,19 +553,28 @@ class CurtainsTemplate:
         out = np.empty((n, len(self.features)))
         with torch.no_grad():
             for s in range(0, n, 65536):
-                part = rows[s:s + 65536]
+                part = rows[s : s + 65536]
                 z = torch.as_tensor(self._z_sb[part], dtype=torch.float32, device=device)
-                s_from = torch.as_tensor(self.mass_scaler.transform(self._m_sb[part])[:, 0], dtype=torch.float32,
-                                         device=device)
-                s_to = torch.as_tensor(self.mass_scaler.transform(mjj[s:s + 65536])[:, 0], dtype=torch.float32,
-                                       device=device)
-                out[s:s + len(part)] = self._transform(z, s_from, s_to).double().cpu().numpy()
+                s_from = torch.as_tensor(
+                    self.mass_scaler.transform(self._m_sb[part])[:, 0], dtype=torch.float32, device=device
+                )
+                s_to = torch.as_tensor(
+                    self.mass_scaler.transform(mjj[s : s + 65536])[:, 0], dtype=torch.float32, device=device
+                )
+                out[s : s + len(part)] = self._transform(z, s_from, s_to).double().cpu().numpy()
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
-            raise RuntimeError(f"CurtainsTemplate.sample: {int(bad.sum())} of {n} moved events are not finite "
-                               f"(e.g. SB rows {rows[bad][:3].tolist()}); the transformer is badly trained")
-        log.info("CURTAINs: %d events from %d %s-sideband events (oversampling %.2f)", n, len(pool), source,
-                 self.oversampling)
+            raise RuntimeError(
+                f"CurtainsTemplate.sample: {int(bad.sum())} of {n} moved events are not finite "
+                f"(e.g. SB rows {rows[bad][:3].tolist()}); the transformer is badly trained"
+            )
+        log.info(
+            "CURTAINs: %d events from %d %s-sideband events (oversampling %.2f)",
+            n,
+            len(pool),
+            source,
+            self.oversampling,
+        )
         events = pd.DataFrame(self.preprocessor.inverse(out), columns=self.features)
         events["mjj"] = mjj
         return events, np.ones(n)
@@ -479,11 +584,20 @@ class CurtainsTemplate:
         """Write the fitted template (configuration, preprocessing, transformer, SB events) atomically."""
         if self.transformer is None:
             raise RuntimeError("CurtainsTemplate is not fitted: nothing to save")
-        state = {"method": "curtains", "features": self.features, "seed": self.seed, "config": self.config,
-                 "preprocessor": self.preprocessor.state_dict(), "mass_scaler": self.mass_scaler.state_dict(),
-                 "transformer": {k: v.detach().cpu() for k, v in self.transformer.state_dict().items()},
-                 "z_sb": torch.tensor(np.array(self._z_sb)), "m_sb": torch.tensor(np.array(self._m_sb)), "sr": list(self._sr),
-                 "n_failed": self.n_failed, "n_trainings": self.n_trainings}
+        state = {
+            "method": "curtains",
+            "features": self.features,
+            "seed": self.seed,
+            "config": self.config,
+            "preprocessor": self.preprocessor.state_dict(),
+            "mass_scaler": self.mass_scaler.state_dict(),
+            "transformer": {k: v.detach().cpu() for k, v in self.transformer.state_dict().items()},
+            "z_sb": torch.tensor(np.array(self._z_sb)),
+            "m_sb": torch.tensor(np.array(self._m_sb)),
+            "sr": list(self._sr),
+            "n_failed": self.n_failed,
+            "n_trainings": self.n_trainings,
+        }
         return save_state(state, path)
 
     @classmethod
@@ -493,8 +607,9 @@ class CurtainsTemplate:
         c = out.config
         out.preprocessor = Preprocessor.from_state_dict(state["preprocessor"])
         out.mass_scaler = MassScaler.from_state_dict(state["mass_scaler"])
-        out.transformer = identity_maf(len(out.features), n_blocks=c["n_blocks"], hidden=c["hidden"],
-                                       context_features=2).to(resolve_device(device))
+        out.transformer = identity_maf(
+            len(out.features), n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=2
+        ).to(resolve_device(device))
         out.transformer.load_state_dict(state["transformer"])
         out.transformer.eval()
         out._z_sb, out._m_sb = state["z_sb"].numpy(), state["m_sb"].numpy()

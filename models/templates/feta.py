@@ -90,15 +90,33 @@ class FetaTemplate:
         (lo, hi) GeV, needed for ``source="simulation"``; default: the gap between the sidebands.
     """
 
-    TINY_KWARGS: dict[str, Any] = {"base_kwargs": {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128},
-                                   "n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128}
+    TINY_KWARGS: dict[str, Any] = {
+        "base_kwargs": {"n_blocks": 2, "hidden": 16, "epochs": 1, "batch_size": 128},
+        "n_blocks": 2,
+        "hidden": 16,
+        "epochs": 1,
+        "batch_size": 128,
+    }
 
-    def __init__(self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto",
-                 base_kwargs: dict[str, Any] | None = None, n_blocks: int = 8, hidden: int = 64,
-                 epochs: int = 100, batch_size: int = 256, lr: float = 1e-4, patience: int = 10,
-                 val_fraction: float = 0.2, source: str = "flow",
-                 signal_region: tuple[float, float] | None = None, max_restarts: int = 3,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = LHCO_FEATURES,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        base_kwargs: dict[str, Any] | None = None,
+        n_blocks: int = 8,
+        hidden: int = 64,
+        epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 1e-4,
+        patience: int = 10,
+        val_fraction: float = 0.2,
+        source: str = "flow",
+        signal_region: tuple[float, float] | None = None,
+        max_restarts: int = 3,
+        progress: bool = False,
+    ) -> None:
         if source not in SOURCES:
             raise ValueError(f"FETA source must be one of {SOURCES}, got {source!r}")
         if not 0.0 < val_fraction < 1.0:
@@ -108,10 +126,17 @@ class FetaTemplate:
         self.device = device
         self.base_kwargs = dict(base_kwargs or {})
         self.config: dict[str, Any] = dict(
-            n_blocks=int(n_blocks), hidden=int(hidden), epochs=int(epochs), batch_size=int(batch_size),
-            lr=float(lr), patience=int(patience), val_fraction=float(val_fraction), source=source,
+            n_blocks=int(n_blocks),
+            hidden=int(hidden),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            patience=int(patience),
+            val_fraction=float(val_fraction),
+            source=source,
             signal_region=None if signal_region is None else [float(v) for v in signal_region],
-            max_restarts=int(max_restarts), progress=bool(progress),
+            max_restarts=int(max_restarts),
+            progress=bool(progress),
         )
         self.base: ConditionalFlow | None = None
         self.transport: _Transport | None = None
@@ -130,18 +155,24 @@ class FetaTemplate:
     def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> FetaTemplate:
         """Train the base flow on simulation (in the sideband m_JJ range) and the transport on SB data."""
         if simulation is None:
-            raise ValueError("FETA needs a simulation feature table covering the sidebands and the SR "
-                             "(fit(sideband, simulation=...); `input.simulation` in the search config)")
+            raise ValueError(
+                "FETA needs a simulation feature table covering the sidebands and the SR "
+                "(fit(sideband, simulation=...); `input.simulation` in the search config)"
+            )
         c = self.config
         x_sb, m_sb = table_arrays(sideband, self.features, "FETA sideband")
         x_sim, m_sim = table_arrays(simulation, self.features, "FETA simulation")
         in_range = (m_sim >= m_sb.min()) & (m_sim <= m_sb.max())
         x_sim, m_sim = x_sim[in_range], m_sim[in_range]
         if len(x_sim) < 10:
-            raise ValueError(f"FETA simulation: {len(x_sim)} events in the sideband m_JJ range "
-                             f"[{m_sb.min():.0f}, {m_sb.max():.0f}] GeV; need >= 10")
+            raise ValueError(
+                f"FETA simulation: {len(x_sim)} events in the sideband m_JJ range "
+                f"[{m_sb.min():.0f}, {m_sb.max():.0f}] GeV; need >= 10"
+            )
         shared = Preprocessor(names=self.features).fit(np.concatenate([x_sim, x_sb]))
-        self.base = ConditionalFlow(len(self.features), seed=self.seed, **{"device": self.device, **self.base_kwargs})
+        self.base = ConditionalFlow(
+            len(self.features), seed=self.seed, **{"device": self.device, **self.base_kwargs}
+        )
         self.base.fit(x_sim, m_sim, preprocessor=shared)
         device = resolve_device(self.device)
         base_density = _BaseDensity(self.base.members)
@@ -153,7 +184,9 @@ class FetaTemplate:
         n_features = len(self.features)
 
         def build():
-            transform = identity_maf(n_features, n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=1)
+            transform = identity_maf(
+                n_features, n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=1
+            )
             return _Transport(transform, base_density).to(device)
 
         def batch_loss(model, idx):
@@ -162,21 +195,43 @@ class FetaTemplate:
 
         def val_loss(model):
             rows = val_idx.to(device)
-            return float(-torch.cat([model.log_prob(z[rows[s:s + 65536]], ctx[rows[s:s + 65536]])
-                                     for s in range(0, len(rows), 65536)]).mean())
+            return float(
+                -torch.cat(
+                    [
+                        model.log_prob(z[rows[s : s + 65536]], ctx[rows[s : s + 65536]])
+                        for s in range(0, len(rows), 65536)
+                    ]
+                ).mean()
+            )
 
-        result = train_model(build, batch_loss, val_loss, len(train_idx), epochs=c["epochs"],
-                             batch_size=c["batch_size"], lr=c["lr"], seed=self.seed + 1, patience=c["patience"],
-                             max_restarts=c["max_restarts"], what="FETA transport flow", progress=c["progress"])
+        result = train_model(
+            build,
+            batch_loss,
+            val_loss,
+            len(train_idx),
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
+            lr=c["lr"],
+            seed=self.seed + 1,
+            patience=c["patience"],
+            max_restarts=c["max_restarts"],
+            what="FETA transport flow",
+            progress=c["progress"],
+        )
         self.transport = result.members[0]
-        self.history, self._n_failed_transport, self.n_trainings = (result.history, result.n_failed,
-                                                                    result.n_trainings)
+        self.history, self._n_failed_transport, self.n_trainings = (
+            result.history,
+            result.n_failed,
+            result.n_trainings,
+        )
         lo, hi = c["signal_region"] or infer_signal_region(m_sb)
         in_sr = (m_sim >= lo) & (m_sim <= hi)
         order = np.argsort(m_sim[in_sr], kind="stable")
         self._x_sr, self._m_sr = x_sim[in_sr][order], m_sim[in_sr][order]
         if c["source"] == "simulation" and not len(self._m_sr):
-            raise ValueError(f"FETA simulation: no events in the SR [{lo:.0f}, {hi:.0f}] GeV for source='simulation'")
+            raise ValueError(
+                f"FETA simulation: no events in the SR [{lo:.0f}, {hi:.0f}] GeV for source='simulation'"
+            )
         return self
 
     def push(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -189,10 +244,13 @@ class FetaTemplate:
         out = np.empty_like(z)
         with torch.no_grad():
             for s in range(0, len(z), 65536):
-                zt = torch.as_tensor(z[s:s + 65536], dtype=torch.float32, device=device)
-                ct = torch.as_tensor(self.base.mass_scaler.transform(m[s:s + 65536]), dtype=torch.float32,
-                                     device=device)
-                out[s:s + len(zt)] = self.transport.transform.inverse(zt, context=ct)[0].double().cpu().numpy()
+                zt = torch.as_tensor(z[s : s + 65536], dtype=torch.float32, device=device)
+                ct = torch.as_tensor(
+                    self.base.mass_scaler.transform(m[s : s + 65536]), dtype=torch.float32, device=device
+                )
+                out[s : s + len(zt)] = (
+                    self.transport.transform.inverse(zt, context=ct)[0].double().cpu().numpy()
+                )
         return pre.inverse(out)
 
     def sample(self, n: int, mjj: np.ndarray, *, seed: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -214,8 +272,10 @@ class FetaTemplate:
         x = self.push(x_sim, m_at)
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():
-            raise RuntimeError(f"FetaTemplate.sample: {int(bad.sum())} of {n} transported events are not finite; "
-                               "the transport flow is badly trained")
+            raise RuntimeError(
+                f"FetaTemplate.sample: {int(bad.sum())} of {n} transported events are not finite; "
+                "the transport flow is badly trained"
+            )
         events = pd.DataFrame(x, columns=self.features)
         events["mjj"] = mjj
         return events, np.ones(n)
@@ -225,21 +285,36 @@ class FetaTemplate:
         """Write both flows, the configuration and the SR simulation atomically."""
         if self.transport is None:
             raise RuntimeError("FetaTemplate is not fitted: nothing to save")
-        state = {"method": "feta", "features": self.features, "seed": self.seed, "config": self.config,
-                 "base_kwargs": self.base_kwargs, "base": self.base.state_dict(),
-                 "transform": {k: v.detach().cpu() for k, v in self.transport.transform.state_dict().items()},
-                 "x_sr": torch.tensor(np.array(self._x_sr)), "m_sr": torch.tensor(np.array(self._m_sr)),
-                 "n_failed_transport": self._n_failed_transport, "n_trainings": self.n_trainings}
+        state = {
+            "method": "feta",
+            "features": self.features,
+            "seed": self.seed,
+            "config": self.config,
+            "base_kwargs": self.base_kwargs,
+            "base": self.base.state_dict(),
+            "transform": {k: v.detach().cpu() for k, v in self.transport.transform.state_dict().items()},
+            "x_sr": torch.tensor(np.array(self._x_sr)),
+            "m_sr": torch.tensor(np.array(self._m_sr)),
+            "n_failed_transport": self._n_failed_transport,
+            "n_trainings": self.n_trainings,
+        }
         return save_state(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> FetaTemplate:
         state = load_state(path, "feta", "FETA template")
-        out = cls(state["features"], seed=state["seed"], device=device, base_kwargs=state["base_kwargs"],
-                  **state["config"])
+        out = cls(
+            state["features"],
+            seed=state["seed"],
+            device=device,
+            base_kwargs=state["base_kwargs"],
+            **state["config"],
+        )
         c = out.config
         out.base = ConditionalFlow.from_state_dict(state["base"], device=device)
-        transform = identity_maf(len(out.features), n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=1)
+        transform = identity_maf(
+            len(out.features), n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=1
+        )
         transform.load_state_dict(state["transform"])
         out.transport = _Transport(transform, _BaseDensity(out.base.members)).to(resolve_device(device))
         out.transport.eval()

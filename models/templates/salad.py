@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 __all__ = ["SaladTemplate", "mass_balance_weights", "mass_matched_rows"]
 
 
-def mass_matched_rows(pool_mjj_sorted: np.ndarray, mjj: np.ndarray, window: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def mass_matched_rows(
+    pool_mjj_sorted: np.ndarray, mjj: np.ndarray, window: int, rng: np.random.Generator
+) -> np.ndarray:
     """For each requested mass in ``mjj`` (n,) GeV, the index of a pool event of nearby mass.
 
     ``pool_mjj_sorted`` (P,) must be sorted ascending. The index is the requested mass's insertion point
@@ -100,11 +101,20 @@ class SaladTemplate:
     TINY_KWARGS: dict[str, Any] = {"classifier_kwargs": {"epochs": 1, "hidden": (16,), "n_best_epochs": 1}}
     EPS = 1e-6
 
-    def __init__(self, features: Sequence[str] = LHCO_FEATURES, *, seed: int = 0, device: str = "auto",
-                 classifier: str = "mlp", classifier_kwargs: dict[str, Any] | None = None,
-                 clip_quantile: float | None = 0.999, max_weight: float | None = 100.0,
-                 mass_balance: bool = True, match_window: int = 5,
-                 signal_region: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = LHCO_FEATURES,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        classifier: str = "mlp",
+        classifier_kwargs: dict[str, Any] | None = None,
+        clip_quantile: float | None = 0.999,
+        max_weight: float | None = 100.0,
+        mass_balance: bool = True,
+        match_window: int = 5,
+        signal_region: tuple[float, float] | None = None,
+    ) -> None:
         if clip_quantile is not None and not 0.0 < clip_quantile <= 1.0:
             raise ValueError(f"clip_quantile must lie in (0, 1], got {clip_quantile}")
         self.features = list(features)
@@ -136,17 +146,21 @@ class SaladTemplate:
     def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> SaladTemplate:
         """Train the data-vs-simulation classifier in the sidebands and weight the SR simulation."""
         if simulation is None:
-            raise ValueError("SALAD needs a simulation feature table covering the sidebands and the SR "
-                             "(fit(sideband, simulation=...); `input.simulation` in the search config)")
+            raise ValueError(
+                "SALAD needs a simulation feature table covering the sidebands and the SR "
+                "(fit(sideband, simulation=...); `input.simulation` in the search config)"
+            )
         x_sb, m_sb = table_arrays(sideband, self.features, "SALAD sideband")
         x_sim, m_sim = table_arrays(simulation, self.features, "SALAD simulation")
         lo, hi = self.signal_region or infer_signal_region(m_sb)
         in_sr = (m_sim >= lo) & (m_sim <= hi)
         in_sb = ~in_sr & (m_sim >= m_sb.min()) & (m_sim <= m_sb.max())
         if in_sr.sum() < 1 or in_sb.sum() < 10:
-            raise ValueError(f"SALAD simulation: {int(in_sb.sum())} events in the sidebands and {int(in_sr.sum())} "
-                             f"in the SR [{lo:.0f}, {hi:.0f}] GeV; need >= 10 and >= 1")
-        w_sim = (mass_balance_weights(m_sim[in_sb], m_sb) if self.mass_balance else np.ones(int(in_sb.sum())))
+            raise ValueError(
+                f"SALAD simulation: {int(in_sb.sum())} events in the sidebands and {int(in_sr.sum())} "
+                f"in the SR [{lo:.0f}, {hi:.0f}] GeV; need >= 10 and >= 1"
+            )
+        w_sim = mass_balance_weights(m_sim[in_sb], m_sb) if self.mass_balance else np.ones(int(in_sb.sum()))
         keep = w_sim > 0
         X = np.concatenate([self._inputs(x_sim[in_sb][keep], m_sim[in_sb][keep]), self._inputs(x_sb, m_sb)])
         y = np.concatenate([np.zeros(int(keep.sum())), np.ones(len(x_sb))])
@@ -158,8 +172,13 @@ class SaladTemplate:
         order = np.argsort(m_sim[in_sr], kind="stable")
         self._x_sr, self._m_sr = x_sim[in_sr][order], m_sim[in_sr][order]
         self._w_sr = self._clip(self.likelihood_ratio(self._x_sr, self._m_sr))
-        log.info("SALAD: %d SR simulation events, mean weight %.3f (%d clipped at %.3g)", len(self._w_sr),
-                 self._w_sr.mean(), self.n_clipped, self.clip_value if self.clip_value is not None else np.inf)
+        log.info(
+            "SALAD: %d SR simulation events, mean weight %.3f (%d clipped at %.3g)",
+            len(self._w_sr),
+            self._w_sr.mean(),
+            self.n_clipped,
+            self.clip_value if self.clip_value is not None else np.inf,
+        )
         return self
 
     def likelihood_ratio(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -178,8 +197,14 @@ class SaladTemplate:
         self.clip_value = None if not np.isfinite(limit) else limit
         self.n_clipped = int((w > limit).sum())
         if self.n_clipped:
-            log.info("SALAD: clipped %d of %d weights at %.4g (quantile %s, max %s)", self.n_clipped, len(w),
-                     limit, self.clip_quantile, self.max_weight)
+            log.info(
+                "SALAD: clipped %d of %d weights at %.4g (quantile %s, max %s)",
+                self.n_clipped,
+                len(w),
+                limit,
+                self.clip_quantile,
+                self.max_weight,
+            )
         return np.minimum(w, limit)
 
     def sample(self, n: int, mjj: np.ndarray, *, seed: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -201,8 +226,12 @@ class SaladTemplate:
             rows = np.sort(rng.choice(len(self._m_sr), size=n, replace=False))
             rows = rows[np.argsort(np.argsort(mjj, kind="stable"), kind="stable")]
         else:
-            log.warning("SALAD: %d events requested from %d SR simulation events: events are repeated (ask for at "
-                        "most max_distinct)", n, len(self._m_sr))
+            log.warning(
+                "SALAD: %d events requested from %d SR simulation events: events are repeated (ask for at "
+                "most max_distinct)",
+                n,
+                len(self._m_sr),
+            )
             rows = mass_matched_rows(self._m_sr, mjj, self.match_window, rng)
         events = pd.DataFrame(self._x_sr[rows], columns=self.features)
         events["mjj"] = mjj
@@ -214,10 +243,17 @@ class SaladTemplate:
         classifier itself is not kept."""
         if self._w_sr is None:
             raise RuntimeError("SaladTemplate is not fitted: nothing to save")
-        state = {"method": "salad", "features": self.features, "seed": self.seed,
-                 "match_window": self.match_window, "x_sr": torch.tensor(np.array(self._x_sr)),
-                 "m_sr": torch.tensor(np.array(self._m_sr)), "w_sr": torch.tensor(np.array(self._w_sr)),
-                 "n_clipped": self.n_clipped, "clip_value": self.clip_value}
+        state = {
+            "method": "salad",
+            "features": self.features,
+            "seed": self.seed,
+            "match_window": self.match_window,
+            "x_sr": torch.tensor(np.array(self._x_sr)),
+            "m_sr": torch.tensor(np.array(self._m_sr)),
+            "w_sr": torch.tensor(np.array(self._w_sr)),
+            "n_clipped": self.n_clipped,
+            "clip_value": self.clip_value,
+        }
         return save_state(state, path)
 
     @classmethod
