@@ -49,37 +49,34 @@ def run_tasks(
             bar.close()
         return results
 
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    if execution.scheduler:
-        client, cluster = Client(execution.scheduler), None
-        log.info("%s: %d tasks on the Dask scheduler %s", desc, total, execution.scheduler)
-    else:
-        n_workers = execution.workers or max(1, min(max(len(p) for p in phases), os.cpu_count() or 1))
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=execution.processes, dashboard_address=None
-        )
-        client = Client(cluster)
-        log.info("%s: %d tasks on a LocalCluster of %d workers", desc, total, n_workers)
+    from radar.processors.cluster import dask_client
+
+    workers = (
+        None
+        if execution.scheduler
+        else (execution.workers or max(1, min(max(len(p) for p in phases), os.cpu_count() or 1)))
+    )
+    where = execution.scheduler or f"a LocalCluster of {workers} workers"
+    log.info("%s: %d tasks on %s", desc, total, where)
     try:
-        for phase in phases:
-            futures = {
-                client.submit(
-                    fn, *args, pure=False, key=f"radar-{desc.replace(' ', '-')}-{i}-{time.time_ns()}"
-                ): key
-                for i, (key, args) in enumerate(phase)
-            }
-            for future in as_completed(futures):
-                key = futures[future]
-                bar.update()
-                try:
-                    results[key] = future.result()
-                except Exception as error:
-                    log.error("%s %s failed: %s: %s", desc, key, type(error).__name__, error)
-                    results[key] = f"{type(error).__name__}: {error}"
+        with dask_client(workers, execution.scheduler, processes=execution.processes) as client:
+            for phase in phases:
+                futures = {
+                    client.submit(
+                        fn, *args, pure=False, key=f"radar-{desc.replace(' ', '-')}-{i}-{time.time_ns()}"
+                    ): key
+                    for i, (key, args) in enumerate(phase)
+                }
+                for future in as_completed(futures):
+                    key = futures[future]
+                    bar.update()
+                    try:
+                        results[key] = future.result()
+                    except Exception as error:
+                        log.error("%s %s failed: %s: %s", desc, key, type(error).__name__, error)
+                        results[key] = f"{type(error).__name__}: {error}"
     finally:
         bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return results

@@ -343,18 +343,11 @@ def _run_tasks(
         for task, seed, n in tasks:
             yield generate_events(config, seed, n, task)
         return
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    if scheduler is None:
-        n_workers = workers or os.cpu_count() or 1
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
+    from radar.processors.cluster import dask_client
+
+    with dask_client(workers, scheduler) as client:
         n_slots = max(1, len(client.scheduler_info()["workers"]))
         max_in_flight = 2 * n_slots  # bounded: memory stays flat however many tasks there are
         pending = list(tasks)
@@ -387,10 +380,6 @@ def _run_tasks(
             while next_task in done:
                 yield done.pop(next_task)
                 next_task += 1
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def generate_to_file(

@@ -10,19 +10,18 @@ LHCO 15-column feature files are converted directly.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dask
 import pandas as pd
 
+from radar.processors.cluster import dask_client, default_workers  # noqa: F401  (default_workers: public here)
 from radar.processors.dijet import DijetProcessor, features_to_frame, mjj_histogram
 from radar.processors.features import conform, from_lhco_feature_hdf5, write_feature_table
 from radar.processors.io import atomic_output, file_sha256, package_versions, write_json
@@ -38,46 +37,6 @@ from radar.processors.sources import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def default_workers() -> int:
-    """Worker processes for the embedded cluster: one per core available to this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[object | None]:
-    """A Dask client: an existing scheduler, the embedded LocalCluster, or None (sync, ``workers=0``)."""
-    if scheduler:
-        from distributed import Client
-
-        log.info("connecting to Dask scheduler %s", scheduler)
-        with Client(scheduler) as client:
-            yield client
-        return
-    if workers == 0:
-        log.info("running in-process (synchronous scheduler)")
-        with dask.config.set(scheduler="sync"):
-            yield None
-        return
-    from distributed import Client, LocalCluster
-
-    n = workers or default_workers()
-    log.info("starting embedded Dask LocalCluster: %d worker processes x 1 thread", n)
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def _compute_with_progress(outputs: dict, client, description: str) -> dict:
