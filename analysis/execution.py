@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -51,12 +50,12 @@ def run_tasks(
 
     from distributed import as_completed
 
-    from radar.processors.cluster import dask_client
+    from radar.processors.cluster import dask_client, default_workers
 
     workers = (
         None
         if execution.scheduler
-        else (execution.workers or max(1, min(max(len(p) for p in phases), os.cpu_count() or 1)))
+        else (execution.workers or min(max(len(p) for p in phases), default_workers()))
     )
     where = execution.scheduler or f"a LocalCluster of {workers} workers"
     log.info("%s: %d tasks on %s", desc, total, where)
