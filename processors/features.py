@@ -19,28 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from radar.processors.columns import FEATURE_COLUMNS, KINEMATIC_COLUMNS  # noqa: F401  (public here)
 
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "mjj",
-    "mj1",
-    "mj2",
-    "delta_mj",
-    "tau21_j1",
-    "tau21_j2",
-    "tau32_j1",
-    "tau32_j2",
-    "delta_r_jj",
-    "pt_j1",
-    "pt_j2",
-    "eta_j1",
-    "eta_j2",
-    "ht",
-    "met",
-    "label",
-    "weight",
-)
-"""Columns of every feature table, in order (GeV). ``label``: 1 signal, 0 background, -1 unknown."""
+log = logging.getLogger(__name__)
 
 #: The standard LHCO anomaly-detection inputs (CATHODE's four features; m_JJ is the conditional).
 LHCO_FEATURES: tuple[str, ...] = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")

@@ -36,6 +36,8 @@ import awkward as ak
 import numpy as np
 import vector
 
+from radar.processors.columns import KINEMATIC_COLUMNS
+
 vector.register_awkward()
 log = logging.getLogger(__name__)
 
@@ -45,23 +47,8 @@ STATUS_NAMES = {PASS: "passed", NO_JETS: "no_jets", ONE_JET: "one_jet", FAIL_TRI
 
 TAU_CONVENTIONS = ("kt", "contrib", "lhco", "lhco_peer")
 
-FEATURE_FIELDS = (
-    "mjj",
-    "mj1",
-    "mj2",
-    "delta_mj",
-    "tau21_j1",
-    "tau21_j2",
-    "tau32_j1",
-    "tau32_j2",
-    "delta_r_jj",
-    "pt_j1",
-    "pt_j2",
-    "eta_j1",
-    "eta_j2",
-    "ht",
-    "met",
-)
+#: the per-event fields computed here: the feature table's kinematic columns (defined once, in columns)
+FEATURE_FIELDS = KINEMATIC_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
