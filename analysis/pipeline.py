@@ -359,15 +359,11 @@ def _scan(config: RunConfig, run_dir: Path, tables: dict[str, list[Path]]) -> Pa
     unknown = sorted(set(config.scan) - known)
     if unknown:
         raise ValueError(f"scan: unknown keys {unknown}; known: {sorted(known)}")
-    values = dict(config.scan)
-    for key in ("methods", "seeds", "working_points", "mjj_range"):
-        if values.get(key) is not None:
-            values[key] = tuple(values[key])
     search = json.loads(json.dumps(config.search))
     execution = search.setdefault("execution", {})
     execution.setdefault("workers", config.workers)
     execution.setdefault("scheduler", config.scheduler)
-    settings = ScanSettings(**values, search=search)
+    settings = ScanSettings(**config.scan, search=search)  # it normalises YAML lists itself
     out = run_dir / "scan"
     manifest = out / "scan_manifest.json"
     same = manifest.exists() and json.loads(manifest.read_text()).get("digest") == settings.digest()
