@@ -116,7 +116,10 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
             "n_bkg_sr": int(((data["label"] != 1) & in_sr).sum()),
         }
     else:
-        pool = signal.iloc[sig_parts[0]].reset_index(drop=True)
+        pool = signal.iloc[sig_parts[0]]
+        # only signal inside the search's m_JJ range: an event outside it would enter the scores (and the bump
+        # hunt's spectrum) although the data there were cut away
+        pool = pool[regions.in_range(pool["mjj"].to_numpy())].reset_index(drop=True)
         if cfg.injection_mode == "n_sig":
             inj = inject_signal(data, pool, n_sig=int(injection), regions=regions, seed=seed)
         else:

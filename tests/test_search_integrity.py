@@ -115,3 +115,27 @@ def test_density_scores_are_out_of_fold(tmp_path, monkeypatch, method):
 
     scores = load_scores(cfg.output_dir, method, 100, 0)
     assert len(scores) > 2000 and (scores["score"] == 0).all()
+
+
+def test_injected_signal_stays_inside_the_mjj_range(tmp_path):
+    """A signal pool reaching below the search's m_JJ range must not put events there: they would enter the
+    scores file and the bump hunt's spectrum (whose fit range follows the data) although the data there
+    were cut away."""
+    background = toy_lhco_like(6000, 0, seed=4)
+    signal = toy_lhco_like(0, 1500, seed=5)
+    signal.loc[signal.index[:500], "mjj"] = 2000.0  # a third of the pool below the range
+    for name, table in (("bkg", background), ("sig", signal)):
+        write_feature_table(table, tmp_path / f"{name}.parquet")
+    cfg = config_from_dict(
+        {
+            "input": {"data": [str(tmp_path / "bkg.parquet")], "signal": str(tmp_path / "sig.parquet")},
+            "regions": {"sr": [3300, 3700], "mjj_range": [2800, 6000]},
+            "methods": ["cwola_hunting"],
+            "output": str(tmp_path / "run"),
+        }
+    )
+    _CACHE.clear()
+    prepared = prepare_data(cfg, 400)
+    injected = prepared.data[prepared.data["label"] == 1]
+    assert len(injected) == 400 == prepared.injection["n_injected"]
+    assert prepared.data["mjj"].between(2800, 6000).all()
