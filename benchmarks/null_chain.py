@@ -26,7 +26,7 @@ rerun skips what is there). ``--signal-datasets``: the same with real LHCO signa
 ``--signal-sb`` in the nominal SR (no-cut vs best-cut Z). ``--shift-datasets``: background-only datasets
 with m_J -> m_J + 0.1 m_JJ (LaCATHODE's test): χ²/ndf of each cut spectrum against the uncut one.
 
-Run on demand (hours on 2 cores with the defaults; see the README for measured numbers)::
+Run on demand (hours on 2 cores with the defaults; measured numbers in docs/closure.md)::
 
     python benchmarks/null_surrogate.py --fit runs/null_surrogate        # once (~10 min)
     python benchmarks/null_chain.py --surrogate runs/null_surrogate --output runs/null_chain

@@ -15,7 +15,7 @@ DEFAULT_FIT_RANGE: tuple[float, float] = (2800.0, 6000.0)
 
 DEFAULT_FIT_SIDEBAND: float = 600.0
 """Default fit window (GeV on each side of the SR) inside the range the data allow. Measured on background-only
-surrogate spectra (benchmarks/null_chain.py, README "Can I trust a bump hunt?"): over the whole range the
+surrogate spectra (benchmarks/null_chain.py, docs/closure.md): over the whole range the
 cut spectra of CWoLa Hunting and LaCATHODE, whose efficiency bends with m_JJ, gave fake 3-4σ excesses that
 SR ± 600 GeV does not; SR ± 1000 GeV biased even the uncut fit next to the trigger turn-on."""
 
