@@ -1,4 +1,8 @@
-"""Signal region (SR) and sideband (SB) windows in m_JJ, and the sliding-window scan (all GeV).
+"""Signal region (SR) and sideband (SB) windows in m_JJ (all GeV): what a search trains on.
+
+The scan's windows (SR + fit range) are :class:`radar.analysis.bumphunt.ScanWindow` from
+:func:`radar.analysis.bumphunt.sliding_windows`, the one window grid of ``radar bumphunt --scan`` and ``radar scan``;
+a :class:`Regions` is accepted wherever a window is.
 
 The default follows the LHCO literature: SR 3300-3700 GeV, SB = the rest of 1500-5500 GeV. CWoLa
 Hunting uses narrow sidebands instead: ``sideband_width`` GeV on each side of the SR.
@@ -65,33 +69,3 @@ class Regions:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def scan_windows(
-    mjj_range: tuple[float, float] = (1500.0, 5500.0),
-    sr_width: float = 400.0,
-    step: float = 200.0,
-    sideband_width: float | None = None,
-    sr_range: tuple[float, float] | None = None,
-) -> list[Regions]:
-    """The sliding-window scan: SR windows of ``sr_width`` GeV stepped by ``step`` GeV across m_JJ.
-
-    ``sr_range`` (default: ``mjj_range`` shrunk by ``sideband_width`` or by one SR width on each side, so
-    every window has sidebands on both sides) bounds where SR windows may lie. Returns one
-    :class:`Regions` per window, in increasing m_JJ.
-    """
-    if sr_width <= 0 or step <= 0:
-        raise ValueError(f"scan needs positive sr_width and step (GeV), got {sr_width}, {step}")
-    margin = sideband_width if sideband_width is not None else sr_width
-    lo, hi = sr_range if sr_range is not None else (mjj_range[0] + margin, mjj_range[1] - margin)
-    if hi - lo < sr_width:
-        raise ValueError(f"scan range {lo}-{hi} GeV is narrower than one SR window of {sr_width} GeV")
-    n = int(np.floor((hi - lo - sr_width) / step + 1e-9)) + 1
-    return [
-        Regions(
-            sr=(lo + i * step, lo + i * step + sr_width),
-            mjj_range=tuple(mjj_range),
-            sideband_width=sideband_width,
-        )
-        for i in range(n)
-    ]

@@ -135,10 +135,13 @@ def test_background_only_is_consistent_with_the_null():
 
 
 def test_scan_takes_a_per_window_callable_and_regions_windows():
-    from radar.analysis.regions import scan_windows
+    from radar.analysis.regions import Regions
 
     data = bh.toy_dataset(30_000, 0, seed=9)
-    windows = scan_windows(mjj_range=(2800.0, 6000.0), sr_width=400.0, step=400.0, sideband_width=800.0)
+    windows = [
+        Regions(sr=(lo, lo + 400.0), mjj_range=(2800.0, 6000.0), sideband_width=800.0)
+        for lo in np.arange(3600.0, 5200.0, 400.0)
+    ]
     seen = []
 
     def score_window(window: bh.ScanWindow) -> np.ndarray:

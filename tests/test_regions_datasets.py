@@ -16,7 +16,7 @@ from radar.analysis.datasets import (
     toy_lhco_like,
     train_val_test_split,
 )
-from radar.analysis.regions import Regions, scan_windows
+from radar.analysis.regions import Regions
 
 
 def test_default_regions_partition_the_range():
@@ -43,18 +43,6 @@ def test_bad_regions_are_errors():
         Regions(sr=(3700, 3300))
     with pytest.raises(ValueError, match="sideband_width"):
         Regions(sideband_width=-1)
-
-
-def test_scan_windows_step_across_mjj_with_sidebands():
-    windows = scan_windows((1500, 5500), sr_width=400, step=200)
-    lows = [w.sr[0] for w in windows]
-    assert lows[0] == 1900 and lows[-1] == 4700 and np.allclose(np.diff(lows), 200)
-    assert all(w.sr[1] - w.sr[0] == 400 for w in windows)
-    assert all(a[1] > a[0] and b[1] > b[0] for a, b in (w.sidebands for w in windows))
-    narrow = scan_windows((1500, 5500), sr_width=400, step=100, sideband_width=200)
-    assert narrow[0].sidebands[0] == (1500.0, 1700.0)
-    with pytest.raises(ValueError, match="narrower than one SR window"):
-        scan_windows((3000, 3500), sr_width=400, step=100)
 
 
 @pytest.fixture(scope="module")
