@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from radar.models.registry import Registry
+
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +69,10 @@ def _as_2d(X: Any, name: str = "X") -> np.ndarray:
     return array
 
 
+_registry = Registry("classifier")
+
+
+@_registry.register("mlp")
 class MLPClassifier:
     """CWoLa MLP: ``hidden`` ReLU layers, Adam, weighted BCE, early stopping, ensemble of best epochs.
 
@@ -276,6 +282,7 @@ class MLPClassifier:
         return clf
 
 
+@_registry.register("hgb")
 class HGBClassifier:
     """Ensemble of sklearn ``HistGradientBoostingClassifier`` with different seeds (mean probability).
 
@@ -463,21 +470,14 @@ class _TreeEnsemble:
         return np.column_stack([1.0 - p1, p1])
 
 
-_CLASSIFIERS: dict[str, type] = {"mlp": MLPClassifier, "hgb": HGBClassifier}
-
-
 def available() -> list[str]:
     """Names accepted by :func:`get_classifier`."""
-    return sorted(_CLASSIFIERS)
+    return _registry.available()
 
 
 def get_classifier(name: str, **kwargs: Any) -> MLPClassifier | HGBClassifier:
     """A fresh classifier by name ("mlp" | "hgb") with keyword settings."""
-    try:
-        cls = _CLASSIFIERS[name]
-    except KeyError:
-        raise ValueError(f"unknown classifier {name!r}; available: {available()}") from None
-    return cls(**copy.deepcopy(kwargs))
+    return _registry.get(name)(**copy.deepcopy(kwargs))
 
 
 def classifier_suffix(name: str) -> str:
@@ -487,4 +487,4 @@ def classifier_suffix(name: str) -> str:
 
 def load_classifier(name: str, path: str | Path, device: str = "auto"):
     """Load a classifier saved by ``.save`` (``name`` as in :func:`get_classifier`)."""
-    return _CLASSIFIERS[name].load(path, device=device)
+    return _registry.get(name).load(path, device=device)

@@ -28,12 +28,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from radar.models.templates import Registry
+from radar.models.registry import Registry
 from radar.processors.features import LHCO_FEATURES
 
 __all__ = ["DensityRatio", "available", "get", "register"]
 
-_registry = Registry("density", __name__)
+_registry = Registry("density method", __name__)
 register = _registry.register
 get = _registry.get
 available = _registry.available
