@@ -39,6 +39,13 @@ def roc_curve(labels, scores, weights=None) -> tuple[np.ndarray, np.ndarray, np.
     return fpr, tpr, thr
 
 
+def roc_points(labels, scores, weights=None) -> dict[str, np.ndarray]:
+    """The ROC curve as ``{"tpr": (K,), "fpr": (K,)}``: what :func:`radar.plots.performance.plot_roc_sic`
+    draws (labels 1 signal / 0 background)."""
+    fpr, tpr, _ = roc_curve(labels, scores, weights)
+    return {"tpr": tpr, "fpr": fpr}
+
+
 def auc(labels, scores, weights=None) -> float:
     """Area under the ROC curve (0.5 = no separation)."""
     from sklearn.metrics import roc_auc_score

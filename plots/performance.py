@@ -25,16 +25,6 @@ log = logging.getLogger(__name__)
 Curve = Mapping[str, np.ndarray]
 
 
-def curve_from_scores(
-    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """ROC curve of one classifier as ``{"tpr": (K,), "fpr": (K,)}`` (labels 1 signal / 0 background)."""
-    from radar.analysis.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, scores, weights)
-    return {"tpr": tpr, "fpr": fpr}
-
-
 def _band(curves: Sequence[Curve], grid: np.ndarray, fpr_floor: float | None) -> dict[str, np.ndarray]:
     """Rejection and SIC of each seed on a common TPR grid; median and 16-84 % (or min-max for < 3 seeds)."""
     rejection, sic = [], []

@@ -148,6 +148,36 @@ def test_the_search_stack_needs_no_event_processing_packages():
     assert "pythia8mc==8.317.2" in project["optional-dependencies"]["generate"]
 
 
+#: which packages each package may import: the stages' data flow (events → features → models → search), and
+#: figures drawn from saved results only (plots never import the search)
+ALLOWED_IMPORTS = {
+    "processors": {"processors"},
+    "models": {"models", "processors"},
+    "plots": {"plots", "processors"},
+    "analysis": {"analysis", "models", "processors", "plots"},
+}
+
+
+def test_packages_import_only_what_their_layer_allows():
+    """Imports inside functions count too."""
+    import ast
+
+    wrong = []
+    for folder, allowed in ALLOWED_IMPORTS.items():
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                for name in names:
+                    parts = name.split(".")
+                    if parts[0] == "radar" and len(parts) > 1 and parts[1] not in allowed:
+                        wrong.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
+    assert not wrong, wrong
+
+
 def test_no_module_imports_in_a_circle():
     """Counting imports inside functions too (they hid a circle search ↔ config ↔ combine ↔ compare)."""
     import ast

@@ -69,8 +69,8 @@ def test_spectrum_shows_flagged_fit_and_label(saved_results):
 
 
 def test_performance_figures(tmp_path):
+    from radar.analysis.metrics import roc_points
     from radar.plots.performance import (
-        curve_from_scores,
         metrics_frame,
         plot_metrics_vs_injection,
         plot_roc_sic,
@@ -82,10 +82,7 @@ def test_performance_figures(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(300), np.zeros(3000)]
     curves = {
-        m: [
-            curve_from_scores(labels, np.r_[rng.normal(shift, 1, 300), rng.normal(0, 1, 3000)])
-            for _ in range(3)
-        ]
+        m: [roc_points(labels, np.r_[rng.normal(shift, 1, 300), rng.normal(0, 1, 3000)]) for _ in range(3)]
         for m, shift in (("cathode", 2.0), ("cwola", 1.0))
     }
     paths = save_figure(plot_roc_sic(curves, fpr_floor=1e-3), tmp_path / "roc_sic")[:1]
