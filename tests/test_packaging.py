@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("analysis", "processors", "models", "plots")
+PACKAGES = ("analysis", "processors", "models", "plots", "configs")
 
 
 def test_no_code_imports_the_bare_folders():
@@ -111,13 +111,16 @@ def test_the_wheel_in_a_clean_venv_next_to_a_user_models_folder(tmp_path):
     code = (
         "import radar.models.templates as t, radar.analysis.search as s, radar.processors.features as f; "
         "import radar.plots.style; print(t.__file__); print(sorted(t.available())); "
-        "print('cathode' in s.available_methods())"
+        "print('cathode' in s.available_methods()); "
+        "from radar.analysis.cli_examples import shipped; print(','.join(shipped()))"
     )
     out = subprocess.run([str(python), "-c", code], cwd=user, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert lines[0].startswith(site) and "/radar/models/templates/" in lines[0]
     assert "cathode" in lines[1] and lines[2] == "True"
+    examples = set(lines[3].split(","))  # the example configs and presets ship in the wheel
+    assert {p.stem for p in (REPO / "configs").glob("*.yaml")} | {"demo"} == examples
     preset = Path(site) / "radar" / "analysis" / "presets" / "demo.yaml"
     assert preset.is_file()  # the presets ship in the wheel
     installed = {str(f.relative_to(Path(site) / "radar")) for f in (Path(site) / "radar").rglob("*.py")}
@@ -243,3 +246,22 @@ def test_the_config_reference_in_docs_is_generated_from_the_schema():
     assert "| `regions.sr` | [number, number] | `[3300.0, 3700.0]` |" in text
     undocumented = [line for line in text.splitlines() if line.startswith("| `") and line.endswith("|  |")]
     assert not undocumented, undocumented
+
+
+def test_radar_examples_lists_prints_and_copies_the_shipped_configs(tmp_path, capsys):
+    from radar.analysis.cli import main
+
+    assert main(["examples"]) == 0
+    listed = capsys.readouterr().out
+    for path in (REPO / "configs").glob("*.yaml"):
+        assert path.stem in listed
+    assert "demo" in listed and "preset" in listed
+    assert main(["examples", "search_lhco_like"]) == 0
+    assert capsys.readouterr().out == (REPO / "configs" / "search_lhco_like.yaml").read_text()
+    assert main(["examples", "search_lhco_like", "-o", str(tmp_path)]) == 0
+    copied = tmp_path / "search_lhco_like.yaml"
+    assert copied.read_text() == (REPO / "configs" / "search_lhco_like.yaml").read_text()
+    copied.write_text("mine")
+    assert main(["examples", "search_lhco_like", "-o", str(tmp_path)]) == 1  # never overwrites silently
+    assert copied.read_text() == "mine"
+    assert main(["examples", "nope"]) == 1

@@ -1,0 +1,1 @@
+"""Example configs that ship with radar (``radar.configs``); ``radar examples`` lists, prints and copies them."""
