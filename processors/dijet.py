@@ -34,7 +34,7 @@ from coffea import processor
 
 from radar.processors.features import FEATURE_COLUMNS, conform
 from radar.processors.jets import FEATURE_FIELDS, STATUS_NAMES, JetConfig, cluster_chunk, empty_chunk_result
-from radar.processors.sources import RootLayout, particles_from_branches
+from radar.processors.sources import RootLayout, particles_from_branches, weights_from_branches
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,11 @@ class DijetProcessor(processor.ProcessorABC):
     jets: JetConfig = JetConfig()
     root_layout: RootLayout = RootLayout()
 
-    def _particles_and_labels(self, events):
+    def _particles_labels_weights(self, events):
+        """Particles, labels and per-event weights (None: every event weighs 1) of one batch of events."""
         fields = events.fields
         if "particles" in fields:
-            return events.particles, events.label
+            return events.particles, events.label, events.weight if "weight" in fields else None
         lazy = isinstance(events, dak.Array)
         if lazy:
             particles = dak.map_partitions(particles_from_branches, events, self.root_layout)
@@ -72,11 +73,16 @@ class DijetProcessor(processor.ProcessorABC):
             labels = events[branch] * 1.0
         else:
             labels = (dak.num if lazy else ak.num)(particles, axis=1) * 0.0 - 1.0
-        return particles, labels
+        if lazy:  # the meta (a typetracer) tells whether these events carry weights at all
+            carries = weights_from_branches(events._meta, self.root_layout) is not None
+            weights = dak.map_partitions(weights_from_branches, events, self.root_layout) if carries else None
+        else:
+            weights = weights_from_branches(events, self.root_layout)
+        return particles, labels, weights
 
     def process(self, events):
         lazy = isinstance(events, dak.Array)
-        particles, labels = self._particles_and_labels(events)
+        particles, labels, weights = self._particles_labels_weights(events)
         if lazy:
             meta = ak.Array(empty_chunk_result().layout.to_typetracer(forget_length=True))
             results = dak.map_partitions(
@@ -88,7 +94,7 @@ class DijetProcessor(processor.ProcessorABC):
         passed = results.status == 0
         columns = {name: results[name][passed] for name in FEATURE_FIELDS}
         columns["label"] = labels[passed] * 1.0
-        columns["weight"] = columns["mjj"] * 0.0 + 1.0
+        columns["weight"] = columns["mjj"] * 0.0 + 1.0 if weights is None else weights[passed] * 1.0
         features = zip_(columns, depth_limit=1)
 
         summed = dak.sum if lazy else ak.sum
@@ -102,6 +108,7 @@ class DijetProcessor(processor.ProcessorABC):
             label=dak.values_astype(columns["label"], np.int64)
             if lazy
             else ak.values_astype(columns["label"], np.int64),
+            weight=columns["weight"],
         )
         if lazy:
             return {"features": features, "mjj": mjj, "cutflow": cutflow}

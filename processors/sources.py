@@ -210,7 +210,8 @@ class RootLayout:
     ``delphes``: collections (``EFlowTrack``, ``EFlowPhoton``, ``EFlowNeutralHadron``, ``Particle`` ...)
     with branches ``{collection}.PT`` (or ``.ET`` for towers), ``.Eta``, ``.Phi``; the collections are
     concatenated per event. For ``Particle``, only stable (``Status == 1``) particles are kept and
-    neutrinos are dropped.
+    neutrinos are dropped. Events read with coffea's ``DelphesSchema`` (collections as records) work too.
+    Event weights: ``weight_branch`` when the tree has it, else (Delphes) ``Event.Weight``, else 1.
     """
 
     tree: str = "events"
@@ -218,6 +219,8 @@ class RootLayout:
     prefix: str = "part_"
     collections: tuple[str, ...] = ("EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron")
     label_branch: str | None = "label"
+    #: per-event weight: this branch when present (flat trees), else for Delphes ``Event.Weight``; none: 1
+    weight_branch: str | None = "weight"
 
     def __post_init__(self) -> None:
         if self.kind not in ("flat", "delphes"):
@@ -243,6 +246,9 @@ def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str = 
         return ak.zip(dict(zip(("pt", "eta", "phi"), (events[n] for n in names))))
     parts = []
     for collection in layout.collections:
+        if collection in fields and events[collection].fields:
+            parts.append(_schema_collection(events[collection], collection, origin))
+            continue
         pt_name = _delphes_field(fields, collection, "PT") or _delphes_field(fields, collection, "ET")
         eta_name = _delphes_field(fields, collection, "Eta")
         phi_name = _delphes_field(fields, collection, "Phi")
@@ -262,6 +268,26 @@ def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str = 
     return ak.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
+def _schema_collection(coll: ak.Array, collection: str, origin: str) -> ak.Array:
+    """``{pt, eta, phi}`` of one collection of events read with coffea's ``DelphesSchema`` (records with
+    ``pt``/``eta``/``phi`` aliases, or Delphes' ``PT``/``ET``, ``Eta``, ``Phi``)."""
+    names = coll.fields
+
+    def first(*candidates: str) -> str | None:
+        return next((c for c in candidates if c in names), None)
+
+    pt, eta, phi = first("pt", "PT", "ET"), first("eta", "Eta"), first("phi", "Phi")
+    if not (pt and eta and phi):
+        raise ValueError(
+            f"{origin}: collection {collection!r} needs pt (PT or ET), eta and phi fields (has {names[:10]})"
+        )
+    out = ak.zip({"pt": coll[pt], "eta": coll[eta], "phi": coll[phi]}, with_name=None)
+    if collection == "Particle" and "Status" in names and "PID" in names:
+        absid = abs(coll["PID"])
+        out = out[(coll["Status"] == 1) & (absid != 12) & (absid != 14) & (absid != 16)]
+    return out
+
+
 def root_branch_filter(layout: RootLayout) -> list[str]:
     """uproot ``filter_name`` patterns for the branches a layout needs."""
     if layout.kind == "flat":
@@ -276,7 +302,32 @@ def root_branch_filter(layout: RootLayout) -> list[str]:
         names += [f"/{c}/{c}.*" for c in layout.collections]  # Delphes split-branch paths
     if layout.label_branch:
         names.append(layout.label_branch)
+    if layout.weight_branch:
+        names.append(layout.weight_branch)
+    if layout.kind == "delphes":
+        names += ["Event.Weight", "Event_Weight", "/Event/Event.Weight"]
     return names
+
+
+def weights_from_branches(events: ak.Array, layout: RootLayout) -> ak.Array | None:
+    """Per-event weights (N,) of a ROOT tree chunk: ``layout.weight_branch`` when present, else Delphes'
+    ``Event.Weight`` (a branch, or the ``Event`` collection of ``DelphesSchema``: its first entry); None
+    when the events carry no weight."""
+    fields = list(events.fields)
+    if layout.weight_branch and layout.weight_branch in fields:
+        return events[layout.weight_branch] * 1.0
+    if layout.kind != "delphes":
+        return None
+    if "Event" in fields and "Weight" in events["Event"].fields:
+        weight = events["Event"]["Weight"]
+    else:
+        name = _delphes_field(fields, "Event", "Weight")
+        if name is None:
+            return None
+        weight = events[name]
+    if weight.ndim > 1:  # Delphes stores Event as a collection of one entry per event
+        weight = ak.fill_none(ak.firsts(weight), 1.0)
+    return weight * 1.0
 
 
 def check_root_input(path: str | Path, layout: RootLayout) -> int:

@@ -173,6 +173,71 @@ def test_delphes_layout_matches_flat(tmp_path, tiny_events):
     np.testing.assert_allclose(table["tau21_j1"], flat["tau21_j1"], rtol=1e-6)
 
 
+def _delphes_collections(particles):
+    """The particles split over Delphes' three particle-flow collections (as Delphes names their fields)."""
+    index = ak.local_index(particles.pt, axis=1)
+    collections = {}
+    for k, name in enumerate(("EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron")):
+        part = particles[index % 3 == k]
+        quantity = "ET" if name != "EFlowTrack" else "PT"
+        fields = {quantity: part.pt, "Eta": part.eta, "Phi": part.phi}
+        if name == "EFlowTrack":
+            fields["Mass"] = part.pt * 0.0
+        collections[name] = fields
+    return collections
+
+
+def test_delphes_schema_events_with_event_weights(tiny_events):
+    """Events as coffea's DelphesSchema builds them (collections of records, ``Event.Weight``) give the
+    features of the flat particle list, and each event's ``Event.Weight`` becomes its feature-table weight
+    (and fills the m_JJ histogram)."""
+    from coffea.nanoevents import DelphesSchema, NanoEventsFactory
+
+    from radar.processors.sources import RootLayout
+
+    particles = tiny_events.particles[:120]
+    weights = np.random.default_rng(3).uniform(0.5, 2.0, len(particles))
+    branches = {}
+    for name, fields in _delphes_collections(particles).items():
+        branches[f"{name}_size"] = ak.values_astype(ak.num(fields["Eta"], axis=1), np.int32)
+        for field, values in fields.items():
+            branches[f"{name}/{name}.{field}"] = ak.to_packed(ak.values_astype(values, np.float32))
+    branches["Event_size"] = ak.Array(np.ones(len(particles), dtype=np.int32))
+    branches["Event/Event.Weight"] = ak.unflatten(weights, np.ones(len(weights), dtype=np.int64))
+
+    class Preloaded(dict):  # what NanoEventsFactory.from_preloaded reads: arrays named as in a Delphes tree
+        metadata = {
+            "uuid": "delphes-test",
+            "num_rows": len(particles),
+            "path": "mem",
+            "object_path": "Delphes",
+        }
+
+    source = Preloaded({k: ak.with_parameter(v, "__doc__", k) for k, v in branches.items()})
+    events = NanoEventsFactory.from_preloaded(source, schemaclass=DelphesSchema).events()
+    assert {"EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron", "Event"} <= set(events.fields)
+    out = DijetProcessor(root_layout=RootLayout(kind="delphes", label_branch=None)).process(events)
+    table = features_to_frame(out["features"])
+    flat, _ = extract_features(particles)
+    assert len(table) == len(flat) == 120
+    np.testing.assert_allclose(table["mjj"], flat["mjj"], rtol=1e-9)
+    np.testing.assert_allclose(table["tau21_j1"], flat["tau21_j1"], rtol=1e-6)
+    np.testing.assert_allclose(table["weight"], weights)
+    assert out["mjj"].sum().value == pytest.approx(weights.sum())
+
+
+def test_weight_branch_of_a_flat_tree_reaches_the_feature_table(tmp_path, tiny_events):
+    particles = tiny_events.particles[:80]
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, len(particles))
+    with uproot.recreate(tmp_path / "w.root") as handle:
+        handle.mktree("events", {"part": particles.type.content, "weight": np.float64})
+        handle["events"].extend({"part": particles, "weight": weights})
+    table = process_files([tmp_path / "w.root"], tmp_path / "w.parquet", workers=0)
+    assert len(table) == 80
+    np.testing.assert_allclose(table["weight"], weights)
+    np.testing.assert_allclose(read_feature_table(tmp_path / "w.parquet")["weight"], weights)
+
+
 def test_local_cluster_matches_in_process(tmp_path, lhco_tiny):
     """The embedded LocalCluster (2 worker processes) gives exactly the in-process result."""
     sync = process_files([lhco_tiny], tmp_path / "sync.parquet", workers=0, chunk_size=250)
