@@ -21,6 +21,7 @@ from radar.analysis.units import (
     _classify,
     _classify_per_fold,
     _data_folds,
+    data_weights,
     method_info,
     register_info,
     register_method,
@@ -39,9 +40,15 @@ def idealized_ad(ctx: UnitContext) -> MethodOutput:
     data = ctx.prepared.data
     sr_rows = np.flatnonzero(ctx.regions.signal_region(data["mjj"].to_numpy()))
     if ctx.prepared.iad_template is not None:
-        X0 = feature_matrix(ctx.prepared.iad_template, ctx.features, "input.iad_template")
+        template = ctx.prepared.iad_template
+        X0 = feature_matrix(template, ctx.features, "input.iad_template")
         return _classify(
-            ctx, X0, None, None, feature_matrix(data.iloc[sr_rows], ctx.features, "data"), sr_rows
+            ctx,
+            X0,
+            data_weights(template),
+            None,
+            feature_matrix(data.iloc[sr_rows], ctx.features, "data"),
+            sr_rows,
         )
     bkg_sr = sr_rows[data["label"].to_numpy()[sr_rows] == 0]
     if len(bkg_sr) < 2 * ctx.cfg.k_folds:
@@ -79,6 +86,7 @@ def supervised(ctx: UnitContext) -> MethodOutput:
         rows0,
         feature_matrix(sig, ctx.features, "signal"),
         None,
+        w1=data_weights(sig),
     )
 
 
@@ -182,7 +190,12 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
             if limit is not None and n > limit:  # a template of a finite pool (SALAD): no repeated events
                 log.info("%s: fold %d: %d distinct template events (not %d)", name, f, limit, n)
                 n = int(limit)
-            samples, weights = template.sample(n, draw_mjj_kde(mjj[sr & train], n, ctx.seed * 1000 + f))
+            sr_train = sr & train
+            w_sr = data_weights(data)[sr_train]
+            masses = draw_mjj_kde(
+                mjj[sr_train], n, ctx.seed * 1000 + f, weights=None if np.all(w_sr == 1.0) else w_sr
+            )
+            samples, weights = template.sample(n, masses)
             fitted["flow_trainings_failed"] += int(getattr(template, "n_failed", 0))
             for attr in ("n_clipped", "n_trainings"):
                 if getattr(template, attr, None) is not None:
@@ -293,6 +306,8 @@ for _name in TEMPLATE_METHODS:
         kind="template",
         needs_simulation=_name in ("salad", "feta"),
         signal_region_setting=_name in ("salad", "curtains", "feta"),
+        # their trainings (reweighting classifier, transport objectives) have no event weights yet
+        event_weights=_name == "cathode",
     )(functools.partial(_template_method, name=_name))
 
 

@@ -162,8 +162,13 @@ def run_unit(
     labels = test["label"].to_numpy()
     if len(test) and set(np.unique(labels)) >= {0.0, 1.0}:
         sel = np.isin(labels, (0, 1))
+        test_weights = test["weight"].to_numpy(dtype=float)[sel] if "weight" in test.columns else None
         metrics["test"] = classifier_metrics(
-            labels[sel], output.test_scores[sel], rel_error=cfg.fpr_floor_rel_error, rejection=cfg.rejection
+            labels[sel],
+            output.test_scores[sel],
+            None if test_weights is None or np.all(test_weights == 1.0) else test_weights,
+            rel_error=cfg.fpr_floor_rel_error,
+            rejection=cfg.rejection,
         )
     else:
         metrics["test"] = None

@@ -76,7 +76,8 @@ class MethodInfo:
     (``regions.cwola_sideband_width`` on each side) or ``none`` (learns from the SR only). needs_simulation:
     ``input.simulation`` is required. truth_labels: learns from the data's truth labels (idealized and
     supervised references). signal_region_setting: its constructor takes the SR from the config.
-    settings: takes ``method_settings``.
+    settings: takes ``method_settings``. event_weights: trains with the events' ``weight`` column (a method
+    that cannot is refused before training when the inputs carry non-unit weights).
     """
 
     name: str
@@ -86,6 +87,7 @@ class MethodInfo:
     truth_labels: bool = False
     signal_region_setting: bool = False
     settings: bool = True
+    event_weights: bool = True
 
 
 _INFO: dict[str, MethodInfo] = {}
@@ -153,6 +155,7 @@ def _classify(
     X1: np.ndarray,
     rows1: np.ndarray | None,
     embed: Callable[[pd.DataFrame, str], np.ndarray] | None = None,
+    w1: np.ndarray | None = None,
 ) -> MethodOutput:
     """k-fold class 0 vs class 1 (:func:`radar.analysis.cwola.kfold_scores`); every data event and the test set
     get a score. For class-0 inputs that are data rows or not fitted on the data (CWoLa Hunting's
@@ -165,6 +168,8 @@ def _classify(
     fold — SR data, sidebands and rows in no class alike (``role`` ``data``, ``template``, ``fold``):
     the scores entering an m_JJ spectrum share one distribution. The labelled test set (SIC curves only) gets the mean of the k
     models. ``embed(table, what)``: the classifier's inputs of a table's events (default: the features).
+    w0/w1: the classes' event weights (default: the data rows' ``weight`` column, 1 for inputs that are not
+    data rows).
     """
     from radar.analysis.cwola import kfold_scores
     from radar.analysis.metrics import auc, auc_null_sigma
@@ -172,6 +177,11 @@ def _classify(
     cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
     embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
     k = cfg.k_folds
+    weights = data_weights(data)
+    if w0 is None and rows0 is not None:
+        w0 = weights[rows0]
+    if w1 is None and rows1 is not None:
+        w1 = weights[rows1]
     data_folds = _data_folds(ctx, rows0, rows1)
     rest = _rows_in_no_class(len(data), rows0, rows1)
     X_test = embed(test, "test") if len(test) else None
@@ -179,7 +189,7 @@ def _classify(
         X0,
         X1,
         w0,
-        None,
+        w1,
         classifier=cfg.classifier.name,
         k_folds=k,
         seed=ctx.seed,
@@ -205,7 +215,7 @@ def _classify(
         role[rows1] = "data"
     y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))])
     s = np.concatenate([result.scores0, result.scores1])
-    w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1))])
+    w = np.concatenate([np.ones(len(X0)) if w0 is None else w0, np.ones(len(X1)) if w1 is None else w1])
     return MethodOutput(
         scores=scores,
         role=role,
@@ -215,6 +225,13 @@ def _classify(
         extra={"n_class0": len(X0), "n_class1": len(X1)},
         diagnostic_scores=fold_mean,
     )
+
+
+def data_weights(table: pd.DataFrame) -> np.ndarray:
+    """The events' weights (N,): the ``weight`` column, or 1 where the table has none."""
+    if "weight" not in table.columns:
+        return np.ones(len(table))
+    return table["weight"].to_numpy(dtype="float64")
 
 
 def _rows_in_no_class(n: int, rows0: np.ndarray | None, rows1: np.ndarray | None) -> np.ndarray:
@@ -282,6 +299,7 @@ def _classify_per_fold(
     test_scores = np.zeros(len(test))
     auc_y, auc_s, auc_w = [], [], []
     settings = classifier_settings(cfg)
+    weights = data_weights(data)
     held_template: list[tuple[np.ndarray, np.ndarray]] = []
     models = []
     for f in range(k):
@@ -291,12 +309,13 @@ def _classify_per_fold(
         w0 = np.ones(len(X0)) if w0 is None else np.asarray(w0, dtype="float64")
         Z = embed(data, "data")  # every data row's classifier inputs for this fold, computed once
         X1 = Z[rows1[train[rows1]]]
+        w1 = weights[rows1[train[rows1]]]
         if min(len(X0), len(X1)) < 2:
             raise ValueError(f"fold {f}: {len(X0)} template and {len(X1)} SR data events: too few to train")
         clf = get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings).fit(
             np.concatenate([X0, X1]),
             np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
-            sample_weight=np.concatenate([w0, np.ones(len(X1))]),
+            sample_weight=np.concatenate([w0, w1]),
         )
         p = clf.predict_proba(Z)
         scores[~train] = p[~train]
@@ -319,7 +338,7 @@ def _classify_per_fold(
     n0 = sum(len(y) for y in auc_y) // k
     auc_s.append(scores[rows1])
     auc_y.append(np.ones(len(rows1)))
-    auc_w.append(np.ones(len(rows1)))
+    auc_w.append(weights[rows1])
     fold_mean[rows1] = scores[rows1]
     role = np.full(len(data), "fold", dtype=object)
     role[rows1] = "data"

@@ -9,6 +9,7 @@ that nothing imports in a circle: the checks need the method registry, and the m
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
 from radar.analysis.config import SearchConfig, config_from_dict
 from radar.analysis.methods import combination_members
 from radar.analysis.units import available_methods, method_info, regions_for
+
+log = logging.getLogger(__name__)
 
 
 def load_config(path: str | Path) -> SearchConfig:
@@ -199,3 +202,33 @@ def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
         check_features(signal, cfg.features, "input.signal")
     if test is not None:
         check_features(test, cfg.features, "input.test")
+    check_weights(cfg, {"input.data": data, "input.signal": signal, "input.test": test})
+
+
+def check_weights(cfg: SearchConfig, tables: dict) -> None:
+    """Event weights (the ``weight`` column) must be finite and > 0; non-unit weights are refused for a
+    method whose training cannot use them (rather than silently ignored). Raises ValueError naming the
+    input, the rows and the method."""
+    weighted = []
+    for what, table in tables.items():
+        if table is None or "weight" not in table.columns:
+            continue
+        weights = table["weight"].to_numpy(dtype=float)
+        bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
+        if bad.size:
+            raise ValueError(
+                f"{what}: column 'weight' must be finite and > 0; {bad.size} rows are not "
+                f"(e.g. rows {bad[:5].tolist()}: {weights[bad[:5]].tolist()})"
+            )
+        if not np.all(weights == 1.0):
+            weighted.append(what)
+    if not weighted:
+        return
+    refused = [m for m in cfg.methods if not method_info(cfg.base_method(m)).event_weights]
+    if refused:
+        raise ValueError(
+            f"{', '.join(weighted)} carry non-unit event weights, which methods {refused} cannot use yet "
+            f"(their trainings are unweighted); the weighted methods are "
+            f"{sorted(m for m in available_methods() if method_info(m).event_weights)}"
+        )
+    log.info("event weights: %s carry non-unit weights; every training and spectrum uses them", weighted)

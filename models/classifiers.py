@@ -138,17 +138,26 @@ class MLPClassifier:
         X = _as_2d(X)
         y = np.asarray(y).astype(int)
         w = balanced_weights(y, sample_weight)
+        # the standardisation follows the events' own weights (a weight of k counts as k copies)
+        raw = None if sample_weight is None else np.asarray(sample_weight, dtype="float64").reshape(-1)
+        if raw is not None and np.all(raw == 1.0):
+            raw = None  # unit weights: exactly the unweighted numbers
         if X_val is None:
             tr, va = stratified_validation_split(y, self.val_fraction, self.seed)
             X_val, y_val, w_val = X[va], y[va], w[va]
             X, y, w = X[tr], y[tr], w[tr]
+            raw = None if raw is None else raw[tr]
         else:
             X_val = _as_2d(X_val, "X_val")
             y_val = np.asarray(y_val).astype(int)
             w_val = balanced_weights(y_val, w_val)
         device = resolve_device(self.device)
-        self.mean_ = X.mean(axis=0)
-        self.std_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+        if raw is None:
+            self.mean_, std = X.mean(axis=0), X.std(axis=0)
+        else:
+            self.mean_ = np.average(X, axis=0, weights=raw)
+            std = np.sqrt(np.average((X - self.mean_) ** 2, axis=0, weights=raw))
+        self.std_ = np.where(std > 0, std, 1.0)
 
         def tensor(a, dtype=torch.float32):
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)

@@ -23,7 +23,6 @@ space (the preprocessing Jacobian is a constant of the data, so it does not affe
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -32,20 +31,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from radar.models.device import resolve_device
 from radar.models.preprocessing import MassScaler, Preprocessor
+from radar.models.training import train_model
 
 log = logging.getLogger(__name__)
 
 FORMAT = "radar.ConditionalFlow/1"
 KINDS = ("maf", "rqs")
 _EVAL_BATCH = 65536
-
-
-class TrainingDiverged(RuntimeError):
-    """A training produced a non-finite loss."""
 
 
 def build_flow(
@@ -106,6 +101,29 @@ def build_flow(
         layers.append(norm)
         layers.append(ReversePermutation(n_features))
     return Flow(CompositeTransform(layers), StandardNormal([n_features]))
+
+
+def mean_nll(log_prob: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss: the mean negative log-likelihood of a batch, weighted when ``weight`` is given
+    (Σ w·(−log p) / Σ w: a weight of k counts as k copies of the event)."""
+    if weight is None:
+        return -log_prob.mean()
+    return -(log_prob * weight).sum() / weight.sum()
+
+
+def _checked_weights(weights: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+    """Event weights (n,) float64, finite and > 0, or None when absent."""
+    if weights is None:
+        return None
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if weights.shape != (n,):
+        raise ValueError(f"ConditionalFlow.fit: {what} has {weights.size} entries for {n} events")
+    bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
+    if bad.size:
+        raise ValueError(
+            f"ConditionalFlow.fit: {what} must be finite and > 0; {bad.size} are not (rows {bad[:5].tolist()})"
+        )
+    return weights
 
 
 class ConditionalFlow:
@@ -218,18 +236,24 @@ class ConditionalFlow:
         m_val: np.ndarray | None = None,
         *,
         preprocessor: Preprocessor | None = None,
+        sample_weight: np.ndarray | None = None,
+        w_val: np.ndarray | None = None,
     ) -> ConditionalFlow:
         """Train on features ``x`` (N, D) given ``m`` (N,) GeV.
 
         Without ``x_val``/``m_val`` a random ``val_fraction`` of the events (seeded) is held out for
         early stopping and epoch selection. ``preprocessor``: an already fitted
         :class:`~radar.models.preprocessing.Preprocessor` to share (e.g. between ANODE's two flows); by
-        default one is fitted on the training plus validation features.
+        default one is fitted on the training plus validation features. ``sample_weight`` (N,) / ``w_val``:
+        event weights (finite, > 0): the loss is the weighted mean negative log-likelihood and the
+        preprocessing's standardisation uses weighted moments, so a weight of k counts as k copies of the
+        event (batch-norm statistics excepted).
         """
         x, m = self._check_xm(x, m, "ConditionalFlow.fit")
+        w = _checked_weights(sample_weight, len(x), "sample_weight")
         if x_val is None:
-            if m_val is not None:
-                raise ValueError("ConditionalFlow.fit: m_val given without x_val")
+            if m_val is not None or w_val is not None:
+                raise ValueError("ConditionalFlow.fit: m_val or w_val given without x_val")
             rng = np.random.default_rng(self.seed)
             perm = rng.permutation(len(x))
             n_val = max(1, int(round(self.config["val_fraction"] * len(x))))
@@ -237,113 +261,73 @@ class ConditionalFlow:
                 raise ValueError(f"ConditionalFlow.fit: too few events ({len(x)}) to split off validation")
             val_idx, train_idx = perm[:n_val], perm[n_val:]
             x, m, x_val, m_val = x[train_idx], m[train_idx], x[val_idx], m[val_idx]
+            if w is not None:
+                w, w_val = w[train_idx], w[val_idx]
         else:
             if m_val is None:
                 raise ValueError("ConditionalFlow.fit: x_val given without m_val")
             x_val, m_val = self._check_xm(x_val, m_val, "ConditionalFlow.fit (validation)")
+            w_val = _checked_weights(w_val, len(x_val), "w_val")
+            if (w is None) != (w_val is None):
+                w = np.ones(len(x)) if w is None else w
+                w_val = np.ones(len(x_val)) if w_val is None else w_val
         if len(x) < 2 or len(x_val) < 1:
             raise ValueError(
                 f"ConditionalFlow.fit: need >= 2 training and >= 1 validation events, got "
                 f"{len(x)} and {len(x_val)}"
             )
         both = np.concatenate([x, x_val])
+        w_both = None if w is None else np.concatenate([w, w_val])
         if preprocessor is None:
-            preprocessor = Preprocessor().fit(both)
+            preprocessor = Preprocessor().fit(both, weights=w_both)
         elif not preprocessor.fitted:
-            preprocessor.fit(both)
+            preprocessor.fit(both, weights=w_both)
         self.preprocessor = preprocessor
-        self.mass_scaler = MassScaler().fit(np.concatenate([m, m_val]))
+        self.mass_scaler = MassScaler().fit(np.concatenate([m, m_val]), weights=w_both)
         z, _ = preprocessor.transform(x)
         z_val, _ = preprocessor.transform(x_val)
         data = (self._tensor(z), self._tensor(self.mass_scaler.transform(m)))
         val = (self._tensor(z_val), self._tensor(self.mass_scaler.transform(m_val)))
+        if w is not None:  # weights ride along as a third tensor (None: every event weighs 1)
+            data, val = (*data, self._tensor(w)), (*val, self._tensor(w_val))
 
-        self.n_failed = 0
-        max_restarts = self.config["max_restarts"]
-        for attempt in range(max_restarts + 1):
-            seed = self.seed + 7919 * attempt
-            try:
-                self._train(data, val, seed)
-                break
-            except TrainingDiverged as error:
-                self.n_failed += 1
-                log.warning(
-                    "flow training (seed %d) failed: %s; %s",
-                    seed,
-                    error,
-                    "restarting with another seed" if attempt < max_restarts else "giving up",
-                )
-        else:
-            raise RuntimeError(
-                f"ConditionalFlow.fit: all {max_restarts + 1} trainings hit a non-finite loss "
-                f"(seeds {self.seed} + 7919*k); try a lower lr, grad_clip or check the inputs"
-            )
+        self._train(data, val)
         return self
 
-    def _train(
-        self, data: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], seed: int
-    ) -> None:
+    def _train(self, data: tuple[torch.Tensor, ...], val: tuple[torch.Tensor, ...]) -> None:
+        """Train with the one loop of :func:`radar.models.training.train_model` (restarts with seed
+        ``seed + 7919 k`` on a non-finite loss, counted in ``n_failed``)."""
         c = self.config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = self._new_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=c["lr"], weight_decay=c["weight_decay"])
-        generator = torch.Generator().manual_seed(seed)
-        z, ctx = data
-        n, batch = len(z), c["batch_size"]
-        min_batch = max(2, batch // 8)
-        history: dict[str, Any] = {"train_loss": [], "val_loss": [], "best_epochs": [], "seed_used": seed}
-        best: list[tuple[float, int, dict[str, torch.Tensor]]] = []
-        best_loss, waited = math.inf, 0
-        bar = tqdm(range(c["epochs"]), desc="flow", unit="epoch", disable=not c["progress"], leave=False)
-        for epoch in bar:
-            model.train()
-            order = torch.randperm(n, generator=generator).to(self.device)
-            total = torch.zeros((), device=self.device)
-            n_seen = 0
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                if len(idx) < min_batch and start > 0:
-                    continue  # batch norm on a tiny remainder batch gives wild statistics: skip it
-                n_seen += len(idx)
-                loss = -model.log_prob(z[idx], context=ctx[idx]).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if c["grad_clip"] is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), c["grad_clip"])
-                optimizer.step()
-                total += loss.detach() * len(idx)
-            train_loss = float(total) / max(n_seen, 1)
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"non-finite training loss at epoch {epoch}")
-            val_loss = float(-self._log_prob_z(model, *val).mean())
-            if not math.isfinite(val_loss):
-                raise TrainingDiverged(f"non-finite validation loss at epoch {epoch}")
-            history["train_loss"].append(train_loss)
-            history["val_loss"].append(val_loss)
-            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-            log.debug("epoch %d: train %.5f val %.5f", epoch, train_loss, val_loss)
-            if len(best) < c["n_best_epochs"] or val_loss < best[-1][0]:
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best.append((val_loss, epoch, state))
-                best.sort(key=lambda item: (item[0], item[1]))
-                del best[c["n_best_epochs"] :]
-            if val_loss < best_loss:
-                best_loss, waited = val_loss, 0
-            else:
-                waited += 1
-                if c["patience"] > 0 and waited >= c["patience"]:
-                    log.info("early stopping at epoch %d (best val loss %.5f)", epoch, best_loss)
-                    break
-        bar.close()
-        self.members = []
-        for _, _, state in best:
-            member = copy.deepcopy(model)
-            member.load_state_dict(state)
-            member.eval()
-            self.members.append(member)
-        history["best_epochs"] = [epoch for _, epoch, _ in best]
-        self.history = history
+        z, ctx = data[:2]
+        weight = data[2] if len(data) > 2 else None
+
+        def batch_loss(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+            idx = idx.to(self.device)
+            return mean_nll(model.log_prob(z[idx], context=ctx[idx]), None if weight is None else weight[idx])
+
+        def val_loss(model: torch.nn.Module) -> float:
+            return float(mean_nll(self._log_prob_z(model, *val[:2]), val[2] if len(val) > 2 else None))
+
+        result = train_model(
+            self._new_model,
+            batch_loss,
+            val_loss,
+            len(z),
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
+            lr=c["lr"],
+            seed=self.seed,
+            patience=c["patience"],
+            n_best=c["n_best_epochs"],
+            max_restarts=c["max_restarts"],
+            weight_decay=c["weight_decay"],
+            grad_clip=c["grad_clip"],
+            what="ConditionalFlow.fit",
+            progress=c["progress"],
+        )
+        self.members = result.members
+        self.history = result.history
+        self.n_failed = result.n_failed
 
     @torch.no_grad()
     def _log_prob_z(self, model: torch.nn.Module, z: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:

@@ -69,8 +69,9 @@ class Preprocessor:
             )
         return x
 
-    def fit(self, x: np.ndarray) -> Preprocessor:
-        """Learn ``lo``, ``hi`` (min, max) and the logit-space mean/std from ``x`` of shape (N, D)."""
+    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> Preprocessor:
+        """Learn ``lo``, ``hi`` (min, max) and the logit-space mean/std from ``x`` of shape (N, D)
+        (weighted moments with event ``weights`` (N,))."""
         x = self._check(x, "Preprocessor.fit")
         if len(x) < 2:
             raise ValueError(f"Preprocessor.fit: need at least 2 events, got {len(x)}")
@@ -83,8 +84,7 @@ class Preprocessor:
             )
         self.lo, self.hi = lo, hi
         y = self._logit(self._unit(x))
-        self.mu = y.mean(axis=0)
-        self.sigma = y.std(axis=0)
+        self.mu, self.sigma = _moments(y, weights)
         self.sigma[self.sigma <= 0] = 1.0
         return self
 
@@ -205,10 +205,10 @@ class MassScaler:
             )
         return m
 
-    def fit(self, m: np.ndarray) -> MassScaler:
+    def fit(self, m: np.ndarray, weights: np.ndarray | None = None) -> MassScaler:
         logm = np.log(self._check(m, "MassScaler.fit"))
-        self.loc = float(logm.mean())
-        std = float(logm.std())
+        loc, std = _moments(logm, weights)
+        self.loc, std = float(loc), float(std)
         self.scale = std if std > 0 else 1.0
         return self
 
@@ -222,3 +222,12 @@ class MassScaler:
     @classmethod
     def from_state_dict(cls, state: dict[str, float]) -> MassScaler:
         return cls(state["loc"], state["scale"])
+
+
+def _moments(y: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation along axis 0; weighted (a weight of k counts as k copies) when given."""
+    if weights is None:
+        return y.mean(axis=0), y.std(axis=0)
+    weights = np.asarray(weights, dtype=np.float64)
+    mean = np.average(y, axis=0, weights=weights)
+    return mean, np.sqrt(np.average((y - mean) ** 2, axis=0, weights=weights))

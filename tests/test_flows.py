@@ -256,7 +256,7 @@ def test_every_training_failing_raises(data, monkeypatch):
         return model
 
     monkeypatch.setattr(flows_module, "build_flow", always_nan)
-    with pytest.raises(RuntimeError, match="all 2 trainings hit a non-finite loss"):
+    with pytest.raises(RuntimeError, match="ConditionalFlow.fit: all 2 trainings failed"):
         ConditionalFlow(3, max_restarts=1, **TINY).fit(x, m)
 
 

@@ -22,9 +22,9 @@ from radar.models.templates.curtains import (
     infer_signal_region,
     mmd2,
     sinkhorn_divergence,
-    train_model,
 )
 from radar.models.templates.salad import mass_balance_weights, mass_matched_rows
+from radar.models.training import train_model
 from radar.processors.features import conform
 
 SR = (3300.0, 3700.0)
@@ -354,9 +354,9 @@ def test_ranode_catches_a_nan_training_and_retries(sideband, signal_region, monk
     calls = {"n": 0}
     original = RAnodeDensity._nll
 
-    def flaky(log_ps, log_pb, log_w, log_1mw):
+    def flaky(log_ps, log_pb, log_w, log_1mw, weight=None):
         calls["n"] += 1
-        loss = original(log_ps, log_pb, log_w, log_1mw)
+        loss = original(log_ps, log_pb, log_w, log_1mw, weight)
         return loss * float("nan") if calls["n"] == 1 else loss
 
     monkeypatch.setattr(RAnodeDensity, "_nll", staticmethod(flaky))

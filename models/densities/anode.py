@@ -21,7 +21,7 @@ from radar.models.densities import register
 from radar.models.flows import ConditionalFlow
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import Preprocessor
-from radar.models.templates import table_arrays
+from radar.models.templates import stacked_weights, table_arrays, table_weights
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,17 @@ class AnodeDensity:
     def fit(self, sideband: pd.DataFrame, signal_region: pd.DataFrame) -> AnodeDensity:
         x_sb, m_sb = table_arrays(sideband, self.features, "ANODE sideband")
         x_sr, m_sr = table_arrays(signal_region, self.features, "ANODE signal region")
-        shared = Preprocessor(names=self.features).fit(np.concatenate([x_sb, x_sr]))
+        w_sb, w_sr = (
+            table_weights(sideband, "ANODE sideband"),
+            table_weights(signal_region, "ANODE signal region"),
+        )
+        both = stacked_weights(w_sb, len(x_sb), w_sr, len(x_sr))
+        shared = Preprocessor(names=self.features).fit(np.concatenate([x_sb, x_sr]), weights=both)
         n = len(self.features)
         self.bkg = ConditionalFlow(n, seed=self.seed, device=self.device, **self.bkg_kwargs)
-        self.bkg.fit(x_sb, m_sb, preprocessor=shared)
+        self.bkg.fit(x_sb, m_sb, preprocessor=shared, sample_weight=w_sb)
         self.data = ConditionalFlow(n, seed=self.seed + 1, device=self.device, **self.data_kwargs)
-        self.data.fit(x_sr, m_sr, preprocessor=shared)
+        self.data.fit(x_sr, m_sr, preprocessor=shared, sample_weight=w_sr)
         return self
 
     def score(self, x: pd.DataFrame) -> np.ndarray:

@@ -36,8 +36,8 @@ from radar.models.device import resolve_device
 from radar.models.flows import ConditionalFlow, build_flow
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import Preprocessor
-from radar.models.templates import table_arrays
-from radar.models.templates.curtains import train_model
+from radar.models.templates import stacked_weights, table_arrays, table_weights
+from radar.models.training import train_model
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -170,27 +170,38 @@ class RAnodeDensity:
 
     @staticmethod
     def _nll(
-        log_ps: torch.Tensor, log_pb: torch.Tensor, log_w: torch.Tensor, log_1mw: torch.Tensor
+        log_ps: torch.Tensor,
+        log_pb: torch.Tensor,
+        log_w: torch.Tensor,
+        log_1mw: torch.Tensor,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean negative log mixture likelihood -log(w p_S + (1 - w) p_B) of a batch (scalar)."""
-        return -torch.logaddexp(log_w + log_ps, log_1mw + log_pb).mean()
+        """Mean negative log mixture likelihood -log(w p_S + (1 - w) p_B) of a batch (scalar); weighted by
+        the events' ``weight`` when given."""
+        nll = -torch.logaddexp(log_w + log_ps, log_1mw + log_pb)
+        return nll.mean() if weight is None else (nll * weight).sum() / weight.sum()
 
     def fit(self, sideband: pd.DataFrame, signal_region: pd.DataFrame) -> RAnodeDensity:
         """Train p_B on the sideband, then p_S (and w) on the SR data with p_B fixed."""
         c = self.config
         x_sb, m_sb = table_arrays(sideband, self.features, "R-ANODE sideband")
         x_sr, m_sr = table_arrays(signal_region, self.features, "R-ANODE signal region")
-        shared = Preprocessor(names=self.features).fit(np.concatenate([x_sb, x_sr]))
+        w_sb = table_weights(sideband, "R-ANODE sideband")
+        w_sr = table_weights(signal_region, "R-ANODE signal region")
+        shared = Preprocessor(names=self.features).fit(
+            np.concatenate([x_sb, x_sr]), weights=stacked_weights(w_sb, len(x_sb), w_sr, len(x_sr))
+        )
         self.bkg = ConditionalFlow(
             len(self.features), seed=self.seed, **{"device": self.device, **self.bkg_kwargs}
         )
-        self.bkg.fit(x_sb, m_sb, preprocessor=shared)
+        self.bkg.fit(x_sb, m_sb, preprocessor=shared, sample_weight=w_sb)
         device = resolve_device(self.device)
         z_np, logdet = shared.transform(x_sr)
         # the background density in the preprocessed space (the Jacobian is common to both densities)
         log_pb = torch.as_tensor(self.bkg.log_prob(x_sr, m_sr) - logdet, dtype=torch.float32, device=device)
         z = torch.as_tensor(z_np, dtype=torch.float32, device=device)
         ctx = torch.as_tensor(self.bkg.mass_scaler.transform(m_sr), dtype=torch.float32, device=device)
+        weight = None if w_sr is None else torch.as_tensor(w_sr, dtype=torch.float32, device=device)
         perm = np.random.default_rng(self.seed + 1).permutation(len(z))
         n_val = max(2, int(round(c["val_fraction"] * len(z))))
         val_idx, train_idx = torch.as_tensor(perm[:n_val]), torch.as_tensor(perm[n_val:])
@@ -203,7 +214,13 @@ class RAnodeDensity:
 
         def loss_of(model, rows):
             log_w, log_1mw = model.log_w()
-            return self._nll(model.flow.log_prob(z[rows], context=ctx[rows]), log_pb[rows], log_w, log_1mw)
+            return self._nll(
+                model.flow.log_prob(z[rows], context=ctx[rows]),
+                log_pb[rows],
+                log_w,
+                log_1mw,
+                None if weight is None else weight[rows],
+            )
 
         def batch_loss(model, idx):
             return loss_of(model, train_idx[idx].to(device))

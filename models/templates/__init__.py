@@ -44,7 +44,18 @@ from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Registry", "Template", "available", "draw_mjj_kde", "get", "register", "table_arrays"]
+__all__ = [
+    "Registry",
+    "Template",
+    "available",
+    "draw_mjj_kde",
+    "get",
+    "refuse_weights",
+    "register",
+    "stacked_weights",
+    "table_arrays",
+    "table_weights",
+]
 
 
 _registry = Registry("template method", __name__)
@@ -73,13 +84,14 @@ def draw_mjj_kde(
     *,
     bounds: tuple[float, float] | None = None,
     bw_method: str | float | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw ``n`` m_JJ values (GeV) from a Gaussian KDE of the SR masses ``mjj_sr`` (N,).
 
     Draws that land outside ``bounds`` (default: the min and max of ``mjj_sr``, i.e. the SR edges as
     populated) are redrawn a few times and the last stragglers clipped to the edges, so every value lies
     inside the SR without a pile-up at its edges. ``bw_method``: as :class:`scipy.stats.gaussian_kde`
-    (Scott's rule by default). Returns (n,) float64.
+    (Scott's rule by default). ``weights`` (N,): the SR events' weights (a weighted KDE). Returns (n,) float64.
     """
     from scipy.stats import gaussian_kde
 
@@ -93,7 +105,7 @@ def draw_mjj_kde(
         raise ValueError(f"draw_mjj_kde: n must be >= 0, got {n}")
     lo, hi = bounds if bounds is not None else (float(mjj_sr.min()), float(mjj_sr.max()))
     rng = np.random.default_rng(seed)
-    kde = gaussian_kde(mjj_sr, bw_method=bw_method)
+    kde = gaussian_kde(mjj_sr, bw_method=bw_method, weights=weights)
     out = kde.resample(n, seed=rng).reshape(-1)
     for _ in range(10):
         outside = np.flatnonzero((out < lo) | (out > hi))
@@ -101,6 +113,39 @@ def draw_mjj_kde(
             break
         out[outside] = kde.resample(outside.size, seed=rng).reshape(-1)
     return np.clip(out, lo, hi)
+
+
+def table_weights(table: pd.DataFrame, what: str) -> np.ndarray | None:
+    """The events' weights (N,) from the table's ``weight`` column, or None when there is none or every
+    weight is 1 (then a fit is exactly the unweighted one). Raises ValueError naming ``what`` and the rows
+    when a weight is not finite or not > 0."""
+    if "weight" not in table.columns:
+        return None
+    weights = table["weight"].to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
+    if bad.size:
+        raise ValueError(
+            f"{what}: column 'weight' must be finite and > 0; {bad.size} rows are not (e.g. {bad[:5].tolist()})"
+        )
+    return None if np.all(weights == 1.0) else weights
+
+
+def stacked_weights(w_a: np.ndarray | None, n_a: int, w_b: np.ndarray | None, n_b: int) -> np.ndarray | None:
+    """The weights of two tables' events (``n_a`` then ``n_b``) side by side, 1 where a table has none; None
+    when neither carries weights."""
+    if w_a is None and w_b is None:
+        return None
+    return np.concatenate([np.ones(n_a) if w_a is None else w_a, np.ones(n_b) if w_b is None else w_b])
+
+
+def refuse_weights(table: pd.DataFrame | None, method: str, what: str) -> None:
+    """For a method whose training has no event weights yet: ValueError when ``table`` carries non-unit
+    weights (a silently unweighted fit would be wrong physics)."""
+    if table is not None and table_weights(table, what) is not None:
+        raise ValueError(
+            f"{method}: {what} has non-unit event weights, which {method} does not support yet; use "
+            "cathode, lacathode, cwola_hunting, anode, ranode, iad or supervised, or unweighted events"
+        )
 
 
 def table_arrays(

@@ -21,7 +21,7 @@ import pandas as pd
 from radar.models.flows import ConditionalFlow
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import Preprocessor
-from radar.models.templates import register, table_arrays
+from radar.models.templates import register, table_arrays, table_weights
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,14 @@ class CathodeTemplate:
         return 0 if self.flow is None else self.flow.n_failed
 
     def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> CathodeTemplate:
-        """Train the flow on the sideband events (``simulation`` is not used by CATHODE)."""
+        """Train the flow on the sideband events, weighted by their ``weight`` column when it is not all 1
+        (``simulation`` is not used by CATHODE)."""
         x, m = table_arrays(sideband, self.features, "CATHODE sideband")
         self.flow = ConditionalFlow(
             len(self.features), seed=self.seed, device=self.device, **self.flow_kwargs
         )
-        self.flow.fit(x, m, preprocessor=Preprocessor(names=self.features))
+        weights = table_weights(sideband, "CATHODE sideband")
+        self.flow.fit(x, m, preprocessor=Preprocessor(names=self.features), sample_weight=weights)
         return self
 
     def sample(self, n: int, mjj: np.ndarray, *, seed: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:

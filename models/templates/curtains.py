@@ -33,30 +33,27 @@ moves it to the requested SR mass, so asking for more events than there are SB e
 SB event is reused with different target masses). CURTAINs-F (flows for flows) is not implemented.
 
 This module also holds the pieces shared by the transport-based templates (FETA) and R-ANODE:
-:func:`infer_signal_region`, :func:`identity_maf`, :func:`train_model`.
+:func:`infer_signal_region`, :func:`identity_maf`. The training loop is :mod:`radar.models.training`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from radar.models.device import resolve_device
-from radar.models.flows import TrainingDiverged
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import MassScaler, Preprocessor
-from radar.models.templates import register, table_arrays
+from radar.models.templates import refuse_weights, register, table_arrays
+from radar.models.training import train_model
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -64,12 +61,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "OBJECTIVES",
     "CurtainsTemplate",
-    "TrainResult",
     "identity_maf",
     "infer_signal_region",
     "mmd2",
     "sinkhorn_divergence",
-    "train_model",
 ]
 
 OBJECTIVES = ("sinkhorn", "mmd")
@@ -191,165 +186,6 @@ def sinkhorn_divergence(a: torch.Tensor, b: torch.Tensor, blur: float = 0.5, ite
     )
 
 
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train_model`: the best-epoch modules (eval mode), losses, failure counts."""
-
-    members: list[torch.nn.Module]
-    history: dict[str, Any] = field(default_factory=dict)
-    n_failed: int = 0
-    n_trainings: int = 0
-
-
-def train_model(
-    build: Callable[[], torch.nn.Module],
-    batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
-    val_loss: Callable[[torch.nn.Module], float],
-    n_train: int,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    patience: int = 10,
-    n_best: int = 1,
-    max_restarts: int = 3,
-    weight_decay: float = 0.0,
-    grad_clip: float | None = None,
-    divergence: float | None = None,
-    what: str = "model",
-    progress: bool = False,
-) -> TrainResult:
-    """Mini-batch AdamW training with early stopping, best-epoch ensemble and restarts on failure.
-
-    ``build()`` makes a fresh module (called under ``torch.manual_seed`` of the attempt's seed inside a
-    forked RNG; if it has a ``param_groups()`` method, its result is given to the optimiser); ``batch_loss(module, idx)`` gives the loss of the training events ``idx`` (a LongTensor
-    of indices in ``[0, n_train)``); ``val_loss(module)`` the validation loss (module in eval mode).
-
-    A training *fails* when a loss is NaN/inf or (with ``divergence``) the validation loss rises more
-    than ``divergence`` above its first value; it is logged and restarted with seed ``seed + 7919 k``
-    (at most ``max_restarts`` times), counted in ``n_failed``; ``n_trainings`` counts all attempts.
-    RuntimeError when every attempt fails. The ``n_best`` epochs of lowest validation loss are returned.
-    """
-    n_failed = 0
-    for attempt in range(max_restarts + 1):
-        attempt_seed = seed + 7919 * attempt
-        try:
-            members, history = _train_once(
-                build,
-                batch_loss,
-                val_loss,
-                n_train,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                seed=attempt_seed,
-                patience=patience,
-                n_best=n_best,
-                weight_decay=weight_decay,
-                grad_clip=grad_clip,
-                divergence=divergence,
-                what=what,
-                progress=progress,
-            )
-            return TrainResult(members, history, n_failed, attempt + 1)
-        except TrainingDiverged as error:
-            n_failed += 1
-            log.warning(
-                "%s training (seed %d) failed: %s; %s",
-                what,
-                attempt_seed,
-                error,
-                "restarting with another seed" if attempt < max_restarts else "giving up",
-            )
-    raise RuntimeError(
-        f"{what}: all {max_restarts + 1} trainings failed (seeds {seed} + 7919*k); "
-        "try a lower lr, grad_clip or check the inputs"
-    )
-
-
-def _train_once(
-    build,
-    batch_loss,
-    val_loss,
-    n_train,
-    *,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    patience,
-    n_best,
-    weight_decay,
-    grad_clip,
-    divergence,
-    what,
-    progress,
-):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build()
-    params = [p for p in model.parameters() if p.requires_grad]
-    # a module may ask for its own parameter groups (e.g. R-ANODE's signal fraction with a larger lr)
-    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": params}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    min_batch = max(2, batch_size // 8)
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "best_epochs": [], "seed_used": seed}
-    best: list[tuple[float, int, dict[str, torch.Tensor]]] = []
-    best_loss, waited, first_val = math.inf, 0, None
-    bar = tqdm(range(epochs), desc=what, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(n_train, generator=generator)
-        total, seen = 0.0, 0
-        for start in range(0, n_train, batch_size):
-            idx = order[start : start + batch_size]
-            if len(idx) < min_batch and start > 0:
-                continue  # a tiny remainder batch gives noisy batch statistics: skip it
-            loss = batch_loss(model, idx)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"non-finite training loss at epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        model.eval()
-        with torch.no_grad():
-            val = float(val_loss(model))
-        if not math.isfinite(val):
-            raise TrainingDiverged(f"non-finite validation loss at epoch {epoch}")
-        first_val = val if first_val is None else first_val
-        if divergence is not None and val > first_val + divergence:
-            raise TrainingDiverged(f"validation loss rose from {first_val:.4f} to {val:.4f} at epoch {epoch}")
-        history["train_loss"].append(total / max(seen, 1))
-        history["val_loss"].append(val)
-        bar.set_postfix(val=f"{val:.4f}")
-        if len(best) < n_best or val < best[-1][0]:
-            best.append((val, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}))
-            best.sort(key=lambda item: (item[0], item[1]))
-            del best[n_best:]
-        if val < best_loss:
-            best_loss, waited = val, 0
-        else:
-            waited += 1
-            if patience > 0 and waited >= patience:
-                log.info("%s: early stopping at epoch %d (best val loss %.5f)", what, epoch, best_loss)
-                break
-    bar.close()
-    members = []
-    for _, _, state in best:
-        member = copy.deepcopy(model)
-        member.load_state_dict(state)
-        member.eval()
-        members.append(member)
-    history["best_epochs"] = [epoch for _, epoch, _ in best]
-    return members, history
-
-
 # ------------------------------------------------------------------------------------------------ CURTAINs
 SOURCES = ("both", "low", "high")
 
@@ -456,6 +292,7 @@ class CurtainsTemplate:
 
     def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> CurtainsTemplate:
         """Train the transformer on the sideband events (``simulation`` is not used by CURTAINs)."""
+        refuse_weights(sideband, "curtains", "the sideband data")
         c = self.config
         x, m = table_arrays(sideband, self.features, "CURTAINs sideband")
         sr = c["signal_region"] or infer_signal_region(m)

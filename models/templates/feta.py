@@ -33,9 +33,10 @@ from radar.models.device import resolve_device
 from radar.models.flows import ConditionalFlow
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import Preprocessor
-from radar.models.templates import register, table_arrays
-from radar.models.templates.curtains import identity_maf, infer_signal_region, train_model
+from radar.models.templates import refuse_weights, register, table_arrays
+from radar.models.templates.curtains import identity_maf, infer_signal_region
 from radar.models.templates.salad import mass_matched_rows
+from radar.models.training import train_model
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ class FetaTemplate:
 
     def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> FetaTemplate:
         """Train the base flow on simulation (in the sideband m_JJ range) and the transport on SB data."""
+        refuse_weights(sideband, "feta", "the sideband data")
+        refuse_weights(simulation, "feta", "the simulation")
         if simulation is None:
             raise ValueError(
                 "FETA needs a simulation feature table covering the sidebands and the SR "

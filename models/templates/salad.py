@@ -33,7 +33,7 @@ import torch
 
 from radar.models.classifiers import get_classifier
 from radar.models.persistence import load_state, save_state
-from radar.models.templates import register, table_arrays
+from radar.models.templates import refuse_weights, register, table_arrays
 from radar.models.templates.curtains import infer_signal_region
 from radar.processors.features import LHCO_FEATURES
 
@@ -145,6 +145,8 @@ class SaladTemplate:
 
     def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> SaladTemplate:
         """Train the data-vs-simulation classifier in the sidebands and weight the SR simulation."""
+        refuse_weights(sideband, "salad", "the sideband data")
+        refuse_weights(simulation, "salad", "the simulation")
         if simulation is None:
             raise ValueError(
                 "SALAD needs a simulation feature table covering the sidebands and the SR "
