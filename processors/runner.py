@@ -102,6 +102,107 @@ def check_inputs(paths: Sequence[Path], layout: RootLayout) -> dict[Path, str]:
     return kinds
 
 
+@dataclasses.dataclass
+class _Dataset:
+    """One output table in the making: its inputs, their kinds, and the lazy outputs of its particle-level
+    files (computed together with every other dataset's, in one graph)."""
+
+    paths: list[Path]
+    output: Path
+    processor: DijetProcessor
+    kinds: dict[Path, str]
+    lazy: dict[str, dict]
+    extra_metadata: Mapping[str, Any] | None = None
+
+
+def _prepare(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    processor: DijetProcessor,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> _Dataset:
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("no input files given")
+    kinds = check_inputs(paths, processor.root_layout)
+    return _Dataset(paths, Path(output), processor, kinds, {}, extra_metadata)
+
+
+def _build(dataset: _Dataset, chunk_size: int) -> None:
+    dataset.lazy = {
+        str(p): _lazy_outputs(p, dataset.processor, chunk_size)
+        for p in dataset.paths
+        if dataset.kinds[p] != "lhco-features"
+    }
+
+
+def _compute_all(datasets: Sequence[_Dataset], client) -> list[dict]:
+    """Every dataset's particle-level files in ONE graph: the workers move from file to file (and from
+    dataset to dataset) without a barrier between them."""
+    lazy = {(k, path): out for k, d in enumerate(datasets) for path, out in d.lazy.items()}
+    if not lazy:
+        return [{} for _ in datasets]
+    what = Path(next(iter(lazy))[1]).name if len(lazy) == 1 else f"{len(lazy)} files"
+    computed = _compute_with_progress(lazy, client, f"clustering {what}")
+    return [{path: computed[(k, path)] for path in d.lazy} for k, d in enumerate(datasets)]
+
+
+def _finish(dataset: _Dataset, computed: dict, write_histograms: bool, started: float) -> pd.DataFrame:
+    """The feature table, its histograms and provenance of one dataset from its computed outputs."""
+    tables, cutflow = [], dict.fromkeys(["all", *STATUS_NAMES.values()], 0)
+    histogram = mjj_histogram()
+    for path in dataset.paths:
+        if dataset.kinds[path] == "lhco-features":
+            table = from_lhco_feature_hdf5(path)
+            histogram.fill(mjj=table["mjj"], label=table["label"].astype(int), weight=table["weight"])
+            cutflow["all"] += len(table)
+            cutflow["passed"] += len(table)
+            tables.append(table)
+            continue
+        result = computed[str(path)]
+        table = features_to_frame(result["features"])
+        counts = {k: int(v) for k, v in result["cutflow"].items()}
+        log.info(
+            "%s: %d events read, %d passed (no jets %d, one jet %d, failed trigger %d)",
+            path,
+            counts["all"],
+            counts["passed"],
+            counts["no_jets"],
+            counts["one_jet"],
+            counts["failed_trigger"],
+        )
+        for key, value in counts.items():
+            cutflow[key] += value
+        histogram += result["mjj"]
+        tables.append(table)
+
+    table = conform(pd.concat(tables, ignore_index=True)) if len(tables) > 1 else tables[0]
+    elapsed = time.perf_counter() - started
+    provenance = {
+        "inputs": {str(p): {"kind": dataset.kinds[p], "sha256": file_sha256(p)} for p in dataset.paths},
+        "jet_config": dataclasses.asdict(dataset.processor.jets),
+        "cutflow": cutflow,
+        "versions": package_versions(),
+        "seconds": round(elapsed, 3),
+        **(dataset.extra_metadata or {}),
+    }
+    output = dataset.output
+    write_feature_table(table, output, metadata=provenance)
+    stem = output.with_suffix("")
+    write_json(f"{stem}.cutflow.json", provenance)
+    if write_histograms:
+        write_histograms_root(histogram, Path(f"{stem}.hists.root"))
+    log.info(
+        "processed %d events from %d file(s) in %.1f s: %d in the feature table %s",
+        cutflow["all"],
+        len(dataset.paths),
+        elapsed,
+        len(table),
+        output,
+    )
+    return table
+
+
 def process_files(
     inputs: Sequence[str | Path],
     output: str | Path,
@@ -117,74 +218,18 @@ def process_files(
 ) -> pd.DataFrame:
     """Extract dijet features from every input and write one parquet feature table.
 
-    ``inputs``: LHCO raw HDF5, ROOT or LHCO 15-column feature files (mixed is fine). Writes ``output``
-    (parquet, atomically), next to it ``<stem>.hists.root`` (m_JJ histograms per label, readable by
-    ROOT) and ``<stem>.cutflow.json``. Returns the feature table (FEATURE_COLUMNS, GeV).
+    ``inputs``: LHCO raw HDF5, ROOT or LHCO 15-column feature files (mixed is fine), processed as one Dask
+    graph. Writes ``output`` (parquet, atomically), next to it ``<stem>.hists.root`` (m_JJ histograms per
+    label, readable by ROOT) and ``<stem>.cutflow.json``. Returns the feature table (FEATURE_COLUMNS, GeV).
     """
-    output = Path(output)
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise ValueError("no input files given")
     config = jet_config or JetConfig(jet_radius=jet_radius)
     processor = DijetProcessor(jets=config, root_layout=root_layout or RootLayout())
     started = time.perf_counter()
-
-    kinds = check_inputs(paths, processor.root_layout)
-
-    tables, cutflow = [], dict.fromkeys(["all", *STATUS_NAMES.values()], 0)
-    histogram = mjj_histogram()
+    dataset = _prepare(inputs, output, processor, extra_metadata)
     with dask_client(workers, scheduler) as client:
-        for path in paths:
-            if kinds[path] == "lhco-features":
-                table = from_lhco_feature_hdf5(path)
-                histogram.fill(mjj=table["mjj"], label=table["label"].astype(int))
-                cutflow["all"] += len(table)
-                cutflow["passed"] += len(table)
-                tables.append(table)
-                continue
-            result = _compute_with_progress(
-                _lazy_outputs(path, processor, chunk_size), client, f"clustering {path.name}"
-            )
-            table = features_to_frame(result["features"])
-            counts = {k: int(v) for k, v in result["cutflow"].items()}
-            log.info(
-                "%s: %d events read, %d passed (no jets %d, one jet %d, failed trigger %d)",
-                path,
-                counts["all"],
-                counts["passed"],
-                counts["no_jets"],
-                counts["one_jet"],
-                counts["failed_trigger"],
-            )
-            for key, value in counts.items():
-                cutflow[key] += value
-            histogram += result["mjj"]
-            tables.append(table)
-
-    table = conform(pd.concat(tables, ignore_index=True)) if len(tables) > 1 else tables[0]
-    elapsed = time.perf_counter() - started
-    provenance = {
-        "inputs": {str(p): {"kind": kinds[p], "sha256": file_sha256(p)} for p in paths},
-        "jet_config": dataclasses.asdict(config),
-        "cutflow": cutflow,
-        "versions": package_versions(),
-        "seconds": round(elapsed, 3),
-        **(extra_metadata or {}),
-    }
-    write_feature_table(table, output, metadata=provenance)
-    stem = output.with_suffix("")
-    write_json(f"{stem}.cutflow.json", provenance)
-    if write_histograms:
-        write_histograms_root(histogram, Path(f"{stem}.hists.root"))
-    log.info(
-        "processed %d events from %d file(s) in %.1f s: %d in the feature table %s",
-        cutflow["all"],
-        len(paths),
-        elapsed,
-        len(table),
-        output,
-    )
-    return table
+        _build(dataset, chunk_size)
+        (computed,) = _compute_all([dataset], client)
+    return _finish(dataset, computed, write_histograms, started)
 
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -250,7 +295,8 @@ def process_fileset(
     """:func:`process_files` for every dataset of a coffea fileset: ``output_dir/<dataset>.parquet`` (with
     its ``.cutflow.json`` and ``.hists.root``), and ``output_dir/fileset.json`` listing each dataset's
     files, metadata, output and event counts. The dataset name and metadata also go into each table's
-    parquet metadata. Every file of every dataset is checked before any work starts."""
+    parquet metadata. Every file of every dataset is checked before any work starts; all datasets' files are
+    processed as one Dask graph on one cluster."""
     output_dir = Path(output_dir)
     if not isinstance(fileset, Mapping):
         fileset = load_fileset(fileset)
@@ -259,27 +305,38 @@ def process_fileset(
         name: dataclasses.replace(layout, tree=entry["tree"]) if entry.get("tree") else layout
         for name, entry in fileset.items()
     }
+    workers, scheduler = kwargs.pop("workers", None), kwargs.pop("scheduler", None)
+    chunk_size = kwargs.pop("chunk_size", 10_000)
+    write_histograms = kwargs.pop("write_histograms", True)
+    config = kwargs.pop("jet_config", None) or JetConfig(jet_radius=kwargs.pop("jet_radius", 1.0))
+    if kwargs:
+        raise TypeError(f"process_fileset: unexpected arguments {sorted(kwargs)}")
+    started = time.perf_counter()
+    datasets = {}
     for name, entry in fileset.items():  # fail in the first second, not after the first dataset
         try:
-            check_inputs([Path(f) for f in entry["files"]], layouts[name])
+            datasets[name] = _prepare(
+                entry["files"],
+                output_dir / f"{name}.parquet",
+                DijetProcessor(jets=config, root_layout=layouts[name]),
+                {"dataset": name, "metadata": entry["metadata"]},
+            )
         except (ValueError, FileNotFoundError) as error:
             raise type(error)(f"dataset {name!r}: {error}") from None
     output_dir.mkdir(parents=True, exist_ok=True)
+    for name, dataset in datasets.items():
+        log.info("dataset %s: %d file(s) -> %s", name, len(dataset.paths), dataset.output)
+    with dask_client(workers, scheduler) as client:  # every dataset's files in one graph
+        for dataset in datasets.values():
+            _build(dataset, chunk_size)
+        computed = _compute_all(list(datasets.values()), client)
     tables, summary = {}, {}
-    for name, entry in fileset.items():
-        out = output_dir / f"{name}.parquet"
-        log.info("dataset %s: %d file(s) -> %s", name, len(entry["files"]), out)
-        tables[name] = process_files(
-            entry["files"],
-            out,
-            root_layout=layouts[name],
-            extra_metadata={"dataset": name, "metadata": entry["metadata"]},
-            **kwargs,
-        )
+    for (name, dataset), outputs in zip(datasets.items(), computed):
+        tables[name] = _finish(dataset, outputs, write_histograms, started)
         summary[name] = {
-            "files": [str(f) for f in entry["files"]],
-            "metadata": entry["metadata"],
-            "output": str(out),
+            "files": [str(f) for f in dataset.paths],
+            "metadata": fileset[name]["metadata"],
+            "output": str(dataset.output),
             "events": len(tables[name]),
         }
     write_json(output_dir / "fileset.json", summary)

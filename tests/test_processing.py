@@ -447,7 +447,7 @@ def test_coffea_runner_on_a_fileset_gives_the_radar_process_table(tmp_path, tiny
     assert out["lhco_rnd"]["cutflow"]["all"] == 1000 and out["lhco_rnd"]["mjj"].sum().value == len(table)
 
 
-def test_radar_process_takes_a_coffea_fileset(tmp_path, lhco_tiny, tiny_events):
+def test_radar_process_takes_a_coffea_fileset(tmp_path, lhco_tiny, tiny_events, monkeypatch):
     """A fileset (YAML, datasets with files and metadata) gives one table per dataset, named after it, equal to
     processing its files directly; the dataset name and metadata travel with the table."""
     import json
@@ -467,6 +467,16 @@ def test_radar_process_takes_a_coffea_fileset(tmp_path, lhco_tiny, tiny_events):
         "rnd_h5": {"files": [str(lhco_tiny)], "metadata": {"xsec_pb": 1.5}},
         "rnd_root": {"files": {"part.root": "events"}},
     }  # relative to the fileset file
+    import radar.processors.runner as runner
+
+    graphs = []
+    compute = runner._compute_with_progress
+
+    def counted(outputs, client, description):
+        graphs.append(sorted(outputs))
+        return compute(outputs, client, description)
+
+    monkeypatch.setattr(runner, "_compute_with_progress", counted)
     (tmp_path / "fileset.yaml").write_text(yaml.safe_dump(fileset))
     out = tmp_path / "tables"
     assert (
@@ -493,6 +503,8 @@ def test_radar_process_takes_a_coffea_fileset(tmp_path, lhco_tiny, tiny_events):
     assert summary["rnd_root"]["events"] == len(read_feature_table(out / "rnd_root.parquet")) == 300
     provenance = json.loads(pq.read_schema(out / "rnd_h5.parquet").metadata[b"radar"])
     assert provenance["dataset"] == "rnd_h5" and provenance["metadata"] == {"xsec_pb": 1.5}
+    # the two datasets' files were ONE graph (then the direct run's one file)
+    assert len(graphs) == 2 and len(graphs[0]) == 2 and len(graphs[1]) == 1
 
 
 @pytest.mark.parametrize(
