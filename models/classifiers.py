@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from radar.models.registry import Registry
+from radar.models.training import train_model
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ _registry = Registry("classifier")
 
 @_registry.register("mlp")
 class MLPClassifier:
-    """CWoLa MLP: ``hidden`` ReLU layers, Adam, weighted BCE, early stopping, ensemble of best epochs.
+    """CWoLa MLP: ``hidden`` ReLU layers, Adam, weighted BCE, early stopping, ensemble of best epochs (the one
+    training loop, :func:`radar.models.training.train_model`).
 
     Inputs are standardised with the training mean/std. After training, the ``n_best_epochs`` epochs
     with the lowest validation loss are kept and their sigmoid outputs averaged.
@@ -164,62 +166,43 @@ class MLPClassifier:
 
         xt, yt, wt = tensor((X - self.mean_) / self.std_), tensor(y), tensor(w)
         xv, yv, wv = tensor((X_val - self.mean_) / self.std_), tensor(y_val), tensor(w_val)
-        # fork the global RNG so that concurrent fits in threads (Dask) stay reproducible
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = self._build(X.shape[1]).to(device)
-        optimiser = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
-        rng = np.random.default_rng(self.seed + 7919)
-        n = len(xt)
-        self.states_, self.history_ = [], {"train_loss": [], "val_loss": []}
-        all_states: list[tuple[float, dict]] = []
-        best, since_best = np.inf, 0
-        epochs = range(self.epochs)
-        if self.progress:
-            from tqdm.auto import tqdm
 
-            epochs = tqdm(epochs, desc="MLP", leave=False)
-        for epoch in epochs:
-            model.train()
-            order = torch.as_tensor(rng.permutation(n), device=device)
-            total = torch.zeros((), device=device)
-            wsum = torch.zeros((), device=device)
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                logits = model(xt[idx]).squeeze(-1)
-                wb = wt[idx]
-                loss = (loss_fn(logits, yt[idx]) * wb).sum() / wb.sum()
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                total += loss.detach() * wb.sum()
-                wsum += wb.sum()
-            model.eval()
-            with torch.no_grad():
-                val_loss = float((loss_fn(model(xv).squeeze(-1), yv) * wv).sum() / wv.sum())
-            if not np.isfinite(val_loss):
-                log.warning("MLP epoch %d: non-finite validation loss, stopping this training", epoch)
-                break
-            self.history_["train_loss"].append(float(total / wsum.clamp_min(1e-12)))
-            self.history_["val_loss"].append(val_loss)
-            all_states.append(
-                (val_loss, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-            )
-            if val_loss < best - 1e-7:
-                best, since_best = val_loss, 0
-            else:
-                since_best += 1
-                if since_best >= self.patience:
-                    log.debug("MLP early stop at epoch %d (best val loss %.5f)", epoch, best)
-                    break
-        if not all_states:
-            raise RuntimeError("MLP training produced no finite epoch (diverged at the first epoch)")
-        order_best = np.argsort([v for v, _ in all_states], kind="stable")[: max(1, self.n_best_epochs)]
-        self.best_epochs_ = sorted(int(i) for i in order_best)
-        self.states_ = [all_states[i][1] for i in self.best_epochs_]
+        def batch_loss(model, idx):
+            idx = idx.to(device)
+            wb = wt[idx]
+            return (loss_fn(model(xt[idx]).squeeze(-1), yt[idx]) * wb).sum() / wb.sum()
+
+        def val_loss(model) -> float:
+            return float((loss_fn(model(xv).squeeze(-1), yv) * wv).sum() / wv.sum())
+
+        # the one training loop of radar's torch models: early stopping, the best epochs kept, a diverging
+        # training restarted with another seed (counted in n_failed_)
+        result = train_model(
+            lambda: self._build(X.shape[1]).to(device),
+            batch_loss,
+            val_loss,
+            len(xt),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            patience=self.patience,
+            n_best=max(1, self.n_best_epochs),
+            weight_decay=self.weight_decay,
+            what="MLP classifier",
+            progress=self.progress,
+        )
+        self.history_ = {"train_loss": result.history["train_loss"], "val_loss": result.history["val_loss"]}
+        self.best_epochs_ = sorted(int(e) for e in result.history["best_epochs"])
+        by_epoch = dict(zip(result.history["best_epochs"], result.members))
+        self.states_ = [
+            {k: v.detach().cpu().clone() for k, v in by_epoch[e].state_dict().items()}
+            for e in self.best_epochs_
+        ]
+        self.n_failed_ = result.n_failed
         self.n_features_ = X.shape[1]
-        self._model = model
+        self._model = result.members[0]
         return self
 
     def predict_proba(self, X: np.ndarray, batch: int = 65536) -> np.ndarray:

@@ -138,21 +138,25 @@ def _train_once(
     for epoch in bar:
         model.train()
         order = torch.randperm(n_train, generator=generator)
-        total, seen = 0.0, 0
+        # the epoch's loss is summed on the model's device and checked once per epoch: a per-batch check
+        # would synchronise a GPU after every batch (a NaN batch still fails the epoch, which is discarded)
+        total, seen = None, 0
         for start in range(0, n_train, batch_size):
             idx = order[start : start + batch_size]
             if len(idx) < min_batch and start > 0:
                 continue  # a tiny remainder batch gives noisy batch statistics: skip it
             loss = batch_loss(model, idx)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"non-finite training loss at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            part = loss.detach() * len(idx)
+            total = part if total is None else total + part
             seen += len(idx)
+        train_loss = float(total) / max(seen, 1) if total is not None else math.nan
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"non-finite training loss at epoch {epoch}")
         model.eval()
         with torch.no_grad():
             val = float(val_loss(model))
@@ -161,7 +165,7 @@ def _train_once(
         first_val = val if first_val is None else first_val
         if divergence is not None and val > first_val + divergence:
             raise TrainingDiverged(f"validation loss rose from {first_val:.4f} to {val:.4f} at epoch {epoch}")
-        history["train_loss"].append(total / max(seen, 1))
+        history["train_loss"].append(train_loss)
         history["val_loss"].append(val)
         bar.set_postfix(val=f"{val:.4f}")
         if len(best) < n_best or val < best[-1][0]:

@@ -100,6 +100,27 @@ def test_mlp_keeps_best_epochs_and_respects_patience():
     assert clf.best_epochs_ == sorted(best.tolist())
 
 
+def test_mlp_follows_the_one_rule_for_failed_trainings(monkeypatch):
+    """A training whose loss turns NaN is restarted with another seed and counted (the loop every torch
+    model of radar shares), instead of silently keeping what it had."""
+    import torch
+
+    X, y = two_blobs(200)
+    original, calls = MLPClassifier._build, {"n": 0}
+
+    def poisoned_first(self, n_features):
+        model = original(self, n_features)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(MLPClassifier, "_build", poisoned_first)
+    clf = MLPClassifier(epochs=3, hidden=(8,), seed=0).fit(X, y)
+    assert clf.n_failed_ == 1 and np.isfinite(clf.predict_proba(X)).all()
+
+
 def test_mlp_uses_explicit_validation_set():
     X, y = two_blobs(200)
     Xv, yv = two_blobs(50, seed=9)
