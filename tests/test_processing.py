@@ -412,7 +412,7 @@ def test_processor_is_lazy_and_picklable(lhco_tiny):
     assert len(features_to_frame(output["features"][:10].compute())) == 10
 
 
-@pytest.mark.parametrize("executor", ["iterative", "futures"])
+@pytest.mark.parametrize("executor", ["iterative", "futures", "dask"])
 def test_coffea_runner_on_a_fileset_gives_the_radar_process_table(tmp_path, tiny_events, executor):
     """DijetProcessor under coffea's own Runner: proper accumulators (column_accumulator features, added
     cutflow and histogram) across chunks and files, keyed by dataset, equal to ``radar process``."""
@@ -429,14 +429,22 @@ def test_coffea_runner_on_a_fileset_gives_the_radar_process_table(tmp_path, tiny
             )
         files.append(path)
     fileset = {"lhco_rnd": {"files": {str(f): "events" for f in files}, "metadata": {"kind": "data"}}}
-    run = processor.Runner(
-        executor=processor.IterativeExecutor()
-        if executor == "iterative"
-        else processor.FuturesExecutor(workers=2),
-        schema=BaseSchema,
-        chunksize=300,
-    )
-    out = run(fileset, processor_instance=DijetProcessor(), treename="events")
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        if executor == "dask":
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+            )
+            chosen = processor.DaskExecutor(client=stack.enter_context(Client(cluster)), status=False)
+        elif executor == "futures":
+            chosen = processor.FuturesExecutor(workers=2)
+        else:
+            chosen = processor.IterativeExecutor()
+        run = processor.Runner(executor=chosen, schema=BaseSchema, chunksize=300)
+        out = run(fileset, processor_instance=DijetProcessor(), treename="events")
     assert list(out) == ["lhco_rnd"]
     table = features_to_frame(out["lhco_rnd"]["features"])
     expected = process_files(files, tmp_path / "radar.parquet", workers=0, chunk_size=300)
