@@ -34,7 +34,7 @@ import torch
 
 from radar.models.device import resolve_device
 from radar.models.preprocessing import MassScaler, Preprocessor
-from radar.models.training import train_model
+from radar.models.training import loop_settings, train_model
 
 log = logging.getLogger(__name__)
 
@@ -313,17 +313,9 @@ class ConditionalFlow:
             batch_loss,
             val_loss,
             len(z),
-            epochs=c["epochs"],
-            batch_size=c["batch_size"],
-            lr=c["lr"],
             seed=self.seed,
-            patience=c["patience"],
-            n_best=c["n_best_epochs"],
-            max_restarts=c["max_restarts"],
-            weight_decay=c["weight_decay"],
-            grad_clip=c["grad_clip"],
             what="ConditionalFlow.fit",
-            progress=c["progress"],
+            **loop_settings(c),
         )
         self.members = result.members
         self.history = result.history

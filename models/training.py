@@ -20,11 +20,34 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "TrainingDiverged", "train_model"]
+__all__ = ["TrainResult", "TrainingDiverged", "loop_settings", "train_model"]
 
 
 class TrainingDiverged(RuntimeError):
     """A training produced a non-finite loss (or a diverging validation loss)."""
+
+
+#: a model's config keys that are settings of the loop (``n_best_epochs`` is the loop's ``n_best``)
+LOOP_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "patience",
+    "max_restarts",
+    "weight_decay",
+    "grad_clip",
+    "divergence",
+    "progress",
+)
+
+
+def loop_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`train_model` keyword arguments a model's ``config`` holds (keys it lacks keep the loop's
+    defaults)."""
+    out = {key: config[key] for key in LOOP_KEYS if key in config}
+    if "n_best_epochs" in config:
+        out["n_best"] = config["n_best_epochs"]
+    return out
 
 
 @dataclass

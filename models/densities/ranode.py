@@ -37,7 +37,7 @@ from radar.models.flows import ConditionalFlow, build_flow
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import Preprocessor
 from radar.models.templates import stacked_weights, table_arrays, table_weights
-from radar.models.training import train_model
+from radar.models.training import loop_settings, train_model
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -233,18 +233,9 @@ class RAnodeDensity:
             batch_loss,
             val_loss,
             len(train_idx),
-            epochs=c["epochs"],
-            batch_size=c["batch_size"],
-            lr=c["lr"],
             seed=self.seed + 1,
-            patience=c["patience"],
-            n_best=c["n_best_epochs"],
-            max_restarts=c["max_restarts"],
-            weight_decay=c["weight_decay"],
-            grad_clip=c["grad_clip"],
-            divergence=c["divergence"],
             what="R-ANODE signal flow",
-            progress=c["progress"],
+            **loop_settings(c),
         )
         self.signal = result.members
         self.history = result.history

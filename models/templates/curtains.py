@@ -53,7 +53,7 @@ from radar.models.device import resolve_device
 from radar.models.persistence import load_state, save_state
 from radar.models.preprocessing import MassScaler, Preprocessor
 from radar.models.templates import refuse_weights, register, table_arrays
-from radar.models.training import train_model
+from radar.models.training import loop_settings, train_model
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -349,14 +349,9 @@ class CurtainsTemplate:
             batch_loss,
             val_loss,
             len(train_idx),
-            epochs=c["epochs"],
-            batch_size=c["batch_size"],
-            lr=c["lr"],
             seed=self.seed,
-            patience=c["patience"],
-            max_restarts=c["max_restarts"],
             what="CURTAINs transformer",
-            progress=c["progress"],
+            **loop_settings(c),
         )
         self.transformer = result.members[0]
         self.history, self.n_failed, self.n_trainings = result.history, result.n_failed, result.n_trainings

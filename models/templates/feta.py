@@ -36,7 +36,7 @@ from radar.models.preprocessing import Preprocessor
 from radar.models.templates import refuse_weights, register, table_arrays
 from radar.models.templates.curtains import identity_maf, infer_signal_region
 from radar.models.templates.salad import mass_matched_rows
-from radar.models.training import train_model
+from radar.models.training import loop_settings, train_model
 from radar.processors.features import LHCO_FEATURES
 
 log = logging.getLogger(__name__)
@@ -212,14 +212,9 @@ class FetaTemplate:
             batch_loss,
             val_loss,
             len(train_idx),
-            epochs=c["epochs"],
-            batch_size=c["batch_size"],
-            lr=c["lr"],
             seed=self.seed + 1,
-            patience=c["patience"],
-            max_restarts=c["max_restarts"],
             what="FETA transport flow",
-            progress=c["progress"],
+            **loop_settings(c),
         )
         self.transport = result.members[0]
         self.history, self._n_failed_transport, self.n_trainings = (
