@@ -34,7 +34,13 @@ from coffea import processor
 
 from radar.processors.features import FEATURE_COLUMNS, conform
 from radar.processors.jets import FEATURE_FIELDS, STATUS_NAMES, JetConfig, cluster_chunk, empty_chunk_result
-from radar.processors.sources import RootLayout, particles_from_branches, weights_from_branches
+from radar.processors.sources import (
+    RootLayout,
+    check_labels,
+    chunk_origin,
+    particles_from_branches,
+    weights_from_branches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,11 @@ def mjj_histogram(dask: bool = False) -> hist.Hist:
         hist.axis.IntCategory([0, 1, -1], name="label", label="label (1 signal, 0 background, -1 unknown)"),
         storage=hist.storage.Weight(),
     )
+
+
+def _checked_labels(events, branch: str):
+    """The events' label branch, checked (1, 0 or -1), the error naming the file the chunk came from."""
+    return check_labels(events[branch], chunk_origin(events), branch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +81,10 @@ class DijetProcessor(processor.ProcessorABC):
             particles = particles_from_branches(events, self.root_layout)
         branch = self.root_layout.label_branch
         if branch and branch in fields:
-            labels = events[branch] * 1.0
+            if lazy:
+                labels = dak.map_partitions(_checked_labels, events, branch, label="check-labels")
+            else:
+                labels = _checked_labels(events, branch)
         else:
             labels = (dak.num if lazy else ak.num)(particles, axis=1) * 0.0 - 1.0
         if lazy:  # the meta (a typetracer) tells whether these events carry weights at all

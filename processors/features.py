@@ -147,6 +147,20 @@ def from_lhco_feature_hdf5(path: str | Path) -> pd.DataFrame:
 
 def _lhco_features_from_frame(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     _require_columns(frame, LHCO_FEATURE_HDF5_COLUMNS, path, "an LHCO 15-column feature file")
+    for column in LHCO_FEATURE_HDF5_COLUMNS:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy("float64")
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise ValueError(
+                f"{path}: column {column!r} has {bad.size} NaN, inf or non-numeric values (rows {bad[:10].tolist()})"
+            )
+    if "label" in frame.columns:
+        labels = pd.to_numeric(frame["label"], errors="coerce").to_numpy("float64")
+        bad = np.flatnonzero(~np.isin(labels, (0.0, 1.0)))
+        if bad.size:
+            raise ValueError(
+                f"{path}: column 'label' must be 0 or 1; {bad.size} rows are not (rows {bad[:10].tolist()})"
+            )
     jets, four_momenta = [], []
     for j in ("1", "2"):
         px, py, pz, m = (frame[f"{c}j{j}"].to_numpy("float64") for c in ("px", "py", "pz", "m"))

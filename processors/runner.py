@@ -72,7 +72,8 @@ def _lazy_outputs(path: Path, processor: DijetProcessor, chunk_size: int) -> dic
             n_entries,
             layout.kind,
         )
-        fileset = {path.stem: {"files": {str(path): layout.tree}}}
+        # the file's path is the dataset name: every chunk's errors name the file
+        fileset = {str(path): {"files": {str(path): layout.tree}}}
         available, _ = preprocess(fileset, step_size=chunk_size, skip_bad_files=False)
         outputs = apply_to_fileset(
             processor,
@@ -80,7 +81,7 @@ def _lazy_outputs(path: Path, processor: DijetProcessor, chunk_size: int) -> dic
             schemaclass=BaseSchema,
             uproot_options={"filter_name": root_branch_filter(layout)},
         )
-        return outputs[path.stem]
+        return outputs[str(path)]
     return processor.process(lhco_raw_events(path, chunk_size=chunk_size))
 
 
@@ -121,7 +122,8 @@ def _prepare(
     processor: DijetProcessor,
     extra_metadata: Mapping[str, Any] | None = None,
 ) -> _Dataset:
-    paths = [Path(p) for p in inputs]
+    # absolute paths: workers of a --scheduler cluster do not share this process's working directory
+    paths = [Path(p).expanduser().resolve() for p in inputs]
     if not paths:
         raise ValueError("no input files given")
     kinds = check_inputs(paths, processor.root_layout)

@@ -235,15 +235,93 @@ def _delphes_field(fields: list[str], collection: str, quantity: str) -> str | N
     return None
 
 
-def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str = "ROOT tree") -> ak.Array:
-    """Build ``{pt, eta, phi}`` particle lists from the raw branches of a ROOT tree chunk."""
+def chunk_origin(events: ak.Array, default: str = "ROOT tree") -> str:
+    """What a chunk of events came from, for error messages: the dataset (radar names it after the input
+    file) when the events carry coffea metadata."""
+    metadata = getattr(events, "metadata", None) or {}
+    if metadata.get("filename"):  # coffea's Runner: the file and the entry range of the chunk
+        return f"{metadata['filename']} (entries {metadata.get('entrystart')}-{metadata.get('entrystop')})"
+    dataset = metadata.get("dataset")
+    return str(dataset) if dataset else default
+
+
+def check_particles(particles: ak.Array, origin: str, names: dict[str, str] | None = None) -> ak.Array:
+    """The one validation of particle inputs (every reader of particle-level events goes through it): ``pt``,
+    ``eta``, ``phi`` must be numbers, one list per event, finite, and ``pt >= 0``. Returns the particles as
+    float64; raises ValueError naming ``origin``, the branch (``names``: field → branch name) and the events
+    (indices within this chunk) otherwise — before fastjet, which crashes on NaN."""
+    names = names or {}
+    if ak.backend(particles) == "typetracer":  # dask-awkward's graph building: structure only
+        return ak.zip({f: ak.values_astype(particles[f], np.float64) for f in ("pt", "eta", "phi")})
+    checked = {}
+    for field in ("pt", "eta", "phi"):
+        values = particles[field]
+        branch = names.get(field, field)
+        if values.ndim != 2:
+            raise ValueError(
+                f"{origin}: particle branch {branch!r} must hold one list per event (a jagged branch), "
+                f"got type {ak.type(values)}"
+            )
+        flat = ak.to_numpy(ak.flatten(values))
+        if flat.dtype.kind not in "fiu":
+            raise ValueError(f"{origin}: particle branch {branch!r} has dtype {flat.dtype}; expected numbers")
+        flat = flat.astype(np.float64)
+        counts = ak.to_numpy(ak.num(values, axis=1))
+        event_of = np.repeat(np.arange(len(counts)), counts)
+        bad = ~np.isfinite(flat) if field != "pt" else ~(np.isfinite(flat) & (flat >= 0))
+        if bad.any():
+            events = np.unique(event_of[bad])
+            what = "NaN or inf" if field != "pt" else "NaN, inf or negative"
+            raise ValueError(
+                f"{origin}: {what} values in particle branch {branch!r} in {events.size} events "
+                f"(events {events[:10].tolist()} of this chunk)"
+            )
+        checked[field] = ak.unflatten(flat, counts)
+    return ak.zip(checked)
+
+
+def check_labels(labels: ak.Array, origin: str, branch: str) -> ak.Array:
+    """Event labels must be 1 (signal), 0 (background) or -1 (unknown): ValueError naming the branch
+    otherwise. Returns them as float64."""
+    if ak.backend(labels) == "typetracer":
+        return ak.values_astype(labels, np.float64)
+    values = ak.to_numpy(labels).astype(np.float64) if labels.ndim == 1 else None
+    if values is None:
+        raise ValueError(
+            f"{origin}: label branch {branch!r} must hold one number per event, got {ak.type(labels)}"
+        )
+    bad = np.flatnonzero(~np.isin(values, (0.0, 1.0, -1.0)))
+    if bad.size:
+        raise ValueError(
+            f"{origin}: label branch {branch!r} must be 1, 0 or -1; {bad.size} events are not "
+            f"(events {bad[:10].tolist()} of this chunk: {values[bad[:5]].tolist()})"
+        )
+    return ak.Array(values)
+
+
+def _require_jagged(events: ak.Array, names: list[str], origin: str) -> None:
+    """Particle branches hold one list per event: a flat branch would be broadcast into every particle."""
+    for name in names:
+        if events[name].ndim != 2:
+            raise ValueError(
+                f"{origin}: particle branch {name!r} must hold one list per event (a jagged branch), "
+                f"got type {ak.type(events[name])}"
+            )
+
+
+def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str | None = None) -> ak.Array:
+    """Build ``{pt, eta, phi}`` particle lists from the raw branches of a ROOT tree chunk, validated
+    (:func:`check_particles`)."""
+    origin = origin or chunk_origin(events)
     fields = list(events.fields)
     if layout.kind == "flat":
         names = [f"{layout.prefix}{q}" for q in ("pt", "eta", "phi")]
         missing = [n for n in names if n not in fields]
         if missing:
             raise ValueError(f"{origin}: missing particle branches {missing} (has {fields[:20]})")
-        return ak.zip(dict(zip(("pt", "eta", "phi"), (events[n] for n in names))))
+        _require_jagged(events, names, origin)
+        particles = ak.zip(dict(zip(("pt", "eta", "phi"), (events[n] for n in names))))
+        return check_particles(particles, origin, dict(zip(("pt", "eta", "phi"), names)))
     parts = []
     for collection in layout.collections:
         if collection in fields and events[collection].fields:
@@ -257,6 +335,7 @@ def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str = 
                 f"{origin}: Delphes collection {collection!r} needs PT (or ET), Eta and Phi branches "
                 f"(has {[f for f in fields if f.startswith(collection)][:10]})"
             )
+        _require_jagged(events, [pt_name, eta_name, phi_name], origin)
         coll = ak.zip({"pt": events[pt_name], "eta": events[eta_name], "phi": events[phi_name]})
         if collection == "Particle":
             status, pid = (_delphes_field(fields, collection, q) for q in ("Status", "PID"))
@@ -264,7 +343,7 @@ def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str = 
                 absid = abs(events[pid])
                 visible = (events[status] == 1) & (absid != 12) & (absid != 14) & (absid != 16)
                 coll = coll[visible]
-        parts.append(coll)
+        parts.append(check_particles(coll, origin, {"pt": pt_name, "eta": eta_name, "phi": phi_name}))
     return ak.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
@@ -285,7 +364,8 @@ def _schema_collection(coll: ak.Array, collection: str, origin: str) -> ak.Array
     if collection == "Particle" and "Status" in names and "PID" in names:
         absid = abs(coll["PID"])
         out = out[(coll["Status"] == 1) & (absid != 12) & (absid != 14) & (absid != 16)]
-    return out
+    fields = {q: f"{collection}.{name}" for q, name in (("pt", pt), ("eta", eta), ("phi", phi))}
+    return check_particles(out, origin, fields)
 
 
 def root_branch_filter(layout: RootLayout) -> list[str]:

@@ -393,6 +393,17 @@ def test_lhco_feature_hdf5(tmp_path):
     pd.DataFrame([{k: v for k, v in row.items() if k != "tau3j2"}]).to_hdf(tmp_path / "bad.h5", key="df")
     with pytest.raises(ValueError, match=r"bad\.h5.*missing columns \['tau3j2'\]"):
         read_feature_table(tmp_path / "bad.h5")
+    # NaN/inf features and labels outside {0, 1} are named, not read (they were, and the cutflow said "passed")
+    for column, value, message in (
+        ("mj1", np.nan, r"column 'mj1' has 1 NaN, inf or non-numeric values \(rows \[1\]\)"),
+        ("pzj2", np.inf, r"column 'pzj2' has 1 NaN"),
+        ("label", 3.0, r"column 'label' must be 0 or 1; 1 rows are not \(rows \[1\]\)"),
+    ):
+        frame = pd.DataFrame([row, row])
+        frame.loc[1, column] = value
+        frame.to_hdf(tmp_path / "nan.h5", key="df", format="fixed")
+        with pytest.raises(ValueError, match=r"nan\.h5: " + message):
+            read_feature_table(tmp_path / "nan.h5")
 
 
 def test_cathode_arrays_read_in_gev(lhco_dir):
@@ -535,3 +546,64 @@ def test_a_bad_fileset_is_named(tmp_path, fileset, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         process_fileset(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _bad_root(path, particles, label=None, **overrides):
+    """A flat ROOT tree of ``particles`` with some branches replaced (``overrides``: branch → array)."""
+    branches = {"part_pt": particles.pt, "part_eta": particles.eta, "part_phi": particles.phi}
+    branches.update(overrides)
+    if label is not None:
+        branches["label"] = label
+    types = {k: v.dtype if isinstance(v, np.ndarray) else v.type.content for k, v in branches.items()}
+    with uproot.recreate(path) as handle:
+        handle.mktree("events", types)
+        handle["events"].extend(branches)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pt": np.nan}, r"NaN, inf or negative values in particle branch 'part_pt' in 1 events"),
+        ({"pt": np.inf}, r"NaN, inf or negative values in particle branch 'part_pt'"),
+        ({"pt": -5.0}, r"NaN, inf or negative values in particle branch 'part_pt'"),
+        ({"eta": np.nan}, r"NaN or inf values in particle branch 'part_eta'"),
+        ({"label": 7.0}, r"label branch 'label' must be 1, 0 or -1; 1 events are not"),
+        ({"flat": True}, r"particle branch 'part_pt' must hold one list per event"),
+        ({"bool": True}, r"particle branch 'part_pt' has dtype bool"),
+    ],
+)
+def test_bad_root_particles_are_named_not_crashed_on(tmp_path, tiny_events, change, message):
+    """The ROOT path validates like the HDF5 path (one shared check before fastjet, which segfaults on NaN):
+    a clear ValueError naming the file and the branch, and no output."""
+    particles = tiny_events.particles[:40]
+    label = np.zeros(len(particles))
+    overrides = {}
+    if "flat" in change:
+        overrides["part_pt"] = np.full(len(particles), 50.0)
+    elif "bool" in change:
+        overrides["part_pt"] = particles.pt > 10
+    elif "label" in change:
+        label[7] = change["label"]
+    else:
+        field, value = next(iter(change.items()))
+        flat = ak.to_numpy(ak.flatten(particles[field])).copy()
+        flat[ak.num(particles[field], axis=1)[0] + 3] = value  # a particle of event 1
+        overrides[f"part_{field}"] = ak.unflatten(flat, ak.num(particles[field], axis=1))
+    path = _bad_root(tmp_path / "bad.root", particles, label, **overrides)
+    with pytest.raises(ValueError, match=message) as error:
+        process_files([path], tmp_path / "out.parquet", workers=0)
+    assert str(path) in str(error.value)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_relative_inputs_are_made_absolute_before_they_reach_the_workers(tmp_path, lhco_tiny, monkeypatch):
+    """Workers of a --scheduler cluster have their own working directory: a relative input path used to be
+    resolved there (and blamed as a corrupt file)."""
+    import json
+
+    shutil.copy(lhco_tiny, tmp_path / "tiny.h5")
+    monkeypatch.chdir(tmp_path)
+    process_files(["tiny.h5"], "out.parquet", workers=0, chunk_size=500)
+    provenance = json.loads((tmp_path / "out.cutflow.json").read_text())
+    assert list(provenance["inputs"]) == [str(tmp_path / "tiny.h5")]
