@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -126,8 +127,30 @@ def _prepare(
     paths = [Path(p).expanduser().resolve() for p in inputs]
     if not paths:
         raise ValueError("no input files given")
+    twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"input files given more than once: {twice} (their events would be counted twice)")
+    output = Path(output)
+    _check_writable(output)
     kinds = check_inputs(paths, processor.root_layout)
-    return _Dataset(paths, Path(output), processor, kinds, {}, extra_metadata)
+    return _Dataset(paths, output, processor, kinds, {}, extra_metadata)
+
+
+def _check_writable(output: Path) -> None:
+    """Fail in the first second, not after the clustering: the output's folder (or, when it does not exist
+    yet, the folder it will be made in) must be writable; an output that is a folder is refused. Nothing is
+    created here."""
+    if output.is_dir():
+        raise ValueError(
+            f"{output}: is a directory; give the feature table's file name (e.g. features.parquet)"
+        )
+    folder = output.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: is a file, so the output {output} cannot be written below it")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{folder}: not writable, so the output {output} cannot be written")
 
 
 def _build(dataset: _Dataset, chunk_size: int) -> None:
@@ -179,6 +202,11 @@ def _finish(dataset: _Dataset, computed: dict, write_histograms: bool, started: 
         tables.append(table)
 
     table = conform(pd.concat(tables, ignore_index=True)) if len(tables) > 1 else tables[0]
+    if len(table) == 0:
+        raise ValueError(
+            f"no event of {[str(p) for p in dataset.paths]} passed the selection (cutflow {cutflow}); "
+            f"nothing written to {dataset.output} — check the inputs and the trigger settings"
+        )
     elapsed = time.perf_counter() - started
     provenance = {
         "inputs": {str(p): {"kind": dataset.kinds[p], "sha256": file_sha256(p)} for p in dataset.paths},

@@ -607,3 +607,28 @@ def test_relative_inputs_are_made_absolute_before_they_reach_the_workers(tmp_pat
     process_files(["tiny.h5"], "out.parquet", workers=0, chunk_size=500)
     provenance = json.loads((tmp_path / "out.cutflow.json").read_text())
     assert list(provenance["inputs"]) == [str(tmp_path / "tiny.h5")]
+
+
+def test_outputs_fail_in_the_first_second_and_empty_or_doubled_inputs_are_named(tmp_path, lhco_tiny):
+    import os
+    import time
+
+    with pytest.raises(ValueError, match=r"given more than once: \[.*tiny"):
+        process_files([lhco_tiny, lhco_tiny], tmp_path / "twice.parquet", workers=0)
+    (tmp_path / "table.parquet").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        process_files([lhco_tiny], tmp_path / "table.parquet", workers=0)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        started = time.perf_counter()
+        with pytest.raises(PermissionError, match="not writable"):
+            process_files([lhco_tiny], locked / "out.parquet", workers=0)
+        assert time.perf_counter() - started < 5
+    # a missing output folder is made
+    process_files([lhco_tiny], tmp_path / "new" / "deeper" / "out.parquet", workers=0, chunk_size=500)
+    assert (tmp_path / "new" / "deeper" / "out.parquet").exists()
+    # no event passes: an error with the cutflow, nothing written
+    with pytest.raises(ValueError, match=r"no event of .* passed the selection \(cutflow .*failed_trigger"):
+        process_files([lhco_tiny], tmp_path / "none.parquet", workers=0, jet_config=JetConfig(trigger_pt=1e6))
+    assert not (tmp_path / "none.parquet").exists()
