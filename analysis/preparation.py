@@ -41,7 +41,13 @@ _CACHE: dict[tuple, PreparedData] = {}
 def _read(paths: list[Path]) -> pd.DataFrame:
     from radar.processors.features import read_feature_table
 
-    return pd.concat([read_feature_table(p) for p in paths], ignore_index=True)
+    tables = []
+    for path in paths:
+        table = read_feature_table(path)
+        if len(table) == 0:
+            raise ValueError(f"{path}: the feature table holds no events")
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
 
 
 def _base_regions(cfg: SearchConfig) -> Regions:

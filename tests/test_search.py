@@ -289,6 +289,18 @@ def test_nan_features_fail_before_training(toy_dir, tmp_path):
         run_search(load_config(path))
 
 
+def test_an_empty_input_table_is_named(toy_dir, tmp_path):
+    """A 0-row table failed with "zero-size array to reduction operation", naming no file."""
+    write_feature_table(toy_lhco_like(100, 0, seed=1).iloc[:0], tmp_path / "empty.parquet")
+    path = write_config(
+        toy_dir,
+        tmp_path,
+        input={"data": str(tmp_path / "empty.parquet"), "signal": str(toy_dir / "sig.parquet")},
+    )
+    with pytest.raises(ValueError, match=r"empty\.parquet: the feature table holds no events"):
+        run_search(load_config(path))
+
+
 def test_missing_input_file_is_named(toy_dir, tmp_path):
     path = write_config(toy_dir, tmp_path, input={"data": "nowhere.parquet"})
     with pytest.raises(FileNotFoundError, match="nowhere.parquet"):
