@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +64,49 @@ def load_template_sample(
         )
     frame = pd.read_parquet(path)
     return frame.drop(columns="weight"), frame["weight"].to_numpy(dtype="float64")
+
+
+LOCK_NAME = ".radar.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN/.radar.lock`` (this process's pid) while a search or scan writes into ``run_dir``: a second
+    one into the same directory is refused with the first one's pid; a lock left by a process that no longer
+    runs (killed) is taken over."""
+    lock = Path(run_dir) / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ValueError(
+                    f"{run_dir}: another radar process (pid {pid}) is writing into this directory; wait for it, "
+                    f"or remove {lock} if it is gone"
+                ) from None
+            log.warning(
+                "%s: taking over the lock left by process %s, which no longer runs", run_dir, pid or "?"
+            )
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

@@ -51,6 +51,7 @@ from radar.analysis.rundir import (
     _injection_tag,
     load_scores,
     load_template_sample,
+    run_lock,
     unit_dir,
     unit_finished,
 )
@@ -346,123 +347,136 @@ def run_search(
         _check_truth_inputs(cfg, inputs)
     run_dir = cfg.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.yaml"
-    digest = cfg.digest()
-    unit_digest = cfg.unit_digest()
-    manifest_path = run_dir / "manifest.json"
-    files = [p for p in cfg.input.data] + [
-        v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test, cfg.input.iad_template) if v
-    ]
-    input_hashes = {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files}
-    if saved.exists() and manifest_path.exists() and not overwrite:
-        previous = json.loads(manifest_path.read_text())
-        # methods, injections and seeds may be extended; anything that changes a unit's result may not
-        old, new = (
-            (str(previous["unit_digest"]), unit_digest)
-            if "unit_digest" in previous
-            else (str(previous.get("config_digest")), digest)
-        )
-        if old != new:
-            raise ValueError(
-                f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
-                f"{new[:12]}); use another output directory or --overwrite"
+    with run_lock(run_dir):  # one search at a time writes into a run directory
+        saved = run_dir / "config.yaml"
+        digest = cfg.digest()
+        unit_digest = cfg.unit_digest()
+        manifest_path = run_dir / "manifest.json"
+        files = [p for p in cfg.input.data] + [
+            v for v in (cfg.input.signal, cfg.input.simulation, cfg.input.test, cfg.input.iad_template) if v
+        ]
+        input_hashes = {str(cfg.path(p)): file_sha256(cfg.path(p)) for p in files}
+        if saved.exists() and manifest_path.exists() and not overwrite:
+            previous = json.loads(manifest_path.read_text())
+            # methods, injections and seeds may be extended; anything that changes a unit's result may not
+            old, new = (
+                (str(previous["unit_digest"]), unit_digest)
+                if "unit_digest" in previous
+                else (str(previous.get("config_digest")), digest)
             )
-        changed = sorted(
-            p
-            for p in set(input_hashes) | set(previous.get("inputs", {}))
-            if input_hashes.get(p) != previous.get("inputs", {}).get(p)
-        )
-        if changed:
-            raise ValueError(
-                f"{run_dir}: the input files changed since its units were trained ({changed}); "
-                "use another output directory or --overwrite"
+            if old != new:
+                raise ValueError(
+                    f"{run_dir}: holds a run with a different config (digest {old[:12]} vs "
+                    f"{new[:12]}); use another output directory or --overwrite"
+                )
+            changed = sorted(
+                p
+                for p in set(input_hashes) | set(previous.get("inputs", {}))
+                if input_hashes.get(p) != previous.get("inputs", {}).get(p)
             )
-    # seed by seed: an interrupted run has whole seeds finished (and resumes where it stopped)
-    units = [
-        (m, i, s)
-        for s in cfg.seeds
-        for i in cfg.injections
-        for m in cfg.methods
-        if m not in SCORE_COMBINATIONS
-    ]
-    finished = [u for u in units if unit_finished(run_dir, *u)]
-    if finished and not resume and not overwrite:
-        raise ValueError(
-            f"{run_dir}: {len(finished)} units already finished; use --resume to continue "
-            "or --overwrite to redo them"
-        )
-    todo = [u for u in units if not (resume and u in finished)]
-    resolved = cfg.to_dict()
-    resolved["input"] = {
-        k: (
-            [str(cfg.path(p)) for p in v]
-            if isinstance(v, list)
-            else (str(cfg.path(v)) if isinstance(v, str) else v)
-        )
-        for k, v in resolved["input"].items()
-    }
-    resolved["output"] = str(run_dir)
-    with atomic_output(saved) as tmp:
-        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
-    manifest: dict[str, Any] = {
-        "config": resolved,
-        "config_digest": digest,
-        "unit_digest": unit_digest,
-        "seeds": cfg.seeds,
-        "data_seed": cfg.data_seed,
-        "inputs": input_hashes,
-        "versions": package_versions(),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "units_skipped": [list(u) for u in units if u not in todo],
-    }
-    write_json(manifest_path, {**manifest, "status": "running"})
-    log.info(
-        "search %s: %d units to run (%d already finished) in %s",
-        cfg.name,
-        len(todo),
-        len(units) - len(todo),
-        run_dir,
-    )
-    # prepared data is cached per process: prime it here for the synchronous mode
-    if cfg.execution.mode == "sync":
-        for injection in cfg.injections:
-            prepare_data(cfg, injection, inputs)
-    results = _execute(cfg, run_dir, todo, progress)
-    if "combined_scores" in cfg.methods:
-        from radar.analysis.combine import write_combined_units
-
-        write_combined_units(
-            run_dir,
-            combination_members(cfg),
-            cfg.injections,
-            cfg.seeds,
-            rejection=cfg.rejection,
-            rel_error=cfg.fpr_floor_rel_error,
-        )
-    failed = {"/".join(map(str, u)): r for u, r in results.items() if isinstance(r, str)}
-    rows = metrics_table(run_dir, cfg)
-    if rows:
-        _write_table(run_dir, rows, cfg.rejection)
-        _write_performance_figure(run_dir, cfg)
-    if cfg.compare and rows:
-        from radar.analysis.compare import compare_run
-
-        try:
-            compare_run(run_dir, cfg)
-        except Exception as error:  # the studies are extras: a failure there must not lose the table
-            log.exception("comparison studies failed")
-            failed["comparison"] = f"{type(error).__name__}: {error}"
-    manifest.update(
-        {
-            "status": "failed" if failed else "finished",
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "units_run": [list(u) for u in todo],
-            "n_failed": len(failed),
-            "failures": failed,
-            "seconds": {
-                "/".join(map(str, u)): r["seconds"] for u, r in results.items() if isinstance(r, dict)
-            },
+            if changed:
+                raise ValueError(
+                    f"{run_dir}: the input files changed since its units were trained ({changed}); "
+                    "use another output directory or --overwrite"
+                )
+        # seed by seed: an interrupted run has whole seeds finished (and resumes where it stopped)
+        units = [
+            (m, i, s)
+            for s in cfg.seeds
+            for i in cfg.injections
+            for m in cfg.methods
+            if m not in SCORE_COMBINATIONS
+        ]
+        finished = [u for u in units if unit_finished(run_dir, *u)]
+        if finished and not resume and not overwrite:
+            raise ValueError(
+                f"{run_dir}: {len(finished)} units already finished; use --resume to continue "
+                "or --overwrite to redo them"
+            )
+        todo = [u for u in units if not (resume and u in finished)]
+        resolved = cfg.to_dict()
+        resolved["input"] = {
+            k: (
+                [str(cfg.path(p)) for p in v]
+                if isinstance(v, list)
+                else (str(cfg.path(v)) if isinstance(v, str) else v)
+            )
+            for k, v in resolved["input"].items()
         }
-    )
-    write_json(manifest_path, manifest)
-    return {**manifest, "table": rows}
+        resolved["output"] = str(run_dir)
+        with atomic_output(saved) as tmp:
+            tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
+        manifest: dict[str, Any] = {
+            "config": resolved,
+            "config_digest": digest,
+            "unit_digest": unit_digest,
+            "seeds": cfg.seeds,
+            "data_seed": cfg.data_seed,
+            "inputs": input_hashes,
+            "versions": package_versions(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "units_skipped": [list(u) for u in units if u not in todo],
+        }
+        write_json(manifest_path, {**manifest, "status": "running"})
+        log.info(
+            "search %s: %d units to run (%d already finished) in %s",
+            cfg.name,
+            len(todo),
+            len(units) - len(todo),
+            run_dir,
+        )
+        # prepared data is cached per process: prime it here for the synchronous mode
+        if cfg.execution.mode == "sync":
+            for injection in cfg.injections:
+                prepare_data(cfg, injection, inputs)
+        try:
+            results = _execute(cfg, run_dir, todo, progress)
+        except BaseException as error:  # killed or crashed: the manifest says so (finished units stay valid)
+            write_json(
+                manifest_path,
+                {
+                    **manifest,
+                    "status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                    "error": f"{type(error).__name__}: {error}",
+                    "stopped": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                },
+            )
+            raise
+        if "combined_scores" in cfg.methods:
+            from radar.analysis.combine import write_combined_units
+
+            write_combined_units(
+                run_dir,
+                combination_members(cfg),
+                cfg.injections,
+                cfg.seeds,
+                rejection=cfg.rejection,
+                rel_error=cfg.fpr_floor_rel_error,
+            )
+        failed = {"/".join(map(str, u)): r for u, r in results.items() if isinstance(r, str)}
+        rows = metrics_table(run_dir, cfg)
+        if rows:
+            _write_table(run_dir, rows, cfg.rejection)
+            _write_performance_figure(run_dir, cfg)
+        if cfg.compare and rows:
+            from radar.analysis.compare import compare_run
+
+            try:
+                compare_run(run_dir, cfg)
+            except Exception as error:  # the studies are extras: a failure there must not lose the table
+                log.exception("comparison studies failed")
+                failed["comparison"] = f"{type(error).__name__}: {error}"
+        manifest.update(
+            {
+                "status": "failed" if failed else "finished",
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "units_run": [list(u) for u in todo],
+                "n_failed": len(failed),
+                "failures": failed,
+                "seconds": {
+                    "/".join(map(str, u)): r["seconds"] for u, r in results.items() if isinstance(r, dict)
+                },
+            }
+        )
+        write_json(manifest_path, manifest)
+        return {**manifest, "table": rows}

@@ -139,3 +139,57 @@ def test_injected_signal_stays_inside_the_mjj_range(tmp_path):
     injected = prepared.data[prepared.data["label"] == 1]
     assert len(injected) == 400 == prepared.injection["n_injected"]
     assert prepared.data["mjj"].between(2800, 6000).all()
+
+
+def _tiny_search(tmp_path):
+    write_feature_table(toy_lhco_like(4000, 0, seed=7), tmp_path / "bkg.parquet")
+    return config_from_dict(
+        {
+            "input": {"data": [str(tmp_path / "bkg.parquet")]},
+            "methods": ["cwola_hunting"],
+            "injections": [None],
+            "seeds": [0],
+            "k_folds": 2,
+            "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
+            "execution": {"mode": "sync"},
+            "output": str(tmp_path / "run"),
+        }
+    )
+
+
+def test_two_searches_never_write_into_one_run_directory(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = _tiny_search(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".radar.lock").write_text(str(holder.pid))  # a live process holds the directory
+        with pytest.raises(ValueError, match=rf"another radar process \(pid {holder.pid}\) is writing"):
+            run_search(cfg, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its stale lock is taken over, and released at the end
+    assert run_search(cfg, progress=False)["n_failed"] == 0
+    assert not (run / ".radar.lock").exists()
+
+
+def test_a_crashed_search_says_so_in_its_manifest(tmp_path, monkeypatch):
+    import json
+
+    import radar.analysis.search as search
+
+    cfg = _tiny_search(tmp_path)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(search, "_execute", crash)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run_search(cfg, progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"] == "RuntimeError: worker lost"
+    assert not (tmp_path / "run" / ".radar.lock").exists()
