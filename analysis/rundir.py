@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radar.processors.io import pid_alive
+
 log = logging.getLogger(__name__)
 
 
@@ -69,16 +71,6 @@ def load_template_sample(
 LOCK_NAME = ".radar.lock"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``RUN/.radar.lock`` (this process's pid) while a search or scan writes into ``run_dir``: a second
@@ -93,7 +85,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 pid = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise ValueError(
                     f"{run_dir}: another radar process (pid {pid}) is writing into this directory; wait for it, "
                     f"or remove {lock} if it is gone"

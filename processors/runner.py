@@ -217,11 +217,12 @@ def _finish(dataset: _Dataset, computed: dict, write_histograms: bool, started: 
         **(dataset.extra_metadata or {}),
     }
     output = dataset.output
-    write_feature_table(table, output, metadata=provenance)
     stem = output.with_suffix("")
-    write_json(f"{stem}.cutflow.json", provenance)
+    # the table last: a feature table on disk always has its cutflow and histograms next to it
     if write_histograms:
         write_histograms_root(histogram, Path(f"{stem}.hists.root"))
+    write_json(f"{stem}.cutflow.json", provenance)
+    write_feature_table(table, output, metadata=provenance)
     log.info(
         "processed %d events from %d file(s) in %.1f s: %d in the feature table %s",
         cutflow["all"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import awkward as ak
@@ -632,3 +633,25 @@ def test_outputs_fail_in_the_first_second_and_empty_or_doubled_inputs_are_named(
     with pytest.raises(ValueError, match=r"no event of .* passed the selection \(cutflow .*failed_trigger"):
         process_files([lhco_tiny], tmp_path / "none.parquet", workers=0, jet_config=JetConfig(trigger_pt=1e6))
     assert not (tmp_path / "none.parquet").exists()
+
+
+def test_a_killed_runs_leftovers_are_cleaned_and_a_table_always_has_its_set(tmp_path, lhco_tiny, monkeypatch):
+    """A SIGKILL used to leave a hidden .part file, or a parquet without its .cutflow.json / .hists.root."""
+    import radar.processors.runner as runner
+
+    stale = tmp_path / ".out.parquet.999999999.x1.part"  # a temporary file of a process that is gone
+    stale.write_bytes(b"")
+    live = tmp_path / f".out.parquet.{os.getpid()}.x2.part"  # one of a running process stays
+    live.write_bytes(b"")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies while writing the histograms
+
+    monkeypatch.setattr(runner, "write_histograms_root", killed)
+    with pytest.raises(KeyboardInterrupt):
+        process_files([lhco_tiny], tmp_path / "out.parquet", workers=0, chunk_size=500)
+    assert not (tmp_path / "out.parquet").exists()  # no table without its cutflow and histograms
+    monkeypatch.undo()
+    process_files([lhco_tiny], tmp_path / "out.parquet", workers=0, chunk_size=500)
+    assert not stale.exists() and live.exists()
+    assert {p.name for p in tmp_path.iterdir()} >= {"out.parquet", "out.cutflow.json", "out.hists.root"}
