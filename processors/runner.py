@@ -58,6 +58,19 @@ def _compute_with_progress(outputs: dict, client, description: str) -> dict:
     return result
 
 
+def _quietly(function, *args, **kwargs):
+    """Call a coffea function with coffea's console quiet: ``preprocess`` prints an advertisement for its
+    DataGroupSpec API on every plain-dict fileset, which radar builds internally."""
+    from coffea.util import coffea_console
+
+    quiet = coffea_console.quiet
+    coffea_console.quiet = True
+    try:
+        return function(*args, **kwargs)
+    finally:
+        coffea_console.quiet = quiet
+
+
 def _lazy_outputs(path: Path, processor: DijetProcessor, chunk_size: int) -> dict:
     """The processor's lazy outputs for one particle-level input file."""
     if is_root_file(path):
@@ -75,7 +88,7 @@ def _lazy_outputs(path: Path, processor: DijetProcessor, chunk_size: int) -> dic
         )
         # the file's path is the dataset name: every chunk's errors name the file
         fileset = {str(path): {"files": {str(path): layout.tree}}}
-        available, _ = preprocess(fileset, step_size=chunk_size, skip_bad_files=False)
+        available, _ = _quietly(preprocess, fileset, step_size=chunk_size, skip_bad_files=False)
         outputs = apply_to_fileset(
             processor,
             available,
