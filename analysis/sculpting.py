@@ -86,12 +86,23 @@ def _line_fit(k: np.ndarray, n: np.ndarray, x: np.ndarray) -> dict[str, Any]:
         p = p_of(theta)
         return -float(np.sum(k * np.log(p) + (n - k) * np.log1p(-p)))
 
-    w = n / np.maximum(k / n * (1 - k / n), 1 / n**2) if len(n) > 1 else n
-    start = np.polyfit(x, k / n, 1, w=np.sqrt(w))[::-1] if len(n) > 1 else np.array([k.sum() / n.sum(), 0.0])
-    best = optimize.minimize(
-        nll, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 4000}
-    )
-    theta = best.x
+    # starts that are feasible everywhere: the pooled efficiency (flat), and a least-squares line weighted with
+    # the pooled variance when it stays inside (0, 1). (Weights from each group's own k/n gave a group with
+    # k = 0 an infinite pull: the start left (0, 1) and the clipped likelihood stalled the simplex there,
+    # e.g. a deviance of 126 for groups a flat 0.7 % describes.)
+    pooled = float(np.clip(k.sum() / n.sum(), eps, 1 - eps))
+    starts = [np.array([pooled, 0.0])]
+    if len(n) > 1:
+        wls = np.polyfit(x, k / n, 1, w=np.sqrt(n / (pooled * (1 - pooled))))[::-1]
+        if np.all((wls[0] + wls[1] * x > 0) & (wls[0] + wls[1] * x < 1)):
+            starts.append(wls)
+    fits = [
+        optimize.minimize(
+            nll, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 4000}
+        )
+        for start in starts
+    ]
+    theta = min(fits, key=lambda fit: fit.fun).x
     p = p_of(theta)
     design = np.stack([np.ones_like(x), x], axis=1)
     fisher = design.T @ (design * (n / (p * (1 - p)))[:, None])

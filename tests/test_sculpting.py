@@ -151,3 +151,21 @@ def test_the_default_fit_is_a_window_around_the_sr_inside_the_data_range(tmp_pat
         scan=False,
     )
     assert out["bumphunt"]["fit_range"] == [start, 6000.0]
+
+
+def test_the_line_fit_starts_inside_the_unit_interval():
+    """The demo's top 5 % cut: a flat ~0.7 % sideband efficiency with one group of 0 passes. The old start
+    (weights from each group's own k/n) gave that group an infinite pull, the start left (0, 1), and the
+    simplex stalled on the clipped likelihood: deviance 126 for 4 dof, a false ``sculpted`` that demoted
+    the demo's 8σ working point."""
+    from radar.analysis.sculpting import _line_fit
+
+    k = np.array([4.0, 8, 3, 0, 1, 3])
+    n = np.array([526.0, 592, 599, 167, 130, 195])
+    x = np.array([-0.45, -0.55, -0.65, 0.45, 0.55, 0.70])
+    fit = _line_fit(k, n, x)
+    assert fit["deviance"] < 12 and fit["p_value"] > 0.01
+    assert 0.006 < fit["theta"][0] < 0.011  # the pooled 0.8 %, about flat
+    # a true bend is still seen
+    bent = _line_fit(np.array([10.0, 30, 60, 60, 30, 10]), np.full(6, 600.0), np.linspace(-1, 1, 6))
+    assert bent["p_value"] < 1e-6
