@@ -245,17 +245,21 @@ def chunk_origin(events: ak.Array, default: str = "ROOT tree") -> str:
     return str(dataset) if dataset else default
 
 
-def check_particles(particles: ak.Array, origin: str, names: dict[str, str] | None = None) -> ak.Array:
-    """The one validation of particle inputs (every reader of particle-level events goes through it): ``pt``,
-    ``eta``, ``phi`` must be numbers, one list per event, finite, and ``pt >= 0``. Returns the particles as
-    float64; raises ValueError naming ``origin``, the branch (``names``: field → branch name) and the events
-    (indices within this chunk) otherwise — before fastjet, which crashes on NaN."""
+def check_particles(
+    columns: dict[str, ak.Array], origin: str, names: dict[str, str] | None = None
+) -> ak.Array:
+    """The one validation of particle-level inputs read from branches (flat ROOT, Delphes, DelphesSchema):
+    ``columns`` ``{"pt", "eta", "phi"}`` must each hold one list of numbers per event, finite, with ``pt >= 0``.
+    Returns the particles (records, float64); raises ValueError naming ``origin``, the branch (``names``:
+    field → branch name) and the events (indices within this chunk) otherwise — before fastjet, which crashes
+    on NaN, and before zipping, which would broadcast a flat branch into every particle. (The LHCO raw reader
+    checks its zero-padded block the same way before it drops the padding.)"""
     names = names or {}
-    if ak.backend(particles) == "typetracer":  # dask-awkward's graph building: structure only
-        return ak.zip({f: ak.values_astype(particles[f], np.float64) for f in ("pt", "eta", "phi")})
+    if ak.backend(columns["pt"]) == "typetracer":  # dask-awkward's graph building: structure only
+        return ak.zip({f: ak.values_astype(columns[f], np.float64) for f in ("pt", "eta", "phi")})
     checked = {}
     for field in ("pt", "eta", "phi"):
-        values = particles[field]
+        values = columns[field]
         branch = names.get(field, field)
         if values.ndim != 2:
             raise ValueError(
@@ -299,16 +303,6 @@ def check_labels(labels: ak.Array, origin: str, branch: str) -> ak.Array:
     return ak.Array(values)
 
 
-def _require_jagged(events: ak.Array, names: list[str], origin: str) -> None:
-    """Particle branches hold one list per event: a flat branch would be broadcast into every particle."""
-    for name in names:
-        if events[name].ndim != 2:
-            raise ValueError(
-                f"{origin}: particle branch {name!r} must hold one list per event (a jagged branch), "
-                f"got type {ak.type(events[name])}"
-            )
-
-
 def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str | None = None) -> ak.Array:
     """Build ``{pt, eta, phi}`` particle lists from the raw branches of a ROOT tree chunk, validated
     (:func:`check_particles`)."""
@@ -319,9 +313,8 @@ def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str | 
         missing = [n for n in names if n not in fields]
         if missing:
             raise ValueError(f"{origin}: missing particle branches {missing} (has {fields[:20]})")
-        _require_jagged(events, names, origin)
-        particles = ak.zip(dict(zip(("pt", "eta", "phi"), (events[n] for n in names))))
-        return check_particles(particles, origin, dict(zip(("pt", "eta", "phi"), names)))
+        fields_of = dict(zip(("pt", "eta", "phi"), names))
+        return check_particles({q: events[n] for q, n in fields_of.items()}, origin, fields_of)
     parts = []
     for collection in layout.collections:
         if collection in fields and events[collection].fields:
@@ -335,15 +328,15 @@ def particles_from_branches(events: ak.Array, layout: RootLayout, origin: str | 
                 f"{origin}: Delphes collection {collection!r} needs PT (or ET), Eta and Phi branches "
                 f"(has {[f for f in fields if f.startswith(collection)][:10]})"
             )
-        _require_jagged(events, [pt_name, eta_name, phi_name], origin)
-        coll = ak.zip({"pt": events[pt_name], "eta": events[eta_name], "phi": events[phi_name]})
+        fields_of = {"pt": pt_name, "eta": eta_name, "phi": phi_name}
+        columns = {q: events[n] for q, n in fields_of.items()}
         if collection == "Particle":
             status, pid = (_delphes_field(fields, collection, q) for q in ("Status", "PID"))
             if status and pid:
                 absid = abs(events[pid])
                 visible = (events[status] == 1) & (absid != 12) & (absid != 14) & (absid != 16)
-                coll = coll[visible]
-        parts.append(check_particles(coll, origin, {"pt": pt_name, "eta": eta_name, "phi": phi_name}))
+                columns = {q: values[visible] for q, values in columns.items()}
+        parts.append(check_particles(columns, origin, fields_of))
     return ak.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
@@ -360,12 +353,13 @@ def _schema_collection(coll: ak.Array, collection: str, origin: str) -> ak.Array
         raise ValueError(
             f"{origin}: collection {collection!r} needs pt (PT or ET), eta and phi fields (has {names[:10]})"
         )
-    out = ak.zip({"pt": coll[pt], "eta": coll[eta], "phi": coll[phi]}, with_name=None)
+    columns = {"pt": coll[pt], "eta": coll[eta], "phi": coll[phi]}
     if collection == "Particle" and "Status" in names and "PID" in names:
         absid = abs(coll["PID"])
-        out = out[(coll["Status"] == 1) & (absid != 12) & (absid != 14) & (absid != 16)]
+        visible = (coll["Status"] == 1) & (absid != 12) & (absid != 14) & (absid != 16)
+        columns = {q: values[visible] for q, values in columns.items()}
     fields = {q: f"{collection}.{name}" for q, name in (("pt", pt), ("eta", eta), ("phi", phi))}
-    return check_particles(out, origin, fields)
+    return check_particles(columns, origin, fields)
 
 
 def root_branch_filter(layout: RootLayout) -> list[str]:
