@@ -209,19 +209,11 @@ def check_weights(cfg: SearchConfig, tables: dict) -> None:
     """Event weights (the ``weight`` column) must be finite and > 0; non-unit weights are refused for a
     method whose training cannot use them (rather than silently ignored). Raises ValueError naming the
     input, the rows and the method."""
-    weighted = []
-    for what, table in tables.items():
-        if table is None or "weight" not in table.columns:
-            continue
-        weights = table["weight"].to_numpy(dtype=float)
-        bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
-        if bad.size:
-            raise ValueError(
-                f"{what}: column 'weight' must be finite and > 0; {bad.size} rows are not "
-                f"(e.g. rows {bad[:5].tolist()}: {weights[bad[:5]].tolist()})"
-            )
-        if not np.all(weights == 1.0):
-            weighted.append(what)
+    from radar.models.templates import table_weights
+
+    weighted = [
+        what for what, table in tables.items() if table is not None and table_weights(table, what) is not None
+    ]
     if not weighted:
         return
     refused = [m for m in cfg.methods if not method_info(cfg.base_method(m)).event_weights]

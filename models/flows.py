@@ -111,19 +111,10 @@ def mean_nll(log_prob: torch.Tensor, weight: torch.Tensor | None = None) -> torc
     return -(log_prob * weight).sum() / weight.sum()
 
 
-def _checked_weights(weights: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
-    """Event weights (n,) float64, finite and > 0, or None when absent."""
-    if weights is None:
-        return None
-    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if weights.shape != (n,):
-        raise ValueError(f"ConditionalFlow.fit: {what} has {weights.size} entries for {n} events")
-    bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
-    if bad.size:
-        raise ValueError(
-            f"ConditionalFlow.fit: {what} must be finite and > 0; {bad.size} are not (rows {bad[:5].tolist()})"
-        )
-    return weights
+def _checked_weights(weights, n: int, what: str) -> np.ndarray | None:
+    from radar.models.templates import checked_weights
+
+    return None if weights is None else checked_weights(weights, n, what)
 
 
 class ConditionalFlow:
@@ -250,7 +241,7 @@ class ConditionalFlow:
         event (batch-norm statistics excepted).
         """
         x, m = self._check_xm(x, m, "ConditionalFlow.fit")
-        w = _checked_weights(sample_weight, len(x), "sample_weight")
+        w = _checked_weights(sample_weight, len(x), "ConditionalFlow.fit: sample_weight")
         if x_val is None:
             if m_val is not None or w_val is not None:
                 raise ValueError("ConditionalFlow.fit: m_val or w_val given without x_val")
@@ -267,7 +258,7 @@ class ConditionalFlow:
             if m_val is None:
                 raise ValueError("ConditionalFlow.fit: x_val given without m_val")
             x_val, m_val = self._check_xm(x_val, m_val, "ConditionalFlow.fit (validation)")
-            w_val = _checked_weights(w_val, len(x_val), "w_val")
+            w_val = _checked_weights(w_val, len(x_val), "ConditionalFlow.fit: w_val")
             if (w is None) != (w_val is None):
                 w = np.ones(len(x)) if w is None else w
                 w_val = np.ones(len(x_val)) if w_val is None else w_val

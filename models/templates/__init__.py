@@ -48,6 +48,7 @@ __all__ = [
     "Registry",
     "Template",
     "available",
+    "checked_weights",
     "draw_mjj_kde",
     "get",
     "refuse_weights",
@@ -121,13 +122,25 @@ def table_weights(table: pd.DataFrame, what: str) -> np.ndarray | None:
     when a weight is not finite or not > 0."""
     if "weight" not in table.columns:
         return None
-    weights = table["weight"].to_numpy(dtype=np.float64)
+    weights = checked_weights(
+        table["weight"].to_numpy(dtype=np.float64), len(table), f"{what}: column 'weight'"
+    )
+    return None if np.all(weights == 1.0) else weights
+
+
+def checked_weights(weights, n: int, what: str) -> np.ndarray:
+    """Event weights as (n,) float64; ValueError naming ``what`` and the rows unless finite and > 0. The one
+    check of event weights (tables, flows, the search's inputs)."""
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if weights.shape != (n,):
+        raise ValueError(f"{what}: {weights.size} weights for {n} events")
     bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
     if bad.size:
         raise ValueError(
-            f"{what}: column 'weight' must be finite and > 0; {bad.size} rows are not (e.g. {bad[:5].tolist()})"
+            f"{what} must be finite and > 0; {bad.size} rows are not "
+            f"(e.g. rows {bad[:5].tolist()}: {weights[bad[:5]].tolist()})"
         )
-    return None if np.all(weights == 1.0) else weights
+    return weights
 
 
 def stacked_weights(w_a: np.ndarray | None, n_a: int, w_b: np.ndarray | None, n_b: int) -> np.ndarray | None:
