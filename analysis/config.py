@@ -39,6 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from radar.processors.features import LHCO_FEATURES
 
+#: replicas per unit by default. LaCATHODE's background in the SR is as good as its flow's interpolation
+#: across the SR, which the sidebands cannot check: one training in ten (null_chain, S/B 1 %) put its top-1 %
+#: cut where that interpolation erred (background passing 1.57x more often in the SR than in the sidebands,
+#: local Z 6.1 for a true 2.4); retrained with other seeds the same data gave 0.96-1.13, and the mean score
+#: of 3-4 replicas 1.09-1.22 with more signal kept (docs/closure.md)
+DEFAULT_REPLICAS = {"lacathode": 3}
+
 log = logging.getLogger(__name__)
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -156,6 +163,11 @@ class SearchConfig(_Section):
         default_factory=dict, description="named variants {NAME: {method: METHOD, settings: {...}}}"
     )
     cathode_oversampling: PositiveFloat = Field(4.0, description="template events per SR data event")
+    replicas: dict[str, PositiveInt] = Field(
+        default_factory=lambda: dict(DEFAULT_REPLICAS),
+        description="independently trained replicas per unit whose scores are averaged, per method "
+        "({METHOD: N}, '*': every method; a number: every method); default: lacathode 3",
+    )
     min_events: PositiveInt = Field(100, description="fewest data events in the SR and in the sidebands")
     fpr_floor_rel_error: PositiveFloat = Field(
         0.4, description="SIC is reported only where the background efficiency's relative error is below this"
@@ -174,6 +186,16 @@ class SearchConfig(_Section):
     )
     #: directory of the YAML file (paths are relative to it); not part of the saved config
     base_dir: str = Field(".", exclude=True)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas_for_all(cls, value: Any) -> Any:
+        return {"*": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    def replicas_for(self, method: str) -> int:
+        """How many replicas a unit of ``method`` (or of the method behind a variant) trains."""
+        r = self.replicas
+        return int(r.get(method, r.get(self.base_method(method), r.get("*", 1))))
 
     @field_validator("injections", mode="before")
     @classmethod

@@ -228,7 +228,7 @@ def _members_seconds(ctx: UnitContext, members) -> float:
 
     total = 0.0
     for member in members:
-        path = unit_dir(ctx.run_dir, member, ctx.injection, ctx.seed) / "metrics.json"
+        path = unit_dir(ctx.run_dir, member, ctx.injection, ctx.unit_seed) / "metrics.json"
         total += float(json.loads(path.read_text()).get("seconds", 0.0)) if path.exists() else 0.0
     return total
 
@@ -238,7 +238,7 @@ def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.n
     combinations and studies."""
     from radar.processors.io import atomic_output
 
-    if ctx.run_dir is None:
+    if ctx.run_dir is None or ctx.replica:  # the unit's saved template is replica 0's (its folds)
         return
     parts = []
     for f, (samples, weights) in enumerate(folds):
@@ -246,7 +246,7 @@ def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.n
         frame["weight"] = weights
         frame["fold"] = np.full(len(frame), f, dtype=np.int64)
         parts.append(frame)
-    path = unit_dir(ctx.run_dir, ctx.method, ctx.injection, ctx.seed) / TEMPLATE_SAMPLE
+    path = unit_dir(ctx.run_dir, ctx.method, ctx.injection, ctx.unit_seed) / TEMPLATE_SAMPLE
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         pd.concat(parts, ignore_index=True).to_parquet(tmp, index=False)
@@ -262,12 +262,14 @@ def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFra
     """
     from radar.models.templates.combined import stack_equal_weight
 
-    if ctx.run_dir is None:
+    if ctx.run_dir is None or ctx.replica:
+        # members saved replica 0's templates, whose folds are those of the unit's seed: a later replica
+        # (other folds) fits the members afresh, so no template scores an event it was fitted on
         return None
     loaded = []
     for member in members:
         try:
-            events, weights = load_template_sample(ctx.run_dir, member, ctx.injection, ctx.seed)
+            events, weights = load_template_sample(ctx.run_dir, member, ctx.injection, ctx.unit_seed)
         except FileNotFoundError:
             log.info("combined_events: member %s has no finished unit here; fitting the members", member)
             return None

@@ -57,9 +57,11 @@ from radar.analysis.rundir import (
 )
 from radar.analysis.units import (
     _METHODS,
+    REPLICA_SEED_STEP,
     MethodOutput,
     UnitContext,
     available_methods,
+    average_replicas,
     classifier_settings,
     method_info,
     register_method,
@@ -112,18 +114,28 @@ def run_unit(
     (out_dir / "metrics.json").unlink(missing_ok=True)  # written last: its presence marks a finished unit
     t0 = time.perf_counter()
     prepared = prepare_data(cfg, injection)
-    ctx = UnitContext(
-        cfg=cfg,
-        prepared=prepared,
-        method=method,
-        seed=seed,
-        model_dir=(out_dir / "models") if cfg.save_models else None,
-        run_dir=Path(run_dir),
-        injection=injection,
-    )
-    if ctx.model_dir is not None:
-        ctx.model_dir.mkdir(exist_ok=True)
-    output = _METHODS[cfg.base_method(method)](ctx)
+    n_replicas = cfg.replicas_for(method)
+    outputs = []
+    for replica in range(n_replicas):
+        model_dir = (out_dir / "models") if cfg.save_models else None
+        if model_dir is not None and n_replicas > 1:
+            model_dir = model_dir / f"replica_{replica}"
+        ctx = UnitContext(
+            cfg=cfg,
+            prepared=prepared,
+            method=method,
+            seed=seed + REPLICA_SEED_STEP * replica,
+            model_dir=model_dir,
+            run_dir=Path(run_dir),
+            injection=injection,
+            replica=replica,
+        )
+        if ctx.model_dir is not None:
+            ctx.model_dir.mkdir(parents=True, exist_ok=True)
+        if n_replicas > 1:
+            log.info("%s seed %d: replica %d of %d", method, seed, replica + 1, n_replicas)
+        outputs.append(_METHODS[cfg.base_method(method)](ctx))
+    output = average_replicas(outputs)
     data, test = prepared.data, prepared.test
     if len(output.scores) != len(data) or not np.isfinite(output.scores).all():
         raise RuntimeError(f"{method}: expected a finite score for each of {len(data)} data events")

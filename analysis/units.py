@@ -42,11 +42,19 @@ class UnitContext:
     cfg: SearchConfig
     prepared: PreparedData
     method: str
+    #: the training seed: the unit's seed, or for replica r > 0 of it ``seed + REPLICA_SEED_STEP * r``
     seed: int
     model_dir: Path | None
     #: the run directory and this unit's injection (lets a combination reuse its members' finished units)
     run_dir: Path | None = None
     injection: float | None = None
+    #: which of the unit's ``replicas`` this is (0: the one whose seed is the unit's seed)
+    replica: int = 0
+
+    @property
+    def unit_seed(self) -> int:
+        """The seed of the unit (its directory), whatever the replica."""
+        return self.seed - REPLICA_SEED_STEP * self.replica
 
     @property
     def regions(self) -> Regions:
@@ -61,6 +69,10 @@ class UnitContext:
     def features(self) -> list[str]:
         return list(self.cfg.features)
 
+
+#: the training seed of replica r of a unit with seed s is s + REPLICA_SEED_STEP * r (replica 0: the unit's
+#: own seed, so ``replicas: 1`` trains exactly what a unit without replicas trains)
+REPLICA_SEED_STEP = 1_000_003
 
 MethodFunction = Callable[[UnitContext], MethodOutput]
 _METHODS: dict[str, MethodFunction] = {}
@@ -224,6 +236,44 @@ def _classify(
         classification_auc_sigma=auc_null_sigma(len(X1), len(X0)),
         extra={"n_class0": len(X0), "n_class1": len(X1)},
         diagnostic_scores=fold_mean,
+    )
+
+
+def average_replicas(outputs: list[MethodOutput]) -> MethodOutput:
+    """One unit's output from its independently trained replicas: every event's score (data, test set and
+    the diagnostic column) is the mean of the replicas' scores. Each replica scores every data event with
+    models that did not train on it, so the mean does too, and every event is averaged over the same number
+    of identically trained models (the scores entering a spectrum keep one distribution). Role, counts and
+    the other extras are replica 0's; the classification AUC is the replicas' mean, each listed."""
+    if len(outputs) == 1:
+        return outputs[0]
+    first = outputs[0]
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    diagnostic = (
+        None
+        if any(o.diagnostic_scores is None for o in outputs)
+        else np.mean([o.diagnostic_scores for o in outputs], axis=0)
+    )
+    extra = {
+        **first.extra,
+        "replicas": len(outputs),
+        "classification_auc_replicas": [o.classification_auc for o in outputs],
+    }
+    for key in ("flow_trainings_failed", "n_trainings", "flow_trainings", "n_clipped"):
+        if all(key in o.extra for o in outputs):
+            extra[key] = sum(int(o.extra[key]) for o in outputs)
+    return MethodOutput(
+        scores=np.mean([o.scores for o in outputs], axis=0),
+        role=first.role,
+        test_scores=np.mean([o.test_scores for o in outputs], axis=0),
+        classification_auc=mean([o.classification_auc for o in outputs]),
+        classification_auc_sigma=first.classification_auc_sigma,
+        extra=extra,
+        diagnostic_scores=diagnostic,
     )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 import radar.analysis.methods  # noqa: F401  (registers the built-in methods)
 from radar.analysis.config import SearchConfig, config_from_dict
-from radar.analysis.methods import combination_members
+from radar.analysis.methods import SCORE_COMBINATIONS, combination_members
 from radar.analysis.units import available_methods, method_info, regions_for
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,18 @@ def validate_config(cfg: SearchConfig) -> None:
     unknown = sorted(set(cfg.method_settings) - set(available_methods()))
     if unknown:
         raise ValueError(f"method_settings: unknown methods {unknown}; available: {available_methods()}")
+    unknown = sorted(set(cfg.replicas) - {"*", *available_methods(), *cfg.variants})
+    if unknown:
+        raise ValueError(
+            f"replicas: unknown methods {unknown}; available: {available_methods()}, the variants "
+            f"{sorted(cfg.variants)} and '*' (every method)"
+        )
+    combos = [m for m in cfg.replicas if m in SCORE_COMBINATIONS and cfg.replicas[m] > 1]
+    if combos:
+        raise ValueError(
+            f"replicas: {combos} combine other methods' scores after the units; give the replicas to "
+            "their members"
+        )
     if "combined_scores" in cfg.methods:
         members = combination_members(cfg)
         missing = [m for m in members if m not in cfg.methods]

@@ -353,7 +353,7 @@ class HGBClassifier:
                     early_stopping=True,
                     validation_fraction=None if val_kwargs else self.val_fraction,
                     n_iter_no_change=self.n_iter_no_change,
-                    random_state=self.seed * 1000 + i,
+                    random_state=(self.seed * 1000 + i) % 2**32,  # sklearn takes 32-bit seeds
                 )
                 model.fit(X, y, sample_weight=w, **val_kwargs)
                 self.models_.append(model)

@@ -4,6 +4,7 @@ bumps cannot come back), while the pre-fix fold-mean scores of the same models s
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from radar.analysis.config import config_from_dict
 from radar.analysis.datasets import toy_lhco_like
+from radar.analysis.rundir import unit_dir
 from radar.analysis.search import load_scores, run_search
 from radar.processors.features import write_feature_table
 
@@ -72,7 +74,7 @@ def test_no_sideband_event_is_scored_against_a_template_that_learnt_it(tmp_path,
     often: a bump in the SR). Every fold's template must be fitted without the events its classifier
     scores, and with all the other folds' sideband events."""
     from radar.analysis.preparation import prepare_data
-    from radar.analysis.units import UnitContext, _data_folds
+    from radar.analysis.units import REPLICA_SEED_STEP, UnitContext, _data_folds
     from radar.models.templates.cathode import CathodeTemplate
 
     fitted: list[set[float]] = []
@@ -101,16 +103,89 @@ def test_no_sideband_event_is_scored_against_a_template_that_learnt_it(tmp_path,
         }
     )
     run_search(cfg, progress=False)
-    assert len(fitted) == cfg.k_folds
+    replicas = cfg.replicas_for(method)  # lacathode: 3 by default, each with its own folds
+    assert replicas == (3 if method == "lacathode" else 1)
+    assert len(fitted) == cfg.k_folds * replicas
     prepared = prepare_data(cfg, None)
-    ctx = UnitContext(cfg=cfg, prepared=prepared, method=method, seed=3, model_dir=None)
-    mjj = prepared.data["mjj"].to_numpy()
-    sr, sb = ctx.regions.signal_region(mjj), ctx.regions.sideband(mjj)
-    folds = _data_folds(ctx, None, np.flatnonzero(sr))
-    for f, seen in enumerate(fitted):
-        own = set(np.round(mjj[sb & (folds == f)], 9))
-        others = set(np.round(mjj[sb & (folds != f)], 9))
-        assert own and not own & seen  # fold f's sideband events never trained the template that scores them
-        assert seen == others
+    for r in range(replicas):
+        ctx = UnitContext(
+            cfg=cfg,
+            prepared=prepared,
+            method=method,
+            seed=3 + REPLICA_SEED_STEP * r,
+            model_dir=None,
+            replica=r,
+        )
+        mjj = prepared.data["mjj"].to_numpy()
+        sr, sb = ctx.regions.signal_region(mjj), ctx.regions.sideband(mjj)
+        folds = _data_folds(ctx, None, np.flatnonzero(sr))
+        for f, seen in enumerate(fitted[r * cfg.k_folds : (r + 1) * cfg.k_folds]):
+            own = set(np.round(mjj[sb & (folds == f)], 9))
+            others = set(np.round(mjj[sb & (folds != f)], 9))
+            assert own and not own & seen  # fold f's sideband events never trained the template scoring them
+            assert seen == others
+    if replicas > 1:  # the replicas' folds differ: their mean is not a fold-mean of one split
+        first = _data_folds(
+            UnitContext(cfg=cfg, prepared=prepared, method=method, seed=3, model_dir=None),
+            None,
+            np.flatnonzero(sr),
+        )
+        assert (folds != first).any()
     scores = load_scores(cfg.output_dir, method, None, 3)
     assert np.isfinite(scores["score"]).all() and len(scores) == len(mjj)
+
+
+def test_replicas_average_independently_trained_units(tmp_path):
+    """``replicas: N``: a unit's scores are the mean of N trainings whose seeds are the unit's seed and
+    seed + REPLICA_SEED_STEP·r — the same numbers as N one-replica units run with those seeds."""
+    from radar.analysis.units import REPLICA_SEED_STEP
+
+    write_feature_table(toy_lhco_like(8_000, 0, seed=4), tmp_path / "bkg.parquet")
+    base = {
+        "input": {"data": [str(tmp_path / "bkg.parquet")]},
+        "methods": ["cwola_hunting"],
+        "injections": [None],
+        "k_folds": 3,
+        "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
+        "compare": False,
+        "save_models": False,
+        "execution": {"mode": "sync"},
+    }
+    averaged = config_from_dict(
+        {**base, "output": str(tmp_path / "avg"), "seeds": [1], "replicas": {"cwola_hunting": 2}}
+    )
+    single = config_from_dict(
+        {**base, "output": str(tmp_path / "one"), "seeds": [1, 1 + REPLICA_SEED_STEP], "replicas": 1}
+    )
+    run_search(averaged, progress=False)
+    run_search(single, progress=False)
+    mean = load_scores(averaged.output_dir, "cwola_hunting", None, 1)
+    parts = [load_scores(single.output_dir, "cwola_hunting", None, s)["score"] for s in single.seeds]
+    assert not np.allclose(parts[0], parts[1])  # the replicas are different trainings
+    np.testing.assert_allclose(mean["score"], (parts[0] + parts[1]) / 2, rtol=1e-12, atol=1e-15)
+    metrics = json.loads(
+        (unit_dir(averaged.output_dir, "cwola_hunting", None, 1) / "metrics.json").read_text()
+    )
+    assert metrics["replicas"] == 2 and len(metrics["classification_auc_replicas"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("replicas", "message"),
+    [
+        ({"cathdoe": 2}, "replicas: unknown methods ['cathdoe']"),
+        ({"combined_scores": 2}, "combine other methods"),
+    ],
+)
+def test_replicas_setting_is_checked(tmp_path, replicas, message):
+    from radar.analysis.validation import validate_config
+
+    write_feature_table(toy_lhco_like(2_000, 0, seed=4), tmp_path / "bkg.parquet")
+    cfg = config_from_dict(
+        {
+            "input": {"data": [str(tmp_path / "bkg.parquet")]},
+            "methods": ["cwola_hunting"],
+            "replicas": replicas,
+        }
+    )
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_config(cfg)
