@@ -311,6 +311,11 @@ def read_feature_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_dir():
         return read_peer_reclustering_dir(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no such feature table (a .parquet, .h5 or .npy file, or a directory of "
+            "peer-reclustering files)"
+        )
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return from_cathode_npy(path)

@@ -655,3 +655,12 @@ def test_a_killed_runs_leftovers_are_cleaned_and_a_table_always_has_its_set(tmp_
     process_files([lhco_tiny], tmp_path / "out.parquet", workers=0, chunk_size=500)
     assert not stale.exists() and live.exists()
     assert {p.name for p in tmp_path.iterdir()} >= {"out.parquet", "out.cutflow.json", "out.hists.root"}
+
+
+@pytest.mark.parametrize("name", ["gone.parquet", "gone.h5", "gone.npy", "gone_dir"])
+def test_a_missing_feature_table_is_named_as_missing(tmp_path, name):
+    """A path that does not exist says so (a missing directory used to read as 'unknown format ''')."""
+    from radar.processors.features import read_feature_table
+
+    with pytest.raises(FileNotFoundError, match=f"{name}: no such"):
+        read_feature_table(tmp_path / name)
