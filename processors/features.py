@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from radar.processors.columns import FEATURE_COLUMNS, KINEMATIC_COLUMNS  # noqa: F401  (public here)
+from radar.processors.io import error_summary
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _read_hdf(path: Path, what: str) -> tuple[pd.DataFrame, str]:
             keys = store.keys()
             frame = store[keys[0]] if len(keys) == 1 else None
     except Exception as error:  # pandas/PyTables raise many types for corrupt files
-        raise OSError(f"{path}: cannot read as a {what} ({error})") from error
+        raise OSError(f"{path}: cannot read as a {what} ({error_summary(error)})") from error
     if frame is None:
         raise ValueError(f"{path}: expected one pandas object in the {what}, found keys {keys}")
     return frame, keys[0]
@@ -103,6 +104,10 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, 
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not {layout}, missing columns {missing} (has {list(frame.columns)[:20]})")
+    for name in (*columns, *(["label"] if "label" in frame.columns else [])):
+        dtype = frame[name].dtype
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            raise ValueError(f"{path}: column {name!r} has dtype {dtype}; expected numbers")
 
 
 def _dijet_table(a: dict[str, np.ndarray], b: dict[str, np.ndarray], mjj: np.ndarray) -> pd.DataFrame:
@@ -290,7 +295,14 @@ def from_cathode_npy(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such CATHODE-format file")
-    array = np.load(path, allow_pickle=False)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as error:  # truncated, not .npy, or an object array (which would need pickle)
+        raise OSError(f"{path}: not a readable .npy array ({error_summary(error)})") from error
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{path}: expected a numeric CATHODE array, got {getattr(array, 'dtype', type(array).__name__)}"
+        )
     if array.ndim != 2 or array.shape[1] not in (5, 6):
         raise ValueError(
             f"{path}: expected a CATHODE array of shape (N, 6) [mjj, mj1, delta_mj, tau21_j1, tau21_j2, "
@@ -310,7 +322,7 @@ def read_feature_table(path: str | Path) -> pd.DataFrame:
     peer-reclustering files (:func:`read_peer_reclustering_dir`)."""
     path = Path(path)
     if path.is_dir():
-        return read_peer_reclustering_dir(path)
+        return check_values(read_peer_reclustering_dir(path), path)
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: no such feature table (a .parquet, .h5 or .npy file, or a directory of "
@@ -318,19 +330,46 @@ def read_feature_table(path: str | Path) -> pd.DataFrame:
         )
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return from_cathode_npy(path)
+        return check_values(from_cathode_npy(path), path)
     if suffix in (".h5", ".hdf5", ".hdf"):
-        return _read_feature_hdf5(path)
+        return check_values(_read_feature_hdf5(path), path)
     if suffix in (".parquet", ".pq"):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such feature table")
-        table = pd.read_parquet(path)
+        try:
+            table = pd.read_parquet(path)
+        except Exception as error:  # pyarrow raises several types for truncated or foreign files
+            raise OSError(f"{path}: not a readable parquet file ({error_summary(error)})") from error
         missing = [c for c in FEATURE_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"{path}: not a radar feature table, missing columns {missing}")
+        for name in FEATURE_COLUMNS:
+            dtype = table[name].dtype
+            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+                raise ValueError(f"{path}: column {name!r} has dtype {dtype}; expected numbers")
         log.info("read %d events from feature table %s", len(table), path)
-        return table[list(FEATURE_COLUMNS)].astype("float64")
+        return check_values(table[list(FEATURE_COLUMNS)].astype("float64"), path)
     raise ValueError(f"{path}: unknown feature-table format {suffix!r} (expected .parquet, .h5 or .npy)")
+
+
+def check_values(table: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """The values every feature table read from a file must hold (one check for every format), else a
+    ValueError naming the file, the column and the first rows: m_JJ finite and >= 0, no ±inf in any column,
+    ``label`` 1, 0 or -1 (unknown), ``weight`` not NaN. NaN in the other columns means "not stored" (a CATHODE
+    array has no jet pT); the search refuses NaN in the features it uses. Returns ``table``."""
+
+    def refuse(name: str, bad: np.ndarray, what: str) -> None:
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise ValueError(
+                f"{source}: column {name!r}: {rows.size} rows {what} (rows {rows[:10].tolist()})"
+            )
+
+    mjj = table["mjj"].to_numpy("float64")
+    refuse("mjj", ~np.isfinite(mjj) | (mjj < 0), "are not a finite m_JJ >= 0")
+    for name in table.columns:
+        refuse(name, np.isinf(table[name].to_numpy("float64")), "are ±inf")
+    refuse("label", ~np.isin(table["label"].to_numpy("float64"), (-1.0, 0.0, 1.0)), "are not 1, 0 or -1")
+    refuse("weight", np.isnan(table["weight"].to_numpy("float64")), "are NaN")
+    return table
 
 
 def write_feature_table(table: pd.DataFrame, path: str | Path, metadata: dict | None = None) -> Path:

@@ -65,6 +65,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def error_summary(error: BaseException) -> str:
+    """One line for an error raised by a file library: HDF5's C-library back trace (PyTables puts the whole
+    stack into its message) becomes its innermost reason, e.g. ``truncated file: eof = 300000, ...`` or
+    ``file signature not found``; other messages keep their first line."""
+    text = str(error).strip()
+    if "HDF5 error back trace" in text:
+        stack = text.split("End of HDF5 error back trace")[0]
+        reasons = [ln.strip() for ln in stack.splitlines() if ln.startswith("    ") and ln.strip()]
+        if reasons:
+            return f"HDF5: {reasons[-1]}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_output(path) as tmp:

@@ -25,6 +25,8 @@ import awkward as ak
 import dask_awkward as dak
 import numpy as np
 
+from radar.processors.io import error_summary
+
 log = logging.getLogger(__name__)
 
 N_PARTICLES = 700
@@ -58,7 +60,9 @@ def inspect_lhco_raw(path: str | Path, key: str = "df") -> LHCORawInfo:
     try:
         handle = tables.open_file(str(path), mode="r")
     except Exception as error:
-        raise OSError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {error}") from error
+        raise OSError(
+            f"{path}: not a readable HDF5 file (truncated or corrupt?): {error_summary(error)}"
+        ) from error
     with handle:
         if f"/{key}/block0_values" in handle:
             node = handle.get_node(f"/{key}/block0_values")
@@ -162,7 +166,8 @@ class LHCORawChunk:
                 block = node.read(start, stop)
         except Exception as error:
             raise OSError(
-                f"{info.path}: cannot read events {start}-{stop - 1} (truncated or corrupt file?): {error}"
+                f"{info.path}: cannot read events {start}-{stop - 1} (truncated or corrupt file?): "
+                f"{error_summary(error)}"
             ) from error
         if info.layout == "table":
             block = np.asarray(block["values_block_0"]).reshape(stop - start, -1)
