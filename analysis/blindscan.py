@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,8 +333,11 @@ def run_scan(
         "scan_range": list(scan_range),
         "versions": package_versions(),
         "status": "running",
+        "run_id": uuid.uuid4().hex,
     }
     write_json(out / "scan_manifest.json", manifest)
+    # units still running on a cluster after the scan stopped write nothing (search._check_run_current)
+    token = (manifest["run_id"], str(out / "scan_manifest.json"))
 
     import yaml
 
@@ -361,16 +365,27 @@ def run_scan(
         args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
         for i, phase in enumerate(_phases(todo, cfg)):
             later = i == 1 or cfg.base_method(phase[0][0]) == "combined_events"
-            (phases_later if later else phases_first).extend(((tag, *u), (*args, *u)) for u in phase)
+            (phases_later if later else phases_first).extend(((tag, *u), (*args, *u, *token)) for u in phase)
     n_units = len(phases_first) + len(phases_later)
     log.info("scan: %d units to run in %d windows (%d windows not run)", n_units, len(cfgs), len(skipped))
-    results = run_tasks(
-        run_unit,
-        [p for p in (phases_first, phases_later) if p],
-        probe.execution,
-        progress=progress,
-        desc="scan units",
-    )
+    try:
+        results = run_tasks(
+            run_unit,
+            [p for p in (phases_first, phases_later) if p],
+            probe.execution,
+            progress=progress,
+            desc="scan units",
+        )
+    except BaseException as error:  # killed or crashed: the manifest says so (finished units stay valid)
+        write_json(
+            out / "scan_manifest.json",
+            {
+                **manifest,
+                "status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
+        raise
     for key, result in results.items():
         if isinstance(result, str):
             failures.setdefault(key[0], "")

@@ -12,7 +12,9 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 
 _PACKAGES = ("radar.processors", "radar.analysis", "radar.models", "radar.plots")
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
@@ -59,7 +62,10 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         level=level,
         format="%(name)s: %(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)],
+        # logs (and errors) go to stderr; stdout is left to what a command prints as its result
+        handlers=[
+            RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False)
+        ],
         force=True,
     )
     # distributed configures its own loggers when first imported: import it now so the levels below stick
@@ -72,6 +78,15 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is (like Ctrl-C), so that a run records "interrupted", cancels its
+    queued tasks and releases its lock instead of vanishing mid-write."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,14 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose, args.quiet)
+    handle_term = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if handle_term else None
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt as error:
+        # Ctrl-C or SIGTERM: runs have recorded "interrupted" on their way out; finished units are kept
+        logging.getLogger("radar").error(
+            "interrupted (%s); what finished is kept: rerun with --resume to continue", error or "Ctrl-C"
+        )
+        return 143 if isinstance(error, Terminated) else 130
     except (ValueError, FileNotFoundError, OSError, KeyError) as error:
         # user-facing errors (bad input, bad config): one clear line, no traceback unless -vv
         logging.getLogger("radar").error("%s: %s", type(error).__name__, error)
         if args.verbose > 1:
             raise
         return 1
+    finally:
+        if handle_term:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

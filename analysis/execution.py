@@ -68,14 +68,24 @@ def run_tasks(
                     ): key
                     for i, (key, args) in enumerate(phase)
                 }
-                for future in as_completed(futures):
-                    key = futures[future]
-                    bar.update()
-                    try:
-                        results[key] = future.result()
-                    except Exception as error:
-                        log.error("%s %s failed: %s: %s", desc, key, type(error).__name__, error)
-                        results[key] = f"{type(error).__name__}: {error}"
+                try:
+                    for future in as_completed(futures):
+                        key = futures[future]
+                        bar.update()
+                        try:
+                            results[key] = future.result()
+                        except Exception as error:
+                            log.error("%s %s failed: %s: %s", desc, key, type(error).__name__, error)
+                            results[key] = f"{type(error).__name__}: {error}"
+                except BaseException:
+                    # interrupted (Ctrl-C, SIGTERM): queued tasks are cancelled on the scheduler; a task
+                    # already running on a worker cannot be stopped by Dask, and writes nothing into the run
+                    # once the run's manifest says it stopped (search._check_run_current)
+                    pending = [f for f in futures if not f.done()]
+                    if pending:
+                        log.warning("%s: cancelling %d tasks not finished", desc, len(pending))
+                        client.cancel(pending, force=True)
+                    raise
     finally:
         bar.close()
     return results

@@ -28,7 +28,9 @@ Methods (:func:`available_methods`): ``cathode``, ``lacathode``, ``cwola_hunting
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +96,42 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _check_run_current(manifest_path: str | Path, run_id: str | None, what: str) -> None:
+    """A unit writes into the run directory only while the search that sent it is still running there:
+    after SIGTERM/Ctrl-C, a failure or an --overwrite by another search, units still running on a cluster
+    (Dask cannot stop a running task) find the manifest changed and discard their outputs instead of
+    writing into a run that has moved on."""
+    import json
+
+    if run_id is None:
+        return
+    path = Path(manifest_path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if manifest.get("run_id") != run_id or manifest.get("status") != "running":
+        raise RuntimeError(
+            f"{what}: the run that sent this unit is no longer running ({path}: status "
+            f"{manifest.get('status')!r}); its outputs are discarded"
+        )
+
+
 def run_unit(
-    cfg_dict: dict, base_dir: str, run_dir: str, method: str, injection: float | None, seed: int
+    cfg_dict: dict,
+    base_dir: str,
+    run_dir: str,
+    method: str,
+    injection: float | None,
+    seed: int,
+    run_id: str | None = None,
+    manifest: str | None = None,
 ) -> dict:
     """Run one (method, injection, seed) and write its outputs into its unit directory; return metrics.
 
-    Takes plain values so that it can run as a Dask task in another process.
+    Takes plain values so that it can run as a Dask task in another process. ``run_id``: the id of the
+    run that sent it, in ``manifest`` (default ``RUN/manifest.json``; a scan's ``scan_manifest.json``); the
+    unit writes nothing once that run stopped (:func:`_check_run_current`).
     """
     from radar.analysis.metrics import auc, classifier_metrics
     from radar.processors.io import atomic_output, write_json
@@ -152,6 +184,21 @@ def run_unit(
     )
     if output.diagnostic_scores is not None:
         scores["score_fold_mean"] = output.diagnostic_scores
+
+    def still_current() -> None:
+        try:
+            _check_run_current(
+                manifest or Path(run_dir) / "manifest.json",
+                run_id,
+                f"{method} {_injection_tag(injection)} seed {seed}",
+            )
+        except RuntimeError:
+            for name in ("scores.parquet", "test_scores.parquet", TEMPLATE_SAMPLE):
+                (out_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(out_dir / "models", ignore_errors=True)  # this unit's, unfinished
+            raise
+
+    still_current()
     with atomic_output(out_dir / "scores.parquet") as tmp:
         scores.to_parquet(tmp, index=False)
     test_frame = pd.DataFrame(
@@ -195,6 +242,7 @@ def run_unit(
     metrics.update(output.extra)
     metrics["seconds"] = time.perf_counter() - t0
     metrics["seconds_with_members"] = metrics["seconds"] + float(metrics.pop("seconds_members", 0.0))
+    still_current()
     write_json(out_dir / "metrics.json", metrics)  # last: marks the unit finished
     log.info("%s %s seed %d done in %.0f s", method, _injection_tag(injection), seed, metrics["seconds"])
     return metrics
@@ -207,12 +255,14 @@ def _phases(units: list[tuple], cfg: SearchConfig) -> list[list[tuple]]:
     return [p for p in (first, later) if p]
 
 
-def _execute(cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: bool) -> dict[tuple, dict | str]:
+def _execute(
+    cfg: SearchConfig, run_dir: Path, units: list[tuple], progress: bool, run_id: str | None = None
+) -> dict[tuple, dict | str]:
     """Run units (phase by phase, :func:`_phases`); returns {unit: metrics dict or an error string}."""
     from radar.analysis.execution import run_tasks
 
     args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
-    phases = [[(unit, (*args, *unit)) for unit in phase] for phase in _phases(units, cfg)]
+    phases = [[(unit, (*args, *unit, run_id)) for unit in phase] for phase in _phases(units, cfg)]
     return run_tasks(run_unit, phases, cfg.execution, progress=progress, desc="search units")
 
 
@@ -428,6 +478,7 @@ def run_search(
             "versions": package_versions(),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "units_skipped": [list(u) for u in units if u not in todo],
+            "run_id": uuid.uuid4().hex,
         }
         write_json(manifest_path, {**manifest, "status": "running"})
         log.info(
@@ -442,7 +493,7 @@ def run_search(
             for injection in cfg.injections:
                 prepare_data(cfg, injection, inputs)
         try:
-            results = _execute(cfg, run_dir, todo, progress)
+            results = _execute(cfg, run_dir, todo, progress, manifest["run_id"])
         except BaseException as error:  # killed or crashed: the manifest says so (finished units stay valid)
             write_json(
                 manifest_path,

@@ -209,10 +209,10 @@ def test_a_failed_training_fails_its_window_only(tmp_path, monkeypatch):
     write_feature_table(black_box(20_000, 0, seed=2), tmp_path / "bkg.parquet")
     real = search.run_unit
 
-    def flaky(cfg, base, run_dir, method, injection, seed):
+    def flaky(cfg, base, run_dir, method, injection, seed, *token):
         if "sr_2900_3300" in run_dir:
             raise RuntimeError("the flow diverged")
-        return real(cfg, base, run_dir, method, injection, seed)
+        return real(cfg, base, run_dir, method, injection, seed, *token)
 
     monkeypatch.setattr(search, "run_unit", flaky)
     scan = run_scan(

@@ -193,3 +193,78 @@ def test_a_crashed_search_says_so_in_its_manifest(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["error"] == "RuntimeError: worker lost"
     assert not (tmp_path / "run" / ".radar.lock").exists()
+
+
+def test_a_unit_of_a_stopped_run_writes_nothing(tmp_path):
+    """A unit still running on a cluster after its search stopped (SIGTERM, failure, --overwrite by another
+    search) finds the manifest changed and discards its outputs instead of writing into the run."""
+    import json
+
+    from radar.analysis.rundir import unit_dir
+    from radar.analysis.search import run_unit
+
+    cfg = _tiny_search(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    args = (cfg.to_dict(), cfg.base_dir, str(run), "cwola_hunting", None, 0)
+    out = unit_dir(run, "cwola_hunting", None, 0)
+    for manifest in ({"run_id": "abc", "status": "interrupted"}, {"run_id": "other", "status": "running"}):
+        (run / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(RuntimeError, match="no longer running.*outputs are discarded"):
+            run_unit(*args, "abc")
+        assert not any(p.is_file() for p in out.rglob("*")), sorted(out.rglob("*"))
+    (run / "manifest.json").write_text(json.dumps({"run_id": "abc", "status": "running"}))
+    run_unit(*args, "abc")  # the run that sent it is still running: written
+    assert (out / "metrics.json").exists() and (out / "scores.parquet").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigterm_stops_a_search_cleanly(tmp_path, workers):
+    """SIGTERM to ``radar search`` (sync, or on a LocalCluster): exit 143 with one line, the manifest says
+    "interrupted", queued units are cancelled and write nothing, the lock is released, --resume finishes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    write_feature_table(toy_lhco_like(6000, 0, seed=7), tmp_path / "bkg.parquet")
+    config = {
+        "input": {"data": [str(tmp_path / "bkg.parquet")]},
+        "methods": ["cathode", "cwola_hunting"],
+        "injections": [None],
+        "seeds": [0, 1, 2],
+        "k_folds": 2,
+        "classifier": {"name": "hgb", "settings": {"n_models": 1, "max_iter": 20}},
+        "flow": {"n_blocks": 1, "hidden": 8, "epochs": 40, "batch_size": 256, "patience": 100},
+        "compare": False,
+        "save_models": False,
+        "output": str(tmp_path / "run"),
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "radar.analysis.cli", "-q", "search", str(tmp_path / "c.yaml")]
+    command += ["--sync"] if workers == 0 else ["--workers", str(workers)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest_path = tmp_path / "run" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        manifest_path.exists() and json.loads(manifest_path.read_text()).get("status") == "running"
+    ):
+        time.sleep(0.2)
+    time.sleep(3 if workers else 1)  # units are training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted (signal SIGTERM)" in err and "Traceback" not in err, err
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["status"] == "interrupted", manifest
+    assert not (tmp_path / "run" / ".radar.lock").exists()
+    finished = sorted(p.parent.name for p in (tmp_path / "run").rglob("metrics.json"))
+    assert len(finished) < 6, finished  # stopped before the end
+    time.sleep(1)  # anything still running somewhere would write now
+    assert sorted(p.parent.name for p in (tmp_path / "run").rglob("metrics.json")) == finished
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(list((tmp_path / "run").rglob("metrics.json"))) == 6
