@@ -433,3 +433,68 @@ def combination_members(cfg: SearchConfig) -> list[str]:
         for m in cfg.methods
         if cfg.base_method(m) in TEMPLATE_METHODS and cfg.base_method(m) != "combined_events"
     ]
+
+
+def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
+    """Unsupervised outlier scores on the feature table (:class:`radar.models.autoencoder.Autoencoder`).
+
+    No labels and no template: the autoencoder learns the data as they are (``train_on: all``, the
+    default: every data event in the m_JJ range; ``sidebands``: the sideband events only, a background-
+    enriched training set). k-fold like every other method: the data events are split into ``k_folds``
+    balanced random folds (seeded), fold f is scored by the model trained without fold f, so no event is
+    scored by a model that saw it and every score comes from one identically trained model; the test set
+    gets the mean of the k models (SIC only). Score: the energy (reconstruction error), higher = more
+    anomalous."""
+    from radar.models.autoencoder import Autoencoder
+
+    data, test = ctx.prepared.data, ctx.prepared.test
+    settings = _method_settings(ctx, "nae" if nae else "autoencoder")
+    train_on = settings.pop("train_on", "all")
+    if train_on not in ("all", "sidebands"):
+        raise ValueError(
+            f"method_settings.{'nae' if nae else 'autoencoder'}.train_on: 'all' or 'sidebands', got {train_on!r}"
+        )
+    settings.setdefault("device", ctx.cfg.execution.device)
+    mjj = data["mjj"].to_numpy()
+    regions = ctx.regions
+    usable = regions.in_range(mjj) & (regions.sideband(mjj) if train_on == "sidebands" else True)
+    k = ctx.cfg.k_folds
+    fold = np.random.default_rng(ctx.seed * 7 + _OUTLIER_FOLD_SEED).permutation(len(data)) % k
+    X = feature_matrix(data, ctx.features, "data")
+    X_test = feature_matrix(test, ctx.features, "test") if len(test) else None
+    scores = np.full(len(data), np.nan)
+    test_scores = np.zeros(len(test))
+    for f in range(k):
+        model = Autoencoder(nae=nae, seed=ctx.seed * 1000 + f, **settings).fit(X[usable & (fold != f)])
+        scores[fold == f] = model.score(X[fold == f])
+        if X_test is not None:
+            test_scores += model.score(X_test) / k
+        log.info(
+            "%s: fold %d/%d trained on %d events",
+            "nae" if nae else "autoencoder",
+            f + 1,
+            k,
+            int((usable & (fold != f)).sum()),
+        )
+    return MethodOutput(
+        scores=scores,
+        role=np.full(len(data), "fold", dtype=object),
+        test_scores=test_scores,
+        extra={"train_on": train_on, "n_train_per_fold": int((usable & (fold != 0)).sum())},
+    )
+
+
+#: seed offset of the outlier methods' fold assignment
+_OUTLIER_FOLD_SEED = 11
+
+
+@register_method("autoencoder", kind="outlier", sidebands="none")
+def autoencoder(ctx: UnitContext) -> MethodOutput:
+    """Autoencoder (reconstruction error) trained on the data without labels, k-fold scored."""
+    return _outlier_method(ctx, nae=False)
+
+
+@register_method("nae", kind="outlier", sidebands="none")
+def nae(ctx: UnitContext) -> MethodOutput:
+    """Normalized autoencoder (Dillon et al., arXiv:2206.14225) trained on the data, k-fold scored."""
+    return _outlier_method(ctx, nae=True)

@@ -160,6 +160,10 @@ def _method_accepts(method: str) -> set[str] | None:
         return _accepted(ConditionalFlow.__init__)
     if method == "combined_scores":
         return {"members"}
+    if method in ("autoencoder", "nae"):
+        from radar.models.autoencoder import AutoencoderSettings
+
+        return (set(AutoencoderSettings.__dataclass_fields__) - {"nae", "seed"}) | {"train_on"}
     return set()
 
 

@@ -1,0 +1,130 @@
+"""Jet images from particle-level events, and the autoencoders that score them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radar.processors.images import ImageConfig, ImageFile, write_images
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory, lhco_tiny):
+    path = tmp_path_factory.mktemp("images") / "tiny.h5"
+    counts = write_images([lhco_tiny], path, workers=0, chunk_size=400, progress=False)
+    return path, counts
+
+
+def test_images_follow_the_dijet_selection_event_by_event(tiny_images, lhco_tiny, tmp_path):
+    """Same events, m_JJ and labels as radar process; every jet image is normalised."""
+    from radar.processors.runner import process_files
+
+    path, counts = tiny_images
+    table = process_files([lhco_tiny], tmp_path / "f.parquet", workers=0)
+    images = ImageFile(path)
+    assert counts == {"read": 1000, "written": len(table)} and images.n == len(table)
+    np.testing.assert_allclose(images.read(what="mjj"), table["mjj"].to_numpy(), rtol=1e-9)
+    np.testing.assert_array_equal(images.read(what="label"), table["label"].to_numpy())
+    x = images.read()
+    assert x.shape == (len(table), 2, 40, 40) and x.dtype == np.float32
+    np.testing.assert_allclose(x.sum(axis=(2, 3)), 1.0, rtol=1e-5)
+
+
+def test_images_are_centred_rotated_and_flipped(tiny_images):
+    x = ImageFile(tiny_images[0]).read().reshape(-1, 40, 40).astype(float)
+    centres = (np.arange(40) + 0.5) - 20  # pixel centres in units of the pixel size; row 0 at the top
+    cx = (x.sum(axis=1) * centres).sum(axis=1)
+    cy = -(x.sum(axis=2) * centres).sum(axis=1)
+    assert np.median(np.abs(cx)) < 0.5 and np.median(np.abs(cy)) < 0.5  # centroid in the central pixel
+    var_x = (x.sum(axis=1) * centres**2).sum(axis=1) - cx**2
+    var_y = (x.sum(axis=2) * centres**2).sum(axis=1) - cy**2
+    assert np.mean(var_y >= var_x) > 0.95  # the principal axis is vertical
+    skew_y = -(x.sum(axis=2) * (centres - (-cy[:, None])) ** 3).sum(axis=1)
+    assert np.mean(skew_y >= 0) > 0.9  # flipped: the long side up
+
+
+def test_images_do_not_depend_on_the_chunking(tiny_images, lhco_tiny, tmp_path):
+    other = tmp_path / "other.h5"
+    write_images([lhco_tiny], other, ImageConfig(), workers=0, chunk_size=1000, progress=False)
+    np.testing.assert_array_equal(ImageFile(other).read(), ImageFile(tiny_images[0]).read())
+
+
+def test_image_errors_name_the_file_and_leave_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        write_images([tmp_path / "missing.h5"], tmp_path / "out.h5", workers=0, progress=False)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="nope.h5: no such image file"):
+        ImageFile(tmp_path / "nope.h5")
+
+
+def test_autoencoder_scores_outliers_higher_and_is_deterministic():
+    from radar.analysis.metrics import auc
+    from radar.models.autoencoder import Autoencoder
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(3000, 4)) @ np.diag([1.0, 0.5, 0.2, 0.1])
+    test = np.r_[
+        rng.normal(size=(500, 4)) @ np.diag([1.0, 0.5, 0.2, 0.1]), rng.normal(2.0, 1.0, size=(500, 4))
+    ]
+    y = np.r_[np.zeros(500), np.ones(500)]
+    for nae in (False, True):
+        settings = {
+            "latent": 2,
+            "epochs": 6,
+            "pretrain_epochs": 6,
+            "nae": nae,
+            "seed": 3,
+            "latent_steps": 5,
+            "x_steps": 5,
+        }
+        scores = Autoencoder(**settings).fit(train).score(test)
+        assert auc(y, scores) > 0.8, (nae, auc(y, scores))
+        np.testing.assert_array_equal(scores, Autoencoder(**settings).fit(train).score(test))
+
+
+def test_autoencoder_on_images_trains_and_refuses_bad_inputs():
+    from radar.models.autoencoder import Autoencoder
+
+    rng = np.random.default_rng(1)
+    images = rng.dirichlet(np.ones(64), size=(200, 2)).reshape(200, 2, 8, 8).astype(np.float32)
+    ae = Autoencoder(epochs=2, latent=4).fit(images)
+    assert ae.score(images).shape == (200,)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Autoencoder(epochs=1).fit(rng.random((20, 2, 6, 6)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Autoencoder(epochs=1).fit(np.full((10, 3), np.nan))
+
+
+def test_outlier_methods_run_by_name_in_a_search_out_of_fold(tmp_path):
+    """``autoencoder`` and ``nae`` in radar search: every data event scored by the fold model that did not
+    train on it (same fold split as the scores' roles say), the test set by the fold mean; settings
+    checked by name."""
+    from radar.analysis.config import config_from_dict
+    from radar.analysis.datasets import toy_lhco_like
+    from radar.analysis.search import load_scores, run_search
+    from radar.analysis.validation import check_settings
+    from radar.processors.features import write_feature_table
+
+    write_feature_table(toy_lhco_like(6000, 300, seed=2), tmp_path / "data.parquet")
+    base = {
+        "input": {"data": [str(tmp_path / "data.parquet")]},
+        "methods": ["autoencoder", "nae"],
+        "injections": [None],
+        "k_folds": 3,
+        "compare": False,
+        "save_models": False,
+        "execution": {"mode": "sync"},
+        "output": str(tmp_path / "run"),
+        "method_settings": {
+            "autoencoder": {"epochs": 3, "latent": 2},
+            "nae": {"epochs": 1, "pretrain_epochs": 2, "latent": 2, "latent_steps": 3, "x_steps": 3},
+        },
+    }
+    cfg = config_from_dict(base)
+    run_search(cfg, progress=False)
+    for method in ("autoencoder", "nae"):
+        scores = load_scores(cfg.output_dir, method, None, 0)
+        assert np.isfinite(scores["score"]).all() and set(scores["role"]) == {"fold"}
+    bad = config_from_dict({**base, "method_settings": {"nae": {"epoch": 3}}})
+    with pytest.raises(ValueError, match=r"method_settings.nae: unknown keys \['epoch'\]"):
+        check_settings(bad)
