@@ -128,3 +128,27 @@ def test_outlier_methods_run_by_name_in_a_search_out_of_fold(tmp_path):
     bad = config_from_dict({**base, "method_settings": {"nae": {"epoch": 3}}})
     with pytest.raises(ValueError, match=r"method_settings.nae: unknown keys \['epoch'\]"):
         check_settings(bad)
+
+
+def test_radar_images_command_and_the_dask_path(tiny_images, lhco_tiny, tmp_path):
+    """``radar images`` on one LocalCluster worker gives the in-process images, chunk order kept."""
+    from radar.analysis.cli import main
+
+    out = tmp_path / "cli.h5"
+    rc = main(
+        [
+            "-q",
+            "images",
+            str(lhco_tiny),
+            "-o",
+            str(out),
+            "--workers",
+            "1",
+            "--chunk-size",
+            "300",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    np.testing.assert_array_equal(ImageFile(out).read(), ImageFile(tiny_images[0]).read())
+    np.testing.assert_array_equal(ImageFile(out).read(what="event"), np.arange(1000))
