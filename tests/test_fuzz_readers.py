@@ -68,6 +68,21 @@ def _read(path: Path, n_rows: int | None = None) -> pd.DataFrame | None:
     return table
 
 
+def _process(path: Path, out: Path) -> None:
+    """``radar process`` of one event file: a correct table that reads back, or a user error naming the file
+    and nothing written."""
+    from radar.processors.runner import process_files
+
+    try:
+        table = process_files([path], out / "f.parquet", workers=0)
+    except USER_ERRORS as error:
+        _check_error(error, path)
+        assert not any(out.iterdir()), f"partial output left: {sorted(p.name for p in out.iterdir())}"
+        return
+    _check_table(table)
+    _check_table(read_feature_table(out / "f.parquet"), len(table))
+
+
 def _truncate(path: Path, fraction: float) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * fraction)])
@@ -233,8 +248,6 @@ def test_peer_reclustering_reader(case, truncate):
     truncate=st.none() | st.floats(0.0, 0.99),
 )
 def test_raw_lhco_events_through_radar_process(block, bad, truncate):
-    from radar.processors.runner import process_files
-
     block = np.array(block, dtype="float64")
     for row, column, value in bad:
         if row < block.shape[0] and column < block.shape[1]:
@@ -245,15 +258,7 @@ def test_raw_lhco_events_through_radar_process(block, bad, truncate):
         pd.DataFrame(block).to_hdf(path, key="df", format="fixed")
         if truncate is not None:
             _truncate(path, truncate)
-        try:
-            table = process_files([path], out / "f.parquet", workers=0)
-        except USER_ERRORS as error:
-            _check_error(error, path)
-            assert not any(out.iterdir()), f"partial output left: {sorted(p.name for p in out.iterdir())}"
-            return
-        _check_table(table)
-        assert (out / "f.parquet").exists()
-        _check_table(read_feature_table(out / "f.parquet"), len(table))
+        _process(path, out)
 
 
 @FUZZ
@@ -290,8 +295,6 @@ def test_root_events_through_radar_process(counts, seed, pt_dtype, bad, labels, 
     import awkward as ak
     import uproot
 
-    from radar.processors.runner import process_files
-
     rng = np.random.default_rng(seed)
     total = sum(counts)
     flat = {
@@ -319,10 +322,4 @@ def test_root_events_through_radar_process(counts, seed, pt_dtype, bad, labels, 
             handle["events"].extend(branches)
         if truncate is not None:
             _truncate(path, truncate)
-        try:
-            table = process_files([path], out / "f.parquet", workers=0)
-        except USER_ERRORS as error:
-            _check_error(error, path)
-            assert not any(out.iterdir()), f"partial output left: {sorted(p.name for p in out.iterdir())}"
-            return
-        _check_table(table)
+        _process(path, out)
