@@ -83,8 +83,8 @@ class MethodInfo:
     """What the rest of radar needs to know about a method, in one place.
 
     kind: ``classifier`` (class 0 vs SR data), ``template`` (a background template fitted per fold, vs SR
-    data), ``density`` (a density ratio, no classifier) or ``combination`` (made from other methods' scores
-    after the units). sidebands: ``wide`` (all of the m_JJ range outside the SR), ``narrow``
+    data), ``density`` (a density ratio, no classifier), ``outlier`` (unsupervised, trained on the data without
+    labels) or ``combination`` (made from other methods' scores after the units). sidebands: ``wide`` (all of the m_JJ range outside the SR), ``narrow``
     (``regions.cwola_sideband_width`` on each side) or ``none`` (learns from the SR only). needs_simulation:
     ``input.simulation`` is required. truth_labels: learns from the data's truth labels (idealized and
     supervised references). signal_region_setting: its constructor takes the SR from the config.

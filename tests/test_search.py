@@ -334,8 +334,10 @@ def test_config_round_trip():
         "combined_events",
         "ranode",  # issue 6
         "combined_scores",
-        "lacathode",
-    }  # issue 10
+        "lacathode",  # issue 10
+        "autoencoder",
+        "nae",  # issue 16
+    }
 
 
 def _flow_kwargs(kind):
@@ -413,7 +415,7 @@ def test_every_method_has_one_record_of_its_properties():
 
     names = available_methods()
     kinds = {m: method_info(m).kind for m in names}
-    assert set(kinds.values()) <= {"classifier", "template", "density", "combination"}
+    assert set(kinds.values()) <= {"classifier", "template", "density", "combination", "outlier"}
     assert {m for m in names if method_info(m).needs_simulation} == {"salad", "feta"}
     assert {m for m in names if method_info(m).sidebands == "narrow"} == {"cwola_hunting"}
     assert {m for m in names if method_info(m).truth_labels} == {"iad", "supervised"}
