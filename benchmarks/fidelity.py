@@ -10,7 +10,7 @@ distribution, 0.8687 sqrt(1/n + 1/m)) and their ratio, for QCD (generated vs rea
 signal (generated vs real signal), writes ``OUT/fidelity.json`` and ``OUT/fidelity.md``, and saves the
 normalised marginals with generated/real ratios per region (``OUT/fidelity_{qcd,signal}_{region}.png``).
 
-    python benchmarks/fidelity.py --qcd /work/bb/qcd.parquet --signal /work/bb/sig_rnd.parquet \\
+    python benchmarks/fidelity.py --qcd qcd.parquet --signal signal.parquet \\
         --output runs/fidelity
 
 The τ ratios of the peer files are in their convention (exclusive-kt axes, not minimised): compare them
