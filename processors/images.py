@@ -28,7 +28,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from radar.processors.jets import PASS, JetConfig, _cluster, _status
+from radar.processors.jets import PASS, JetConfig, _cluster, _status, leading_jets
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,9 @@ def images_chunk(particles: ak.Array, config: ImageConfig) -> dict[str, np.ndarr
     passed = _status(jet["pt"], clustered.jet_eta, n_jets, config.jets) == PASS
     if not passed.any():
         return {"images": np.zeros((0, 2, p, p), np.float32), "mjj": np.zeros(0), "passed": passed}
-    order = ak.argsort(ak.unflatten(jet["pt"], n_jets), axis=1, ascending=False, stable=True)
-    lead_index = order[passed][:, :2]
-    first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
-    flat_index = first_jet[:, None] + ak.to_numpy(lead_index)
-    four = {k: jet[k][flat_index] for k in ("px", "py", "pz", "E")}
-    mass = np.sqrt(np.maximum(four["E"] ** 2 - four["px"] ** 2 - four["py"] ** 2 - four["pz"] ** 2, 0.0))
-    lighter = np.argmin(mass, axis=1)
-    dijet = {k: v.sum(axis=1) for k, v in four.items()}
+    lead_index, lead = leading_jets(clustered, passed)
+    lighter = np.argmin(lead["m"], axis=1)  # the pT-leading jet wins ties, as in the feature table
+    dijet = {k: lead[k].sum(axis=1) for k in ("px", "py", "pz", "E")}
     mjj = np.sqrt(np.maximum(dijet["E"] ** 2 - dijet["px"] ** 2 - dijet["py"] ** 2 - dijet["pz"] ** 2, 0.0))
     constituents = clustered.sequence.constituents()[passed][lead_index]  # (n, 2, k), pT order
     per_jet = images_from_constituents(ak.flatten(constituents, axis=1), config).reshape(-1, 2, p, p)

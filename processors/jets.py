@@ -247,6 +247,20 @@ def _cluster(particles: ak.Array, config: JetConfig) -> _Clustered:
     )
 
 
+def leading_jets(clustered: _Clustered, passed: np.ndarray) -> tuple[ak.Array, dict[str, np.ndarray]]:
+    """The two leading-pT jets of each ``passed`` event: their indices within the event's jets ((n, 2) jagged,
+    for the constituents) and their kinematics, (n, 2) arrays ``px, py, pz, E, pt, phi, eta, m`` in pT order."""
+    jet, n_jets = clustered.jet, clustered.n_jets
+    order = ak.argsort(ak.unflatten(jet["pt"], n_jets), axis=1, ascending=False, stable=True)
+    lead_index = order[passed][:, :2]
+    first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
+    flat_index = first_jet[:, None] + ak.to_numpy(lead_index)  # (n, 2) into the flat jet arrays
+    lead = {name: values[flat_index] for name, values in jet.items()}
+    lead["eta"] = clustered.jet_eta[flat_index]
+    lead["m"] = np.sqrt(np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0))
+    return lead_index, lead
+
+
 def _status(jet_pt: np.ndarray, jet_eta: np.ndarray, n_jets: np.ndarray, config: JetConfig) -> np.ndarray:
     """Per-event status code from flat jet pT/η: the LHCO trigger and the two-jet requirement."""
     n_events = len(n_jets)
@@ -287,8 +301,6 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
     jet, jet_eta, n_jets = clustered.jet, clustered.jet_eta, clustered.n_jets
     status = _status(jet["pt"], jet_eta, n_jets, config)
     passed = status == PASS
-    jet_pt_lists = ak.unflatten(jet["pt"], n_jets)
-    order = ak.argsort(jet_pt_lists, axis=1, ascending=False, stable=True)
     constituents = clustered.sequence.constituents()
 
     event_of_jet = np.repeat(np.arange(n_events), n_jets)
@@ -304,14 +316,7 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
     columns["met"] = met
     columns["ht"] = ht
     if passed.any():
-        lead_index = order[passed][:, :2]  # the two leading-pT jets of each passing event
-        first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
-        flat_index = first_jet[:, None] + ak.to_numpy(lead_index)  # (n, 2) into the flat jet arrays
-        lead = {name: values[flat_index] for name, values in jet.items()}
-        lead["eta"] = jet_eta[flat_index]
-        lead["m"] = np.sqrt(
-            np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0)
-        )
+        lead_index, lead = leading_jets(clustered, passed)
         tau = nsubjettiness(constituents[passed][lead_index], config)  # (n, 2, 3) in pT order
         dijet = {name: lead[name][:, 0] + lead[name][:, 1] for name in ("px", "py", "pz", "E")}
         mjj = np.sqrt(
