@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,12 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, 
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not {layout}, missing columns {missing} (has {list(frame.columns)[:20]})")
-    for name in (*columns, *(["label"] if "label" in frame.columns else [])):
+    _require_numbers(frame, (*columns, *(["label"] if "label" in frame.columns else [])), path)
+
+
+def _require_numbers(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> None:
+    """Refuse columns that are not numbers (strings, objects, bools), naming the file and the column."""
+    for name in columns:
         dtype = frame[name].dtype
         if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
             raise ValueError(f"{path}: column {name!r} has dtype {dtype}; expected numbers")
@@ -341,10 +347,7 @@ def read_feature_table(path: str | Path) -> pd.DataFrame:
         missing = [c for c in FEATURE_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"{path}: not a radar feature table, missing columns {missing}")
-        for name in FEATURE_COLUMNS:
-            dtype = table[name].dtype
-            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
-                raise ValueError(f"{path}: column {name!r} has dtype {dtype}; expected numbers")
+        _require_numbers(table, FEATURE_COLUMNS, path)
         log.info("read %d events from feature table %s", len(table), path)
         return check_values(table[list(FEATURE_COLUMNS)].astype("float64"), path)
     raise ValueError(f"{path}: unknown feature-table format {suffix!r} (expected .parquet, .h5 or .npy)")
