@@ -440,8 +440,8 @@ def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
 
     No labels and no template: the autoencoder learns the data as they are (``train_on: all``, the
     default: every data event in the m_JJ range; ``sidebands``: the sideband events only, a background-
-    enriched training set). k-fold like every other method: the data events are split into ``k_folds``
-    balanced random folds (seeded), fold f is scored by the model trained without fold f, so no event is
+    enriched training set). k-fold like every other method: with the search's fold assignment
+    (:func:`radar.analysis.units._data_folds`), fold f is scored by the model trained without fold f, so no event is
     scored by a model that saw it and every score comes from one identically trained model; the test set
     gets the mean of the k models (SIC only). Score: the energy (reconstruction error), higher = more
     anomalous."""
@@ -459,7 +459,7 @@ def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
     regions = ctx.regions
     usable = regions.in_range(mjj) & (regions.sideband(mjj) if train_on == "sidebands" else True)
     k = ctx.cfg.k_folds
-    fold = np.random.default_rng(ctx.seed * 7 + _OUTLIER_FOLD_SEED).permutation(len(data)) % k
+    fold = _data_folds(ctx, None, None)  # the search's one balanced fold assignment over the data
     X = feature_matrix(data, ctx.features, "data")
     X_test = feature_matrix(test, ctx.features, "test") if len(test) else None
     scores = np.full(len(data), np.nan)
@@ -482,10 +482,6 @@ def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
         test_scores=test_scores,
         extra={"train_on": train_on, "n_train_per_fold": int((usable & (fold != 0)).sum())},
     )
-
-
-#: seed offset of the outlier methods' fold assignment
-_OUTLIER_FOLD_SEED = 11
 
 
 @register_method("autoencoder", kind="outlier", sidebands="none")
