@@ -284,7 +284,7 @@ def run_scan(
     from radar.analysis.execution import run_tasks
     from radar.analysis.methods import SCORE_COMBINATIONS
     from radar.analysis.preparation import load_inputs
-    from radar.analysis.rundir import unit_finished
+    from radar.analysis.rundir import record_stop, unit_finished
     from radar.analysis.search import _phases, run_unit
     from radar.analysis.validation import validate_config, validate_data
     from radar.processors.io import atomic_output, file_sha256, package_versions, write_json
@@ -377,14 +377,7 @@ def run_scan(
             desc="scan units",
         )
     except BaseException as error:  # killed or crashed: the manifest says so (finished units stay valid)
-        write_json(
-            out / "scan_manifest.json",
-            {
-                **manifest,
-                "status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                "error": f"{type(error).__name__}: {error}",
-            },
-        )
+        record_stop(out / "scan_manifest.json", manifest, error)
         raise
     for key, result in results.items():
         if isinstance(result, str):

@@ -102,3 +102,21 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+def record_stop(manifest_path: Path, manifest: dict, error: BaseException) -> None:
+    """A run stopped by ``error``: its manifest says ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``, with the
+    error and when (finished units stay valid; units still running elsewhere then write nothing)."""
+    import datetime
+
+    from radar.processors.io import write_json
+
+    write_json(
+        manifest_path,
+        {
+            **manifest,
+            "status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "stopped": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        },
+    )

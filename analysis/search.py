@@ -53,6 +53,7 @@ from radar.analysis.rundir import (
     _injection_tag,
     load_scores,
     load_template_sample,
+    record_stop,
     run_lock,
     unit_dir,
     unit_finished,
@@ -495,15 +496,7 @@ def run_search(
         try:
             results = _execute(cfg, run_dir, todo, progress, manifest["run_id"])
         except BaseException as error:  # killed or crashed: the manifest says so (finished units stay valid)
-            write_json(
-                manifest_path,
-                {
-                    **manifest,
-                    "status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                    "error": f"{type(error).__name__}: {error}",
-                    "stopped": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                },
-            )
+            record_stop(manifest_path, manifest, error)
             raise
         if "combined_scores" in cfg.methods:
             from radar.analysis.combine import write_combined_units
