@@ -66,11 +66,30 @@ def load_inputs(cfg: SearchConfig) -> dict[str, pd.DataFrame | None]:
 
     return {
         "data": _read([cfg.path(p) for p in cfg.input.data]),
-        "signal": read_one(cfg.input.signal),
+        "signal": signal_pool(read_one(cfg.input.signal), cfg.input.signal),
         "simulation": read_one(cfg.input.simulation),
         "test": read_one(cfg.input.test),
         "iad_template": read_one(cfg.input.iad_template),
     }
+
+
+def signal_pool(table: pd.DataFrame | None, name: str | None) -> pd.DataFrame | None:
+    """The signal pool for injections: the table's label-1 events when it holds label-1 and other events
+    (e.g. the LHCO peer-reclustering directory: background and signal in one place), else the whole table.
+    A mixed table must never inject its background as signal."""
+    if table is None or "label" not in table:
+        return table
+    labels = table["label"].to_numpy()
+    is_signal = labels == 1
+    if is_signal.all() or not is_signal.any():
+        return table  # all signal, or no label 1 at all: every event is signal (injection labels it 1)
+    log.info(
+        "input.signal %s: using its %d label-1 events as the signal pool (%d other events left out)",
+        name,
+        int(is_signal.sum()),
+        int((~is_signal).sum()),
+    )
+    return table[is_signal].reset_index(drop=True)
 
 
 def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None = None) -> PreparedData:

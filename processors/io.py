@@ -99,7 +99,14 @@ def _json_default(obj: Any) -> Any:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (for manifests and cache keys)."""
+    """SHA-256 of a file's bytes (for manifests and cache keys). A directory (e.g. of LHCO peer-reclustering
+    files) hashes the names and SHA-256s of the files in it, in name order."""
+    if os.path.isdir(path):
+        digest = hashlib.sha256()
+        for entry in sorted(Path(path).rglob("*")):
+            if entry.is_file():
+                digest.update(f"{entry.relative_to(path).as_posix()}\0{file_sha256(entry, chunk)}\n".encode())
+        return digest.hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -115,3 +116,24 @@ def test_label_from_file_name_then_key(tmp_path, peer_dir):
     assert (read_feature_table(tmp_path / "renamed.h5")["label"] == 1).all()
     frame.to_hdf(tmp_path / "scalars_bkg07.h5", key="events")
     assert (read_feature_table(tmp_path / "scalars_bkg07.h5")["label"] == 0).all()
+
+
+def test_study_config_injects_only_the_directorys_signal(peer_dir):
+    """configs/study_peer_real.yaml names the peer directory (background and signal) as data AND signal
+    pool: the pool is its 9,059 label-1 events, the data its background, the test set disjoint from both."""
+    from radar.analysis.preparation import load_inputs, prepare_data
+    from radar.analysis.validation import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "study_peer_real.yaml")
+    inputs = load_inputs(cfg)
+    assert len(inputs["signal"]) == 9_059 and (inputs["signal"]["label"] == 1).all()
+    prepared = prepare_data(cfg, 0.0064, inputs)
+    data, test = prepared.data, prepared.test
+    in_sr = data["mjj"].between(3300, 3700)
+    n_sig, n_bkg = int((in_sr & (data["label"] == 1)).sum()), int((in_sr & (data["label"] == 0)).sum())
+    assert n_sig / n_bkg == pytest.approx(0.0064, rel=0.05)
+    assert n_bkg == pytest.approx(0.7 * 12_881, rel=0.02)  # 30 % of the SR background is the test set
+    assert (test["label"] == 0).sum() == pytest.approx(0.3 * 12_881, rel=0.03)
+    key = ["mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2"]
+    shared = data[key].merge(test[key], how="inner")
+    assert len(shared) == 0

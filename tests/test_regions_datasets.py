@@ -106,3 +106,19 @@ def test_real_cathode_sr_arrays(lhco_dir):
     assert (test["label"] == 0).sum() == 40_000 and (test["label"] == 1).sum() == 20_000
     assert len(tables["extrasig"]) == 74_527
     check_features(data, ["mj1", "delta_mj", "tau21_j1", "tau21_j2"], "cathode_sr")
+
+
+def test_signal_pool_keeps_the_signal_of_a_mixed_table():
+    """A signal file that also holds background (labels 0 and 1) gives only its label-1 events; a pure or
+    unlabelled pool is taken whole (injection labels it 1)."""
+    import pandas as pd
+
+    from radar.analysis.preparation import signal_pool
+
+    mixed = pd.DataFrame({"mjj": [1.0, 2.0, 3.0, 4.0], "label": [0.0, 1.0, 0.0, 1.0]})
+    pool = signal_pool(mixed, "mixed.h5")
+    assert pool["mjj"].tolist() == [2.0, 4.0] and (pool["label"] == 1).all()
+    for labels in ([1.0, 1.0], [-1.0, -1.0], [0.0, 0.0]):
+        table = pd.DataFrame({"mjj": [1.0, 2.0], "label": labels})
+        assert len(signal_pool(table, "pure.h5")) == 2
+    assert signal_pool(None, None) is None

@@ -114,3 +114,19 @@ def test_root_tree_has_the_reader_layout(tmp_path):
         ak.to_numpy(ak.flatten(tree["part_pt"].array())), ak.to_numpy(ak.flatten(events.pt)), rtol=1e-6
     )
     np.testing.assert_array_equal(tree["label"].array(library="np"), label)
+
+
+def test_file_sha256_of_a_directory_follows_its_files(tmp_path):
+    """A directory input (peer-reclustering files) has a manifest hash that changes with any file in it."""
+    from radar.processors.io import file_sha256
+
+    (tmp_path / "a.h5").write_bytes(b"one")
+    (tmp_path / "b.h5").write_bytes(b"two")
+    first = file_sha256(tmp_path)
+    assert first == file_sha256(tmp_path) and len(first) == 64
+    (tmp_path / "b.h5").write_bytes(b"TWO")
+    assert file_sha256(tmp_path) != first
+    (tmp_path / "b.h5").write_bytes(b"two")
+    assert file_sha256(tmp_path) == first
+    (tmp_path / "c.h5").write_bytes(b"")
+    assert file_sha256(tmp_path) != first
