@@ -108,7 +108,7 @@ def kfold_scores(
         ff = _checked_folds(folds_fold, len(X_fold), k_folds, seed * 7 + 3, "folds_fold")
         s_fold, s_fold_mean = np.full(len(X_fold), np.nan), np.zeros(len(X_fold))
     s_mean = None if X_mean is None else np.zeros(len(X_mean))
-    models = []
+    training_sets = []
     for fold in range(k_folds):
         tr0, tr1 = f0 != fold, f1 != fold
         if not tr0.any() or not tr1.any() or tr0.all() or tr1.all():
@@ -119,7 +119,21 @@ def kfold_scores(
         X = np.concatenate([X0[tr0], X1[tr1]])
         y = np.concatenate([np.zeros(tr0.sum()), np.ones(tr1.sum())])
         w = np.concatenate([w0[tr0], w1[tr1]])
-        clf = get_classifier(classifier, seed=seed * 100 + fold, **clf_kwargs).fit(X, y, sample_weight=w)
+        training_sets.append((X, y, w))
+    classifiers = [
+        get_classifier(classifier, seed=seed * 100 + fold, **clf_kwargs) for fold in range(k_folds)
+    ]
+    batched = all(getattr(clf, "batched_folds", False) for clf in classifiers)
+    if batched:  # the k MLPs as one vmap-ed ensemble: same models as k sequential fits, several times faster
+        from radar.models.ensemble import fit_mlp_ensemble
+
+        fit_mlp_ensemble(classifiers, training_sets)
+    models = []
+    for fold, clf in enumerate(classifiers):
+        tr0, tr1 = f0 != fold, f1 != fold
+        if not batched:
+            X, y, w = training_sets[fold]
+            clf.fit(X, y, sample_weight=w)
         s0[~tr0] = clf.predict_proba(X0[~tr0])
         s1[~tr1] = clf.predict_proba(X1[~tr1])
         if X_fold is not None and len(X_fold):

@@ -351,7 +351,7 @@ def _classify_per_fold(
     settings = classifier_settings(cfg)
     weights = data_weights(data)
     held_template: list[tuple[np.ndarray, np.ndarray]] = []
-    models = []
+    embeds, inputs, training_sets = [], [], []
     for f in range(k):
         train = folds != f
         X0, w0, embed = fold_inputs(f, train)
@@ -362,23 +362,44 @@ def _classify_per_fold(
         w1 = weights[rows1[train[rows1]]]
         if min(len(X0), len(X1)) < 2:
             raise ValueError(f"fold {f}: {len(X0)} template and {len(X1)} SR data events: too few to train")
-        clf = get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings).fit(
-            np.concatenate([X0, X1]),
-            np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
-            sample_weight=np.concatenate([w0, w1]),
+        training_sets.append(
+            (
+                np.concatenate([X0, X1]),
+                np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]),
+                np.concatenate([w0, w1]),
+            )
         )
-        p = clf.predict_proba(Z)
+        embeds.append(embed)
+        inputs.append(Z)
+        held_template.append((X0, w0))
+    models = [get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings) for f in range(k)]
+    batched = all(getattr(clf, "batched_folds", False) for clf in models)
+    if batched:  # the k MLPs as one vmap-ed ensemble (radar.models.ensemble): same models, less overhead
+        from radar.models.ensemble import fit_mlp_ensemble
+
+        fit_mlp_ensemble(models, training_sets)
+    for f, clf in enumerate(models):
+        train = folds != f
+        if not batched:
+            X, y_fold, w_fold = training_sets[f]
+            clf.fit(X, y_fold, sample_weight=w_fold)
+        p = clf.predict_proba(inputs[f])
         scores[~train] = p[~train]
         fold_mean[rest] += p[rest] / k
         if len(test):
-            test_scores += clf.predict_proba(embed(test, "test")) / k
+            test_scores += clf.predict_proba(embeds[f](test, "test")) / k
         if ctx.model_dir is not None:
             clf.save(ctx.model_dir / f"fold{f}{classifier_suffix(cfg.classifier.name)}")
-        models.append(clf)
-        held_template.append((X0, w0))
         log.info(
-            "%s: fold %d/%d trained (%d template, %d SR data events)", ctx.method, f + 1, k, len(X0), len(X1)
+            "%s: fold %d/%d trained (%d template, %d SR data events)",
+            ctx.method,
+            f + 1,
+            k,
+            len(held_template[f][0]),
+            int(training_sets[f][1].sum()),
         )
+    inputs.clear()
+    training_sets.clear()
     # classification AUC: SR data out of fold; fold f's template scored by the next fold's classifier,
     # which never trained on it
     for f, (X0, w0) in enumerate(held_template):

@@ -79,7 +79,9 @@ class MLPClassifier:
     training loop, :func:`radar.models.training.train_model`).
 
     Inputs are standardised with the training mean/std. After training, the ``n_best_epochs`` epochs
-    with the lowest validation loss are kept and their sigmoid outputs averaged.
+    with the lowest validation loss are kept and their sigmoid outputs averaged. ``batched_folds``: the
+    k fold models of a CWoLa unit are trained as one vmap-ed ensemble (same models, several times faster
+    on a CPU; see :mod:`radar.models.ensemble`).
     """
 
     name = "mlp"
@@ -97,6 +99,7 @@ class MLPClassifier:
         seed: int = 0,
         progress: bool = False,
         weight_decay: float = 0.0,
+        batched_folds: bool = True,
     ):
         self.hidden = tuple(int(h) for h in hidden)
         self.epochs = int(epochs)
@@ -109,6 +112,9 @@ class MLPClassifier:
         self.seed = int(seed)
         self.progress = progress
         self.weight_decay = float(weight_decay)
+        #: k-fold callers (CWoLa units) train their k fold models as ONE batched ensemble
+        #: (:func:`radar.models.ensemble.fit_mlp_ensemble`); False: k sequential fits
+        self.batched_folds = bool(batched_folds)
         self.states_: list[dict] = []
         self.history_: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
 
@@ -137,6 +143,54 @@ class MLPClassifier:
 
         from radar.models.device import resolve_device
 
+        arrays = self._prepare(X, y, sample_weight, X_val, y_val, w_val)
+        device = resolve_device(self.device)
+
+        def tensor(a, dtype=torch.float32):
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+
+        xt, yt, wt, xv, yv, wv = (tensor(a) for a in arrays)
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+
+        def batch_loss(model, idx):
+            idx = idx.to(device)
+            wb = wt[idx]
+            return (loss_fn(model(xt[idx]).squeeze(-1), yt[idx]) * wb).sum() / wb.sum()
+
+        def val_loss(model) -> float:
+            return float((loss_fn(model(xv).squeeze(-1), yv) * wv).sum() / wv.sum())
+
+        # the one training loop of radar's torch models: early stopping, the best epochs kept, a diverging
+        # training restarted with another seed (counted in n_failed_)
+        result = train_model(
+            lambda: self._build(xt.shape[1]).to(device),
+            batch_loss,
+            val_loss,
+            len(xt),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            patience=self.patience,
+            n_best=max(1, self.n_best_epochs),
+            weight_decay=self.weight_decay,
+            what="MLP classifier",
+            progress=self.progress,
+        )
+        by_epoch = dict(zip(result.history["best_epochs"], result.members))
+        self._finish(
+            {e: m.state_dict() for e, m in by_epoch.items()},
+            result.history,
+            result.n_failed,
+            result.members[0],
+        )
+        return self
+
+    def _prepare(
+        self, X, y, sample_weight=None, X_val=None, y_val=None, w_val=None
+    ) -> tuple[np.ndarray, ...]:
+        """Class-balanced weights, the validation split (seed ``seed``) and the standardisation (sets
+        ``mean_``, ``std_``, ``n_features_``): returns standardised ``(X, y, w, X_val, y_val, w_val)``."""
         X = _as_2d(X)
         y = np.asarray(y).astype(int)
         w = balanced_weights(y, sample_weight)
@@ -153,57 +207,24 @@ class MLPClassifier:
             X_val = _as_2d(X_val, "X_val")
             y_val = np.asarray(y_val).astype(int)
             w_val = balanced_weights(y_val, w_val)
-        device = resolve_device(self.device)
         if raw is None:
             self.mean_, std = X.mean(axis=0), X.std(axis=0)
         else:
             self.mean_ = np.average(X, axis=0, weights=raw)
             std = np.sqrt(np.average((X - self.mean_) ** 2, axis=0, weights=raw))
         self.std_ = np.where(std > 0, std, 1.0)
-
-        def tensor(a, dtype=torch.float32):
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
-
-        xt, yt, wt = tensor((X - self.mean_) / self.std_), tensor(y), tensor(w)
-        xv, yv, wv = tensor((X_val - self.mean_) / self.std_), tensor(y_val), tensor(w_val)
-        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
-
-        def batch_loss(model, idx):
-            idx = idx.to(device)
-            wb = wt[idx]
-            return (loss_fn(model(xt[idx]).squeeze(-1), yt[idx]) * wb).sum() / wb.sum()
-
-        def val_loss(model) -> float:
-            return float((loss_fn(model(xv).squeeze(-1), yv) * wv).sum() / wv.sum())
-
-        # the one training loop of radar's torch models: early stopping, the best epochs kept, a diverging
-        # training restarted with another seed (counted in n_failed_)
-        result = train_model(
-            lambda: self._build(X.shape[1]).to(device),
-            batch_loss,
-            val_loss,
-            len(xt),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-            patience=self.patience,
-            n_best=max(1, self.n_best_epochs),
-            weight_decay=self.weight_decay,
-            what="MLP classifier",
-            progress=self.progress,
-        )
-        self.history_ = {"train_loss": result.history["train_loss"], "val_loss": result.history["val_loss"]}
-        self.best_epochs_ = sorted(int(e) for e in result.history["best_epochs"])
-        by_epoch = dict(zip(result.history["best_epochs"], result.members))
-        self.states_ = [
-            {k: v.detach().cpu().clone() for k, v in by_epoch[e].state_dict().items()}
-            for e in self.best_epochs_
-        ]
-        self.n_failed_ = result.n_failed
         self.n_features_ = X.shape[1]
-        self._model = result.members[0]
-        return self
+        return (X - self.mean_) / self.std_, y, w, (X_val - self.mean_) / self.std_, y_val, w_val
+
+    def _finish(self, states_by_epoch: dict[int, dict], history: dict, n_failed: int, model) -> None:
+        """Keep the best epochs' weights (state dicts, on the CPU) and the losses of a finished training."""
+        self.history_ = {"train_loss": list(history["train_loss"]), "val_loss": list(history["val_loss"])}
+        self.best_epochs_ = sorted(int(e) for e in states_by_epoch)
+        self.states_ = [
+            {k: v.detach().cpu().clone() for k, v in states_by_epoch[e].items()} for e in self.best_epochs_
+        ]
+        self.n_failed_ = n_failed
+        self._model = model
 
     def predict_proba(self, X: np.ndarray, batch: int = 65536) -> np.ndarray:
         """P(y=1) for each row of ``X`` (N, F): mean over the kept epochs, shape (N,)."""

@@ -184,3 +184,69 @@ def test_hgb_models_are_saved_without_pickle_and_a_pickle_cannot_run_code(tmp_pa
     with pytest.raises(ValueError):
         load_classifier("hgb", evil)
     assert not marker.exists()
+
+
+def _fold_sets(k: int = 3, n: int = 600):
+    rng = np.random.default_rng(3)
+    sets = []
+    for i in range(k):
+        X = rng.normal(size=(n + 7 * i, 3))  # unequal sizes: padded batches, different remainders
+        y = (rng.random(len(X)) < 0.4).astype(float)
+        X[y == 1, 0] += 1.0
+        sets.append((X, y, None))
+    return sets
+
+
+def test_batched_fold_ensemble_trains_the_same_models_as_sequential_fits():
+    """The k fold MLPs trained as one vmap-ed ensemble follow each model's own recipe (init, batches,
+    AdamW, early stopping, best epochs): they agree with k separate fits up to float reassociation."""
+    from radar.models.ensemble import fit_mlp_ensemble
+
+    sets = _fold_sets()
+    settings = {"epochs": 4, "batch_size": 64, "hidden": (16, 16), "patience": 2, "n_best_epochs": 2}
+    sequential = [MLPClassifier(seed=10 + i, **settings).fit(X, y) for i, (X, y, _) in enumerate(sets)]
+    batched = fit_mlp_ensemble([MLPClassifier(seed=10 + i, **settings) for i in range(3)], sets)
+    X_test = np.random.default_rng(4).normal(size=(500, 3))
+    for one, other in zip(sequential, batched):
+        assert len(other.history_["val_loss"]) == len(one.history_["val_loss"])
+        np.testing.assert_allclose(other.history_["val_loss"], one.history_["val_loss"], atol=2e-3)
+        np.testing.assert_allclose(other.predict_proba(X_test), one.predict_proba(X_test), atol=0.02)
+        assert other.n_failed_ == 0 and len(other.states_) == 2
+    # different seeds give different models (the ensemble did not share one model across folds)
+    assert not np.allclose(batched[0].predict_proba(X_test), batched[1].predict_proba(X_test), atol=1e-3)
+    with pytest.raises(ValueError, match="ensemble members differ in lr"):
+        fit_mlp_ensemble([MLPClassifier(lr=1e-3), MLPClassifier(lr=1e-2)], sets[:2])
+
+
+def test_batched_fold_ensemble_retrains_a_failed_model_alone(monkeypatch):
+    import torch
+
+    from radar.models.ensemble import fit_mlp_ensemble
+
+    original, calls = MLPClassifier._build, {"n": 0}
+
+    def poisoned_second(self, n_features):
+        model = original(self, n_features)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second member of the ensemble starts with NaN weights
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(MLPClassifier, "_build", poisoned_second)
+    sets = _fold_sets()
+    fitted = fit_mlp_ensemble([MLPClassifier(epochs=2, hidden=(8,), seed=i) for i in range(3)], sets)
+    assert [clf.n_failed_ for clf in fitted] == [0, 1, 0]
+    for clf, (X, _, _) in zip(fitted, sets):
+        assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_kfold_scores_batched_and_sequential_mlps_agree():
+    X0, _ = two_blobs(300, seed=1)
+    X1, _ = two_blobs(300, seed=2)
+    X1 = X1 + 0.3
+    common = {"classifier": "mlp", "k_folds": 3, "seed": 1, "epochs": 3, "hidden": (8,), "batch_size": 64}
+    fast = kfold_scores(X0, X1, **common)
+    slow = kfold_scores(X0, X1, batched_folds=False, **common)
+    np.testing.assert_allclose(fast.scores1, slow.scores1, atol=0.02)
+    np.testing.assert_allclose(fast.scores0, slow.scores0, atol=0.02)
