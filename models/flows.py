@@ -1,5 +1,8 @@
 """Conditional normalising flows p(x | m_JJ) on nflows: MAF (CATHODE's) and autoregressive RQS.
 
+The conditional is m_JJ by default; ``context_features=C`` conditions on C positive variables instead
+(e.g. HT and MET of the non-resonant search, :mod:`radar.analysis.nonresonant`), given as (N, C) arrays.
+
 :class:`ConditionalFlow` learns the density of features ``x`` (N, D) given the dijet mass ``m`` (N,) in
 GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
 
@@ -146,6 +149,7 @@ class ConditionalFlow:
         tail_bound: float = 5.0,
         grad_clip: float | None = None,
         weight_decay: float = 0.0,
+        context_features: int = 1,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
@@ -174,7 +178,10 @@ class ConditionalFlow:
             tail_bound=float(tail_bound),
             grad_clip=None if grad_clip is None else float(grad_clip),
             weight_decay=float(weight_decay),
+            context_features=int(context_features),
         )
+        if self.config["context_features"] < 1:
+            raise ValueError(f"context_features must be >= 1, got {context_features}")
         self.n_features = int(n_features)
         self.seed = int(seed)
         self.device = resolve_device(device)
@@ -200,16 +207,27 @@ class ConditionalFlow:
             hidden=c["hidden"],
             n_bins=c["n_bins"],
             tail_bound=c["tail_bound"],
+            context_features=c["context_features"],
         ).to(self.device)
 
     def _check_xm(self, x: np.ndarray, m: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
-        m = np.asarray(m, dtype=np.float64).reshape(-1)
+        m = self._check_m(m, what)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"{what}: x must have shape (N, {self.n_features}), got {x.shape}")
         if len(m) != len(x):
             raise ValueError(f"{what}: x has {len(x)} events but m has {len(m)}")
         return x, m
+
+    def _check_m(self, m: np.ndarray, what: str) -> np.ndarray:
+        """The conditioning values: (N,) for one variable (m_JJ), (N, C) for ``context_features`` C > 1."""
+        m = np.asarray(m, dtype=np.float64)
+        c = self.config["context_features"]
+        if c == 1:
+            return m.reshape(-1)
+        if m.ndim != 2 or m.shape[1] != c:
+            raise ValueError(f"{what}: the context must have shape (N, {c}), got {m.shape}")
+        return m
 
     def _require_fit(self) -> None:
         if not self.members:
@@ -373,7 +391,7 @@ class ConditionalFlow:
         calls differ but a rerun reproduces them.
         """
         self._require_fit()
-        m = MassScaler._check(m, "ConditionalFlow.sample")
+        m = MassScaler._check(self._check_m(m, "ConditionalFlow.sample"), "ConditionalFlow.sample")
         if seed is None:
             seed = self.seed * 1_000_003 + 17 + self._n_sample_calls
             self._n_sample_calls += 1

@@ -188,39 +188,53 @@ class Preprocessor:
 
 
 class MassScaler:
-    """Standardised ``log(m_JJ)``: the conditional input of every flow (m in GeV, must be > 0)."""
+    """Standardised ``log`` of the conditioning variables: the conditional input of every flow. One
+    variable (m_JJ in GeV, shape (N,)) for the resonant search; several (e.g. HT and MET, shape (N, C)) for
+    the non-resonant one. Every value must be finite and > 0."""
 
-    def __init__(self, loc: float = 0.0, scale: float = 1.0) -> None:
-        self.loc, self.scale = float(loc), float(scale)
+    def __init__(self, loc: Any = 0.0, scale: Any = 1.0) -> None:
+        self.loc = np.asarray(loc, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
 
     @staticmethod
     def _check(m: np.ndarray, what: str) -> np.ndarray:
-        m = np.asarray(m, dtype=np.float64).reshape(-1)
+        m = np.asarray(m, dtype=np.float64)
+        if m.ndim == 2 and m.shape[1] == 1:
+            m = m[:, 0]
+        if m.ndim not in (1, 2):
+            m = m.reshape(-1)
         bad = ~np.isfinite(m) | (m <= 0)
+        if m.ndim == 2:
+            bad = bad.any(axis=1)
         if bad.any():
             idx = np.flatnonzero(bad)
             raise ValueError(
-                f"{what}: {bad.sum()} m_JJ values not finite and positive (events {idx[:5].tolist()}); "
-                "expected m_JJ in GeV"
+                f"{what}: {bad.sum()} conditioning values not finite and positive (events {idx[:5].tolist()}); "
+                "expected m_JJ (or each context variable) in GeV"
             )
         return m
 
     def fit(self, m: np.ndarray, weights: np.ndarray | None = None) -> MassScaler:
         logm = np.log(self._check(m, "MassScaler.fit"))
         loc, std = _moments(logm, weights)
-        self.loc, std = float(loc), float(std)
-        self.scale = std if std > 0 else 1.0
+        self.loc = np.asarray(loc, dtype=np.float64)
+        self.scale = np.where(np.asarray(std) > 0, std, 1.0).astype(np.float64)
         return self
 
-    def transform(self, m: np.ndarray) -> np.ndarray:
-        """(N,) GeV → (N, 1) standardised log mass."""
-        return ((np.log(self._check(m, "MassScaler.transform")) - self.loc) / self.scale)[:, None]
+    @property
+    def n_context(self) -> int:
+        return int(self.loc.size)
 
-    def state_dict(self) -> dict[str, float]:
-        return {"loc": self.loc, "scale": self.scale}
+    def transform(self, m: np.ndarray) -> np.ndarray:
+        """(N,) or (N, C) GeV → (N, C) standardised log values (C = 1 for m_JJ)."""
+        out = (np.log(self._check(m, "MassScaler.transform")) - self.loc) / self.scale
+        return out[:, None] if out.ndim == 1 else out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loc": self.loc.tolist(), "scale": self.scale.tolist()}  # floats for one variable
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, float]) -> MassScaler:
+    def from_state_dict(cls, state: dict[str, Any]) -> MassScaler:
         return cls(state["loc"], state["scale"])
 
 

@@ -1,0 +1,535 @@
+"""Non-resonant anomaly detection by background extrapolation (Bai, Mastandrea, Nachman; arXiv:2311.12924).
+
+A non-resonant signal (e.g. semi-visible jets: large MET) is no bump in m_JJ, so there is no sideband on
+both sides. Regions are cuts on *context* variables (the reference: HT and MET; SR = HT > 800 GeV and
+MET > 75 GeV); the control region (CR) is everything else. A background template for the SR is
+*extrapolated* from the CR with a background simulation ("MC") as a guide, and a CWoLa classifier
+separates the template from the SR data, as in the resonant search.
+
+Three ways to make the template (each a class with ``fit(data_cr, mc)`` and ``template(mc_sr)``):
+
+- :class:`ReweightTemplate` (``reweight``): a classifier of data vs MC in the CR on (features, context);
+  its likelihood ratio f/(1-f) weights the SR MC events.
+- :class:`GenerateTemplate` (``generate``): a flow p_data(x | context) fitted on CR data, sampled at the
+  contexts of the SR MC events, each weighted by w(context) = p_data(c)/p_MC(c), a context-only
+  classifier learnt in the CR:  p_data(x, c) = p_data(x | c) p_MC(c) w(c).
+- :class:`MorphTemplate` (``morph``): a flow of the MC p_MC(x | c) on all MC, and a transport flow that
+  maps data to MC, trained in the CR by maximum likelihood with the frozen MC flow as its base (as FETA;
+  :mod:`radar.models.templates.feta`); its inverse morphs SR MC events into data-like ones, weighted by
+  w(c) like ``generate``.
+
+References: ``ideal`` (an independent sample of the true SR background as the template),
+``supervised`` (signal vs background) and ``mc`` (the SR MC as it is: what the extrapolation corrects). :func:`run_method` trains one method and its k-fold CWoLa
+classifier and returns test metrics (AUC, max SIC, SIC at a rejection) and the closure numbers;
+:func:`cut_excess` is the null check of a trained chain: after a cut on the out-of-fold score, the SR
+data that pass against what the template predicts.
+
+:func:`toy_samples` is a fast toy with an exactly known truth (context m1, m2; one feature x), and
+:func:`hand_tuned_simulation` the seed's deliberately worse simulation (MET → MET (1 + MET/500 GeV),
+m_JJ → m_JJ (1 + m_JJ/6000 GeV), τ → τ^1.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+METHODS = ("reweight", "generate", "morph", "ideal", "supervised", "mc")
+
+__all__ = [
+    "METHODS",
+    "ContextRegions",
+    "GenerateTemplate",
+    "MorphTemplate",
+    "ReweightTemplate",
+    "cut_excess",
+    "hand_tuned_simulation",
+    "make_template",
+    "run_method",
+    "toy_samples",
+]
+
+
+# -- regions ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContextRegions:
+    """The SR as cuts on context variables: ``cuts = {"ht": (800, None), "met": (75, None)}`` means
+    HT >= 800 and MET >= 75 (``None``: open); an event is in the SR when every cut holds, else in the CR.
+    """
+
+    cuts: dict[str, tuple[float | None, float | None]]
+
+    def __post_init__(self) -> None:
+        if not self.cuts:
+            raise ValueError("ContextRegions: give at least one cut, e.g. {'met': (75, None)}")
+        for name, (lo, hi) in self.cuts.items():
+            if lo is None and hi is None:
+                raise ValueError(f"ContextRegions: the cut on {name!r} has neither a lower nor an upper edge")
+            if lo is not None and hi is not None and not lo < hi:
+                raise ValueError(f"ContextRegions: the cut on {name!r} needs lo < hi, got ({lo}, {hi})")
+
+    @property
+    def context(self) -> list[str]:
+        return list(self.cuts)
+
+    def signal_region(self, table: pd.DataFrame) -> np.ndarray:
+        missing = [name for name in self.cuts if name not in table]
+        if missing:
+            raise ValueError(f"ContextRegions: the table has no column {missing} (columns: {list(table)})")
+        mask = np.ones(len(table), bool)
+        for name, (lo, hi) in self.cuts.items():
+            values = table[name].to_numpy(dtype="float64")
+            if lo is not None:
+                mask &= values >= lo
+            if hi is not None:
+                mask &= values < hi
+        return mask
+
+    def control_region(self, table: pd.DataFrame) -> np.ndarray:
+        return ~self.signal_region(table)
+
+
+# -- the seed's hand-tuned simulation and the toy --------------------------------------------------------
+def hand_tuned_simulation(table: pd.DataFrame) -> pd.DataFrame:
+    """The seed's hand-tuned (deliberately mismodelled) simulation of a feature table: HT unchanged,
+    MET → MET (1 + MET/500 GeV), m_JJ → m_JJ (1 + m_JJ/6000 GeV), every τ ratio (``tau*`` columns) → τ^1.1.
+    Columns that a table lacks are left out; returns a new table."""
+    out = table.copy()
+    if "met" in out:
+        out["met"] = out["met"] * (1.0 + out["met"] / 500.0)
+    if "mjj" in out:
+        out["mjj"] = out["mjj"] * (1.0 + out["mjj"] / 6000.0)
+    for name in out.columns:
+        if name.startswith("tau"):
+            out[name] = np.power(np.clip(out[name].to_numpy(dtype="float64"), 0.0, None), 1.1)
+    return out
+
+
+#: the toy's SR: both context variables above 2.5
+TOY_REGIONS = ContextRegions({"m1": (2.5, None), "m2": (2.5, None)})
+
+
+def _toy_background(n: int, rng: np.random.Generator, mc: bool) -> pd.DataFrame:
+    scale = 1.15 if mc else 1.0  # the MC's context falls more slowly than the data's
+    m1, m2 = 1.0 + rng.exponential(scale, n), 1.0 + rng.exponential(scale, n)
+    s = m1 + m2
+    mean, width = 0.5 * s, 0.5 + 0.1 * s
+    if mc:  # and its x | context is shifted and wider, smoothly in the context
+        mean, width = mean + 0.2 + 0.05 * s, 1.1 * width
+    return pd.DataFrame({"m1": m1, "m2": m2, "x": rng.normal(mean, width), "label": 0.0})
+
+
+def toy_background_density(x: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """The toy data background's exact p(x | m1, m2) (the truth a template should reproduce)."""
+    s = np.asarray(m1) + np.asarray(m2)
+    mean, width = 0.5 * s, 0.5 + 0.1 * s
+    return np.exp(-0.5 * ((np.asarray(x) - mean) / width) ** 2) / (width * math.sqrt(2 * math.pi))
+
+
+def toy_samples(
+    n_data: int = 200_000, n_mc: int = 200_000, n_signal: int = 0, *, n_truth: int = 0, seed: int = 0
+) -> dict[str, pd.DataFrame]:
+    """The toy: context (m1, m2), one feature x, SR = m1 > 2.5 and m2 > 2.5 (:data:`TOY_REGIONS`, about 5 %
+    of the background).
+
+    Data background: m_i = 1 + Exp(1), x | m ~ N(s/2, 0.5 + 0.1 s) with s = m1 + m2. MC: m_i = 1 + Exp(1.15)
+    and x | m ~ N(s/2 + 0.2 + 0.05 s, 1.1 (0.5 + 0.1 s)) — mismodelled in the context and in x | context.
+    Signal (``n_signal`` events added to the data, label 1): m_i = 2.5 + Exp(1), x ~ N(0, 0.3), below
+    the SR background (x ≈ 3-4 there). ``n_truth``: an independent data-background sample for the
+    ``ideal`` template and the test set. Returns ``data``, ``mc``, ``truth`` and ``signal`` (a fresh
+    signal pool for the test set and supervised training, as large as max(n_signal, 20000))."""
+    rng = np.random.default_rng(seed)
+    data = _toy_background(n_data, rng, mc=False)
+    mc = _toy_background(n_mc, rng, mc=True)
+    truth = _toy_background(n_truth, rng, mc=False)
+
+    def signal(n: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "m1": 2.5 + rng.exponential(1.0, n),
+                "m2": 2.5 + rng.exponential(1.0, n),
+                "x": rng.normal(0.0, 0.3, n),
+                "label": 1.0,
+            }
+        )
+
+    if n_signal:
+        data = pd.concat([data, signal(n_signal)], ignore_index=True)
+    return {"data": data, "mc": mc, "truth": truth, "signal": signal(max(n_signal, 20_000))}
+
+
+# -- templates -------------------------------------------------------------------------------------------
+def _matrix(table: pd.DataFrame, columns: Sequence[str], what: str) -> np.ndarray:
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise ValueError(f"{what}: no column {missing} (columns: {list(table)})")
+    values = table[list(columns)].to_numpy(dtype="float64")
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{what}: {bad.sum()} events with NaN/inf in {list(columns)} (rows {rows[:5].tolist()})"
+        )
+    return values
+
+
+def _density_ratio(
+    X_data: np.ndarray, X_mc: np.ndarray, *, classifier: str, seed: int, settings: dict[str, Any]
+) -> Any:
+    """A classifier of data (1) vs MC (0), class-balanced: f/(1-f) estimates p_data/p_MC."""
+    from radar.models.classifiers import get_classifier
+
+    X = np.concatenate([X_mc, X_data])
+    y = np.concatenate([np.zeros(len(X_mc)), np.ones(len(X_data))])
+    return get_classifier(classifier, seed=seed, **settings).fit(X, y)
+
+
+def _ratio_weights(clf: Any, X: np.ndarray, clip: float) -> np.ndarray:
+    f = np.clip(clf.predict_proba(X), 1e-6, 1 - 1e-6)
+    return np.clip(f / (1.0 - f), 0.0, clip)
+
+
+@dataclass
+class ReweightTemplate:
+    """SR MC weighted by a data/MC classifier learnt in the CR on (features, context)."""
+
+    features: list[str]
+    context: list[str]
+    classifier: str = "mlp"
+    settings: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    clip: float = 20.0
+
+    def fit(self, data_cr: pd.DataFrame, mc: pd.DataFrame, mc_cr: pd.DataFrame) -> ReweightTemplate:
+        cols = self.features + self.context
+        self.ratio_ = _density_ratio(
+            _matrix(data_cr, cols, "reweight: CR data"),
+            _matrix(mc_cr, cols, "reweight: CR MC"),
+            classifier=self.classifier,
+            seed=self.seed,
+            settings=self.settings,
+        )
+        return self
+
+    def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        cols = self.features + self.context
+        w = _ratio_weights(self.ratio_, _matrix(mc_sr, cols, "reweight: SR MC"), self.clip)
+        return mc_sr[cols].reset_index(drop=True), w
+
+
+@dataclass
+class GenerateTemplate:
+    """A flow p_data(x | context) on CR data, sampled at SR MC contexts weighted by w(c) (CR classifier on
+    the context alone)."""
+
+    features: list[str]
+    context: list[str]
+    flow: dict[str, Any] = field(default_factory=dict)
+    classifier: str = "mlp"
+    settings: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    oversampling: int = 1
+    clip: float = 20.0
+
+    def fit(self, data_cr: pd.DataFrame, mc: pd.DataFrame, mc_cr: pd.DataFrame) -> GenerateTemplate:
+        from radar.models.flows import ConditionalFlow
+
+        self.flow_ = ConditionalFlow(
+            len(self.features), context_features=len(self.context), seed=self.seed, **self.flow
+        )
+        self.flow_.fit(
+            _matrix(data_cr, self.features, "generate: CR data"),
+            _context(_matrix(data_cr, self.context, "generate: CR data context")),
+        )
+        self.ratio_ = _density_ratio(
+            _matrix(data_cr, self.context, "generate: CR data context"),
+            _matrix(mc_cr, self.context, "generate: CR MC context"),
+            classifier=self.classifier,
+            seed=self.seed + 1,
+            settings=self.settings,
+        )
+        return self
+
+    def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        c = np.repeat(_matrix(mc_sr, self.context, "generate: SR MC context"), self.oversampling, axis=0)
+        x = self.flow_.sample(_context(c), seed=self.seed + 2)
+        w = _ratio_weights(self.ratio_, c, self.clip)
+        table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context)
+        return table, w
+
+
+@dataclass
+class MorphTemplate:
+    """SR MC events morphed into data-like ones: a flow of the MC p_MC(x | c) on all MC and a transport
+    flow (data → MC) trained on CR data with the frozen MC flow as its base; weighted by w(c)."""
+
+    features: list[str]
+    context: list[str]
+    flow: dict[str, Any] = field(default_factory=dict)
+    transport: dict[str, Any] = field(default_factory=dict)
+    classifier: str = "mlp"
+    settings: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    clip: float = 20.0
+
+    def fit(self, data_cr: pd.DataFrame, mc: pd.DataFrame, mc_cr: pd.DataFrame) -> MorphTemplate:
+        import torch
+
+        from radar.models.device import resolve_device
+        from radar.models.flows import ConditionalFlow
+        from radar.models.preprocessing import Preprocessor
+        from radar.models.templates.curtains import identity_maf
+        from radar.models.templates.feta import _BaseDensity, _Transport
+        from radar.models.training import loop_settings, train_model
+
+        x_mc = _matrix(mc, self.features, "morph: MC")
+        c_mc = _context(_matrix(mc, self.context, "morph: MC context"))
+        x_cr = _matrix(data_cr, self.features, "morph: CR data")
+        c_cr = _context(_matrix(data_cr, self.context, "morph: CR data context"))
+        shared = Preprocessor().fit(np.concatenate([x_mc, x_cr]))
+        self.base_ = ConditionalFlow(
+            len(self.features), context_features=len(self.context), seed=self.seed, **self.flow
+        )
+        self.base_.fit(x_mc, c_mc, preprocessor=shared)
+        settings = {
+            "n_blocks": 4,
+            "hidden": 32,
+            "epochs": 30,
+            "batch_size": 256,
+            "lr": 1e-4,
+            **self.transport,
+        }
+        device = resolve_device(self.flow.get("device", "auto"))
+        base = _BaseDensity(self.base_.members)
+        z = torch.as_tensor(shared.transform(x_cr)[0], dtype=torch.float32, device=device)
+        ctx = torch.as_tensor(self.base_.mass_scaler.transform(c_cr), dtype=torch.float32, device=device)
+        perm = np.random.default_rng(self.seed + 1).permutation(len(z))
+        n_val = max(2, int(round(0.2 * len(z))))
+        val_idx, train_idx = torch.as_tensor(perm[:n_val]), torch.as_tensor(perm[n_val:])
+        n_features, n_context = len(self.features), len(self.context)
+
+        def build():
+            transform = identity_maf(
+                n_features,
+                n_blocks=settings["n_blocks"],
+                hidden=settings["hidden"],
+                context_features=n_context,
+            )
+            return _Transport(transform, base).to(device)
+
+        def batch_loss(model, idx):
+            rows = train_idx[idx].to(device)
+            return -model.log_prob(z[rows], ctx[rows]).mean()
+
+        def val_loss(model):
+            rows = val_idx.to(device)
+            return float(-model.log_prob(z[rows], ctx[rows]).mean())
+
+        result = train_model(
+            build,
+            batch_loss,
+            val_loss,
+            len(train_idx),
+            seed=self.seed + 1,
+            what="morph transport flow",
+            **loop_settings(settings),
+        )
+        self.transport_ = result.members[0]
+        self.ratio_ = _density_ratio(
+            _matrix(data_cr, self.context, "morph: CR data context"),
+            _matrix(mc_cr, self.context, "morph: CR MC context"),
+            classifier=self.classifier,
+            seed=self.seed + 2,
+            settings=self.settings,
+        )
+        return self
+
+    def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        import torch
+
+        pre, scaler = self.base_.preprocessor, self.base_.mass_scaler
+        x = _matrix(mc_sr, self.features, "morph: SR MC")
+        c = _matrix(mc_sr, self.context, "morph: SR MC context")
+        z = pre.transform(x)[0]
+        device = next(self.transport_.parameters()).device
+        with torch.no_grad():
+            zt = torch.as_tensor(z, dtype=torch.float32, device=device)
+            ct = torch.as_tensor(scaler.transform(_context(c)), dtype=torch.float32, device=device)
+            morphed = self.transport_.transform.inverse(zt, context=ct)[0].double().cpu().numpy()
+        table = pd.DataFrame(np.column_stack([pre.inverse(morphed), c]), columns=self.features + self.context)
+        return table, _ratio_weights(self.ratio_, c, self.clip)
+
+
+def _context(c: np.ndarray) -> np.ndarray:
+    """A flow's conditioning array: (N,) for one context variable, (N, C) for several."""
+    return c[:, 0] if c.ndim == 2 and c.shape[1] == 1 else c
+
+
+TEMPLATES = {"reweight": ReweightTemplate, "generate": GenerateTemplate, "morph": MorphTemplate}
+
+
+def make_template(
+    method: str,
+    samples: dict[str, pd.DataFrame],
+    *,
+    regions: ContextRegions,
+    features: Sequence[str],
+    seed: int = 0,
+    settings: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The SR background template of ``method`` (``reweight``, ``generate``, ``morph``, or ``mc``: the SR
+    MC unchanged) from ``samples["data"]`` (CR part) and ``samples["mc"]``: (table of features and
+    context, event weights)."""
+    data, mc = samples["data"], samples["mc"]
+    mc_sr = mc[regions.signal_region(mc)].reset_index(drop=True)
+    if method == "mc":
+        return mc_sr[list(features) + regions.context], np.ones(len(mc_sr))
+    if method not in TEMPLATES:
+        raise ValueError(f"no template for method {method!r}; templates: {sorted(TEMPLATES)} and 'mc'")
+    maker = TEMPLATES[method](features=list(features), context=regions.context, seed=seed, **(settings or {}))
+    data_cr = data[regions.control_region(data)]
+    if "label" in data_cr and (data_cr["label"] == 1).any():
+        log.warning(
+            "%s: %d CR data events are labelled signal (it leaks into the CR)",
+            method,
+            int((data_cr["label"] == 1).sum()),
+        )
+    maker.fit(data_cr, mc, mc[regions.control_region(mc)])
+    return maker.template(mc_sr)
+
+
+# -- the chain: template, CWoLa classifier, metrics, null check -----------------------------------------
+def cut_excess(
+    scores_data: np.ndarray, scores_template: np.ndarray, w_template: np.ndarray, efficiency: float
+) -> dict[str, float]:
+    """The null check of a trained chain: cut the out-of-fold scores of the SR data at their top
+    ``efficiency`` quantile; the template (normalised to the SR data count) predicts how many pass.
+    Z = (n_obs - n_exp) / sqrt(n_exp + σ_template²); near N(0, 1) on background-only data, large with a
+    signal the classifier found."""
+    scores_data, scores_template = np.asarray(scores_data), np.asarray(scores_template)
+    w = np.asarray(w_template, dtype="float64")
+    threshold = np.quantile(scores_data, 1.0 - efficiency)
+    n_obs = float((scores_data > threshold).sum())
+    passes = scores_template > threshold
+    frac = w[passes].sum() / w.sum()
+    n_exp = frac * len(scores_data)
+    # the template's own statistical error on the fraction (effective number of events)
+    var_frac = (w[passes] ** 2).sum() / w.sum() ** 2 + frac**2 * (w**2).sum() / w.sum() ** 2
+    if not passes.any():  # no template event passes: its estimate 0 carries the error of one event
+        var_frac = (w.mean() / w.sum()) ** 2
+    sigma2 = n_exp + (len(scores_data) ** 2) * var_frac
+    return {
+        "efficiency": float(efficiency),
+        "n_obs": n_obs,
+        "n_exp": float(n_exp),
+        "z": float((n_obs - n_exp) / math.sqrt(sigma2)) if sigma2 > 0 else float("nan"),
+    }
+
+
+def run_method(
+    method: str,
+    samples: dict[str, pd.DataFrame],
+    *,
+    regions: ContextRegions,
+    features: Sequence[str],
+    classify_on: Sequence[str] | None = None,
+    seed: int = 0,
+    k_folds: int = 5,
+    classifier: str = "hgb",
+    classifier_settings: dict[str, Any] | None = None,
+    template_settings: dict[str, Any] | None = None,
+    n_test_background: int | None = None,
+    rejection: float = 1000.0,
+    efficiencies: Sequence[float] = (0.1, 0.01),
+    template: tuple[pd.DataFrame, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Train ``method`` on ``samples`` (``data``, ``mc``, ``truth``, ``signal`` as :func:`toy_samples`
+    gives) and its k-fold CWoLa classifier (template vs SR data); return metrics.
+
+    ``classify_on``: the classifier's inputs (default: ``features`` plus the context variables). The test
+    set: the SR part of ``truth`` not used by ``ideal`` (its second half) and the SR part of the second
+    half of ``signal`` (the first half trains ``supervised``). Returned: ``test`` (AUC, max SIC, SIC at
+    ``rejection``), ``template_auc`` (template vs the true SR background, a fresh classifier, 0.5 for
+    a perfect template), ``cut_excess`` per efficiency (the null check), counts and seconds.
+
+    ``template``: an already made (table, weights) of ``method`` (:func:`make_template`); the CR holds
+    no injected signal when the signal lives in the SR, so one template serves every injection."""
+    import time
+
+    from radar.analysis.cwola import kfold_scores
+    from radar.analysis.metrics import auc, classifier_metrics
+
+    if method not in METHODS:
+        raise ValueError(f"unknown non-resonant method {method!r}; expected one of {METHODS}")
+    start = time.perf_counter()
+    features = list(features)
+    context = regions.context
+    cols = list(classify_on) if classify_on is not None else features + context
+    settings = dict(classifier_settings or {})
+    data, mc, truth, signal = (samples[k] for k in ("data", "mc", "truth", "signal"))
+    sr_data = data[regions.signal_region(data)].reset_index(drop=True)
+    truth_sr = truth[regions.signal_region(truth)].reset_index(drop=True)
+    half = len(truth_sr) // 2
+    ideal_pool, test_bkg = truth_sr.iloc[:half], truth_sr.iloc[half:]
+    if n_test_background is not None:
+        test_bkg = test_bkg.iloc[:n_test_background]
+    sig_sr = signal[regions.signal_region(signal)].reset_index(drop=True)
+    sig_half = len(sig_sr) // 2
+    sig_train, sig_test = sig_sr.iloc[:sig_half], sig_sr.iloc[sig_half:]
+    test = pd.concat([test_bkg, sig_test], ignore_index=True)
+    X_test, y_test = _matrix(test, cols, "test set"), test["label"].to_numpy()
+
+    if method == "supervised":
+        X0, w0 = _matrix(ideal_pool, cols, "supervised background"), np.ones(len(ideal_pool))
+        X1 = _matrix(sig_train, cols, "supervised signal")
+    elif method == "ideal":
+        X0, w0 = _matrix(ideal_pool, cols, "ideal template"), np.ones(len(ideal_pool))
+        X1 = _matrix(sr_data, cols, "SR data")
+    else:
+        if template is None:
+            template = make_template(
+                method, samples, regions=regions, features=features, seed=seed, settings=template_settings
+            )
+        table, w0 = template
+        X0 = _matrix(table, cols, f"{method} template")
+        X1 = _matrix(sr_data, cols, "SR data")
+    result = kfold_scores(
+        X0, X1, w0, None, classifier=classifier, k_folds=k_folds, seed=seed, X_mean=X_test, **settings
+    )
+    out: dict[str, Any] = {
+        "method": method,
+        "seed": seed,
+        "n_sr_data": len(sr_data),
+        "n_sr_signal": int((sr_data["label"] == 1).sum()),
+        "n_template": len(X0),
+        "n_template_effective": float(w0.sum() ** 2 / (w0**2).sum()),
+        "test": classifier_metrics(y_test, result.scores_mean, rejection=rejection),
+    }
+    if method != "supervised":
+        out["cut_excess"] = [cut_excess(result.scores1, result.scores0, w0, eff) for eff in efficiencies]
+        # template vs the true SR background (test half), by a fresh k-fold classifier
+        X_truth = _matrix(test_bkg, cols, "true SR background")
+        closure = kfold_scores(
+            X0, X_truth, w0, None, classifier=classifier, k_folds=k_folds, seed=seed + 1, **settings
+        )
+        y = np.concatenate([np.zeros(len(X0)), np.ones(len(X_truth))])
+        s = np.concatenate([closure.scores0, closure.scores1])
+        out["template_auc"] = auc(y, s, np.concatenate([w0 / w0.mean(), np.ones(len(X_truth))]))
+    out["seconds"] = time.perf_counter() - start
+    log.info(
+        "non-resonant %s seed %d: test AUC %.3f, max SIC %.2f (%.1f s)",
+        method,
+        seed,
+        out["test"]["auc"],
+        out["test"]["max_sic"],
+        out["seconds"],
+    )
+    return out
