@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("benchmarks.nonresonant_toy")
 
-TEMPLATE_METHODS = ("mc", "reweight", "generate", "morph")
-
 
 def settings(epochs: int) -> dict:
     clf = {"epochs": epochs, "batch_size": 512}
@@ -43,13 +41,6 @@ def settings(epochs: int) -> dict:
             "settings": clf,
         },
     }
-
-
-def band(values: list[float]) -> str:
-    from radar.analysis.metrics import summarise
-
-    s = summarise(values)
-    return "–" if not s["n"] else f"{s['median']:.2f} [{s['p16']:.2f}, {s['p84']:.2f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
-    from radar.analysis.nonresonant import TOY_REGIONS, make_template, run_method, toy_samples
+    from radar.analysis.nonresonant import (
+        TEMPLATE_METHODS,
+        TOY_REGIONS,
+        make_template,
+        run_method,
+        summary_markdown,
+        toy_samples,
+    )
     from radar.processors.io import atomic_output
 
     torch.set_num_threads(args.threads)
@@ -128,67 +126,24 @@ def main(argv: list[str] | None = None) -> int:
                     result["test"]["max_sic"],
                 )
 
-    lines = [
-        "# Non-resonant extrapolation on the toy",
-        "",
+    header = (
+        "# Non-resonant extrapolation on the toy\n\n"
         f"{args.seeds} seeds, {args.events} data and MC events each, SR m1 > 2.5 and m2 > 2.5 "
         f"(about {np.mean([r['n_bkg_sr'] for r in rows]):.0f} background events), HGB CWoLa classifier "
-        f"(5 folds, 3 models) on (x, m1, m2), flows 4 × 32 and density-ratio MLPs trained {args.epochs} epochs; "
-        "median [16, 84 %] over seeds.",
-        "",
-    ]
-    for key, title in (("max_sic", "Max SIC"), ("sic_at_rejection", f"SIC at rejection {args.rejection:g}")):
-        lines += [f"## {title}", "", "| method | " + " | ".join(f"S/√B {s:g}" for s in significances) + " |"]
-        lines.append("|---" * (len(significances) + 1) + "|")
-        for method in methods:
-            cells = [
-                band(
-                    [
-                        r["test"][key]
-                        for r in rows
-                        if r["method"] == method and r["significance"] == s and r["seed"] < args.seeds
-                    ]
-                )
-                for s in significances
-            ]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += [
-        "## Significance after the best cut (max SIC × S/√B)",
-        "",
-        "| method | " + " | ".join(f"S/√B {s:g}" for s in significances if s > 0) + " |",
-    ]
-    lines.append("|---" * (1 + sum(s > 0 for s in significances)) + "|")
-    for method in methods:
-        cells = [
-            band([r["test"]["max_sic"] * s for r in rows if r["method"] == method and r["significance"] == s])
-            for s in significances
-            if s > 0
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    zero = [r for r in rows if r["significance"] == 0 and "cut_excess" in r]
-    lines += [
-        "",
-        "## Background only: closure and the null check",
-        "",
-        "| method | template vs truth AUC | cut-excess Z, top 10 % | top 1 % | |Z| > 3 | template s | unit s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for method in methods:
-        mine = [r for r in zero if r["method"] == method]
-        if not mine:
-            continue
-        z10 = [r["cut_excess"][0]["z"] for r in mine]
-        z1 = [r["cut_excess"][-1]["z"] for r in mine]
-        n_big = sum(abs(z) > 3 for z in z10 + z1)
-        lines.append(
-            f"| {method} | {band([r['template_auc'] for r in mine])} | {band(z10)} | {band(z1)} | "
-            f"{n_big} of {len(z10) + len(z1)} | {np.median([r['template_seconds'] for r in mine]):.0f} | "
-            f"{np.median([r['seconds'] for r in mine]):.0f} |"
-        )
+        f"(5 folds, 3 models) on (x, m1, m2), flows 4 x 32 and density-ratio MLPs trained {args.epochs} "
+        "epochs; injections by S/sqrt(B) in the SR; median [16, 84 %] over seeds.\n\n"
+    )
+    text = header + summary_markdown(
+        [r for r in rows if r["seed"] < args.seeds],
+        methods,
+        "significance",
+        significances,
+        "S/√B",
+        args.rejection,
+    )
     with atomic_output(args.output / "summary.md") as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        Path(tmp).write_text(text)
+    print(text)
     return 0
 
 

@@ -117,3 +117,49 @@ def test_unknown_method_and_missing_columns_are_clear_errors(toy):
         run_method("anode", toy, regions=TOY_REGIONS, **COMMON)
     with pytest.raises(ValueError, match="no column \\['y'\\]"):
         make_template("reweight", toy, regions=TOY_REGIONS, features=["y"], settings=SETTINGS["reweight"])
+
+
+def test_radar_nonresonant_runs_a_config_resumes_and_refuses_bad_ones(tmp_path, capsys):
+    """`radar nonresonant CONFIG`: feature tables in, rows.jsonl and summary.md out; a rerun skips finished
+    units; config errors name the key."""
+    from radar.analysis.cli import main
+
+    toy = toy_samples(30_000, 30_000, 0, seed=3)
+    toy["data"].to_parquet(tmp_path / "data.parquet")
+    toy["mc"].to_parquet(tmp_path / "mc.parquet")
+    toy["signal"].to_parquet(tmp_path / "signal.parquet")
+    config = tmp_path / "nr.yaml"
+    config.write_text(
+        "output: out\n"
+        "input: {data: data.parquet, mc: mc.parquet, signal: signal.parquet}\n"
+        "regions: {m1: [2.5, null], m2: [2.5, null]}\n"
+        "features: [x]\n"
+        "methods: [reweight, ideal]\n"
+        "injections: [0, 150]\n"
+        "seeds: [0]\n"
+        "k_folds: 3\n"
+        "rejection: 100\n"
+        "classifier: {name: hgb, settings: {n_models: 1}}\n"
+        "template_settings: {reweight: {settings: {epochs: 3, batch_size: 512}}}\n"
+    )
+    assert main(["nonresonant", str(config)]) == 0
+    rows = [line for line in (tmp_path / "out" / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| reweight |" in summary and "cut-excess Z" in summary and "n_sig 150" in summary
+    import json
+
+    by_unit = {(r["method"], r["injection"]): r for r in map(json.loads, rows)}
+    assert by_unit[("reweight", 150)]["n_sr_signal"] > 100  # the toy's signal lies in the SR
+    assert by_unit[("reweight", 150)]["test"]["max_sic"] > 3.0
+    assert by_unit[("reweight", 0)]["n_sr_signal"] == 0
+    capsys.readouterr()
+    assert main(["nonresonant", str(config)]) == 0  # everything done: nothing is retrained
+    assert len((tmp_path / "out" / "rows.jsonl").read_text().splitlines()) == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("methods: [reweight, ideal]", "methods: [reweigh]"))
+    assert main(["nonresonant", str(bad)]) != 0
+    assert "methods: unknown ['reweigh']" in capsys.readouterr().err
+    bad.write_text(config.read_text().replace("features: [x]", "features: [met]"))
+    assert main(["nonresonant", str(bad)]) != 0
+    assert "no column ['met']" in capsys.readouterr().err

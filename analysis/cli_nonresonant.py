@@ -1,0 +1,283 @@
+"""``radar nonresonant CONFIG.yaml``: the non-resonant search by background extrapolation
+(:mod:`radar.analysis.nonresonant`) on feature tables — every (method, injection, seed), a k-fold CWoLa
+classifier per unit, test metrics, closure and the cut-excess null check → ``rows.jsonl`` and ``summary.md``.
+
+Config (paths relative to the YAML file; unknown keys are errors)::
+
+    name: svj_extrapolation
+    output: ../runs/svj_extrapolation
+    input:
+      data: qcd.parquet              # "data" (labels only for evaluation; label-1 events are dropped)
+      mc: qcd_simulation.parquet     # the background simulation that guides the extrapolation
+      signal: svj.parquet            # pool: half injected, half for the test set and supervised
+      truth: null                    # independent background (ideal template, test set);
+                                     # default: a random half of the data's background
+    regions: {ht: [800, null], met: [75, null]}      # SR: every cut holds; CR: the rest
+    features: [mjj, tau21_j1, tau32_j1, tau21_j2, tau32_j2]
+    classify_on: null                # classifier inputs; default: features + context
+    methods: [reweight, generate, morph, ideal, supervised]
+    injections: [0, 300, 1000]       # signal events injected into the data (anywhere)
+    seeds: [0, 1, 2, 3, 4]
+    simulation_transform: none       # or hand_tuned (the seed's deliberately worse simulation)
+    classifier: {name: hgb, settings: {n_models: 3}}
+    template_settings: {generate: {flow: {epochs: 50}}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NonresonantInput(_Strict):
+    data: str = Field(description="data feature table (labels used only for evaluation)")
+    mc: str = Field(description="background simulation feature table")
+    signal: str | None = Field(None, description="signal pool (injections, test set, supervised)")
+    truth: str | None = Field(None, description="independent background; default: half of the data's")
+
+
+class NonresonantClassifier(_Strict):
+    name: Literal["hgb", "mlp"] = "hgb"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class NonresonantConfig(_Strict):
+    name: str = "nonresonant"
+    output: str = "runs/nonresonant"
+    input: NonresonantInput
+    regions: dict[str, tuple[float | None, float | None]]
+    features: list[str] = Field(min_length=1)
+    classify_on: list[str] | None = None
+    methods: list[str] = Field(
+        default_factory=lambda: ["reweight", "generate", "morph", "ideal", "supervised"]
+    )
+    injections: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    data_seed: int = 0
+    simulation_transform: Literal["none", "hand_tuned"] = "none"
+    classifier: NonresonantClassifier = Field(default_factory=NonresonantClassifier)
+    k_folds: int = Field(5, ge=2)
+    template_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    rejection: float = Field(1000.0, gt=1)
+    efficiencies: list[float] = Field(default_factory=lambda: [0.1, 0.01])
+    base_dir: str = Field(".", exclude=True)
+
+    def path(self, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+
+def load_nonresonant_config(path: str | Path) -> NonresonantConfig:
+    import yaml
+
+    from radar.analysis.nonresonant import METHODS, ContextRegions
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from error
+    try:
+        cfg = NonresonantConfig(**values, base_dir=str(path.parent))
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"{path}: {problems}") from None
+    unknown = sorted(set(cfg.methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"{path}: methods: unknown {unknown}; available: {list(METHODS)}")
+    unknown = sorted(set(cfg.template_settings) - {"reweight", "generate", "morph"})
+    if unknown:
+        raise ValueError(f"{path}: template_settings: unknown methods {unknown} (reweight, generate, morph)")
+    try:
+        ContextRegions(dict(cfg.regions))
+    except ValueError as error:
+        raise ValueError(f"{path}: regions: {error}") from None
+    if any(n > 0 for n in cfg.injections) and cfg.input.signal is None:
+        raise ValueError(f"{path}: injections {cfg.injections} need input.signal (the signal pool)")
+    return cfg
+
+
+def read_table(path: Path, needed: list[str], what: str):
+    """A radar feature table (any format :func:`radar.processors.features.read_feature_table` reads) or,
+    for context variables and features of one's own, any parquet file with the ``needed`` columns (and
+    ``label``: 1 signal, 0 background; absent: -1, unknown)."""
+    import pandas as pd
+
+    from radar.processors.features import read_feature_table
+
+    try:
+        table = read_feature_table(path)
+    except ValueError as error:
+        if "not a radar feature table" not in str(error) or path.suffix != ".parquet":
+            raise
+        table = pd.read_parquet(path)
+        if "label" not in table:
+            table["label"] = -1.0
+    missing = [c for c in needed if c not in table]
+    if missing:
+        raise ValueError(f"{what} {path}: no column {missing} (columns: {list(table.columns)})")
+    bad = ~table[needed].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+    if bad.any():
+        rows = list(bad[bad].index[:5])
+        raise ValueError(
+            f"{what} {path}: {int(bad.sum())} events with missing or non-numeric {needed} (rows {rows})"
+        )
+    return table
+
+
+def prepare_samples(cfg: NonresonantConfig, tables: dict, injection: int) -> dict:
+    """The ``data`` / ``mc`` / ``truth`` / ``signal`` tables of one injection (seed ``data_seed``)."""
+    import numpy as np
+    import pandas as pd
+
+    from radar.analysis.nonresonant import hand_tuned_simulation
+    from radar.analysis.preparation import signal_pool
+
+    rng = np.random.default_rng(cfg.data_seed)
+    data = tables["data"]
+    background = data[data["label"] != 1].reset_index(drop=True)
+    if tables["truth"] is not None:
+        truth = tables["truth"][tables["truth"]["label"] != 1].reset_index(drop=True)
+    else:  # a random half of the data's background is the truth (ideal template and test set)
+        order = rng.permutation(len(background))
+        half = len(background) // 2
+        truth = background.iloc[order[:half]].reset_index(drop=True)
+        background = background.iloc[order[half:]].reset_index(drop=True)
+    mc = tables["mc"]
+    if cfg.simulation_transform == "hand_tuned":
+        mc = hand_tuned_simulation(mc)
+    pool = signal_pool(tables["signal"], cfg.input.signal)
+    evaluation = pool
+    if pool is not None:
+        order = np.random.default_rng(cfg.data_seed + 1).permutation(len(pool))
+        half = len(pool) // 2
+        injected_pool, evaluation = pool.iloc[order[:half]], pool.iloc[order[half:]].reset_index(drop=True)
+        if injection > len(injected_pool):
+            raise ValueError(
+                f"injection {injection}: the signal pool {cfg.input.signal} has {len(injected_pool)} events "
+                "for injection (half of its signal)"
+            )
+        injected = injected_pool.iloc[:injection].assign(label=1.0)
+        background = pd.concat([background, injected], ignore_index=True)
+    if evaluation is None:
+        raise ValueError("input.signal is needed for the test set (SIC) of a non-resonant search")
+    return {"data": background, "mc": mc, "truth": truth, "signal": evaluation}
+
+
+def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
+    """Every (method, injection, seed) of ``cfg``; rows appended to OUT/rows.jsonl (a rerun skips what is
+    there), then OUT/summary.md. Returns the output directory."""
+    from tqdm.auto import tqdm
+
+    from radar.analysis.nonresonant import (
+        TEMPLATE_METHODS,
+        ContextRegions,
+        make_template,
+        run_method,
+        summary_markdown,
+    )
+    from radar.processors.io import atomic_output, write_json
+
+    out = Path(output) if output is not None else cfg.path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    regions = ContextRegions(dict(cfg.regions))
+    needed = sorted(set(cfg.features) | set(regions.context) | set(cfg.classify_on or []))
+    tables = {
+        key: read_table(cfg.path(getattr(cfg.input, key)), needed, f"input.{key}")
+        if getattr(cfg.input, key)
+        else None
+        for key in ("data", "mc", "signal", "truth")
+    }
+    write_json(out / "config.json", cfg.model_dump(mode="json"))
+    rows_path = out / "rows.jsonl"
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.exists() else []
+    done = {(r["method"], r["injection"], r["seed"]) for r in rows}
+    units = [
+        (i, s, m) for i in cfg.injections for s in cfg.seeds for m in cfg.methods if (m, i, s) not in done
+    ]
+    log.info("%d units to run (%d already in %s)", len(units), len(done), rows_path)
+    templates: dict[tuple, Any] = {}
+    template_seconds: dict[tuple, float] = {}
+    charged: set[tuple] = set()
+    prepared: dict[int, dict] = {}
+    for injection, seed, method in tqdm(units, desc="non-resonant units", unit="unit"):
+        if injection not in prepared:
+            prepared = {injection: prepare_samples(cfg, tables, injection)}
+        samples = prepared[injection]
+        template = None
+        if method in TEMPLATE_METHODS:
+            data = samples["data"]
+            clean_cr = not (regions.control_region(data) & (data["label"] == 1)).any()
+            key = (method, seed, "clean" if clean_cr else injection)  # the CR alone shapes a template
+            if key not in templates:
+                start = time.perf_counter()
+                templates[key] = make_template(
+                    method,
+                    samples,
+                    regions=regions,
+                    features=cfg.features,
+                    seed=seed,
+                    settings=cfg.template_settings.get(method),
+                )
+                template_seconds[key] = time.perf_counter() - start
+            template = templates[key]
+        row = run_method(
+            method,
+            samples,
+            regions=regions,
+            features=cfg.features,
+            classify_on=cfg.classify_on,
+            seed=seed,
+            k_folds=cfg.k_folds,
+            classifier=cfg.classifier.name,
+            classifier_settings=cfg.classifier.settings,
+            rejection=cfg.rejection,
+            efficiencies=cfg.efficiencies,
+            template=template,
+        )
+        row["injection"] = injection
+        if template is not None and key not in charged:  # a template's fit time counts once
+            row["template_seconds"] = template_seconds[key]
+            charged.add(key)
+        rows.append(row)
+        with open(rows_path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+    text = summary_markdown(rows, cfg.methods, "injection", cfg.injections, "n_sig", cfg.rejection)
+    with atomic_output(out / "summary.md") as tmp:
+        Path(tmp).write_text(text)
+    log.info("wrote %s and %s", rows_path, out / "summary.md")
+    return out
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "nonresonant",
+        help="non-resonant search: extrapolate the background from a control region (reweight, generate, morph)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("config", help="non-resonant search config (YAML)")
+    parser.add_argument("--output", default=None, help="output directory (overrides the config's output)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_nonresonant_config(args.config)
+    out = run_nonresonant(cfg, Path(args.output) if args.output else None)
+    print((out / "summary.md").read_text())
+    return 0
