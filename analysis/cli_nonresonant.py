@@ -271,12 +271,64 @@ def register(subparsers) -> None:
         help="non-resonant search: extrapolate the background from a control region (reweight, generate, morph)",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("config", help="non-resonant search config (YAML)")
+    parser.add_argument("config", nargs="?", help="non-resonant search config (YAML)")
     parser.add_argument("--output", default=None, help="output directory (overrides the config's output)")
+    parser.add_argument(
+        "--make-toy",
+        metavar="DIR",
+        default=None,
+        help="write the toy (data, MC, signal parquet files and nonresonant.yaml) into DIR and exit",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --make-toy")
     parser.set_defaults(func=_run)
 
 
+TOY_CONFIG = """\
+# The non-resonant toy: context (m1, m2), one feature x; SR m1 > 2.5 and m2 > 2.5 (radar.analysis.nonresonant)
+#   radar nonresonant nonresonant.yaml
+name: nonresonant_toy
+output: out
+input: {data: data.parquet, mc: mc.parquet, signal: signal.parquet}
+regions: {m1: [2.5, null], m2: [2.5, null]}
+features: [x]
+methods: [mc, reweight, generate, morph, ideal, supervised]
+injections: [0, 150, 300]
+seeds: [0, 1, 2]
+classifier: {name: hgb, settings: {n_models: 3}}
+template_settings:
+  reweight: {settings: {epochs: 10, batch_size: 512}}
+  generate: {flow: {epochs: 10, n_blocks: 4, hidden: 32, batch_size: 512, lr: 1.0e-3}, settings: {epochs: 10, batch_size: 512}}
+  morph:
+    flow: {epochs: 10, n_blocks: 4, hidden: 32, batch_size: 512, lr: 1.0e-3}
+    transport: {epochs: 10, batch_size: 512, lr: 1.0e-3}
+    settings: {epochs: 10, batch_size: 512}
+"""
+
+
+def make_toy(directory: Path, seed: int = 0) -> Path:
+    """Write the toy's data (100k background + no signal), MC (100k) and signal pool (20k) as parquet
+    files and a config that runs every method on them; returns the config's path."""
+    from radar.analysis.nonresonant import toy_samples
+    from radar.processors.io import atomic_output
+
+    directory.mkdir(parents=True, exist_ok=True)
+    toy = toy_samples(100_000, 100_000, 0, seed=seed)
+    for key in ("data", "mc", "signal"):
+        with atomic_output(directory / f"{key}.parquet") as tmp:
+            toy[key].to_parquet(tmp)
+    config = directory / "nonresonant.yaml"
+    with atomic_output(config) as tmp:
+        Path(tmp).write_text(TOY_CONFIG)
+    log.info("wrote the toy (data, mc, signal) and %s", config)
+    return config
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.make_toy:
+        print(f"radar nonresonant {make_toy(Path(args.make_toy), args.seed)}")
+        return 0
+    if not args.config:
+        raise ValueError("give a config (radar nonresonant CONFIG.yaml) or --make-toy DIR")
     cfg = load_nonresonant_config(args.config)
     out = run_nonresonant(cfg, Path(args.output) if args.output else None)
     print((out / "summary.md").read_text())

@@ -163,3 +163,21 @@ def test_radar_nonresonant_runs_a_config_resumes_and_refuses_bad_ones(tmp_path, 
     bad.write_text(config.read_text().replace("features: [x]", "features: [met]"))
     assert main(["nonresonant", str(bad)]) != 0
     assert "no column ['met']" in capsys.readouterr().err
+
+
+def test_make_toy_writes_inputs_and_a_valid_config(tmp_path):
+    from radar.analysis.cli import main
+    from radar.analysis.cli_nonresonant import load_nonresonant_config, prepare_samples, read_table
+
+    assert main(["nonresonant", "--make-toy", str(tmp_path / "toy")]) == 0
+    cfg = load_nonresonant_config(tmp_path / "toy" / "nonresonant.yaml")
+    assert cfg.methods == ["mc", "reweight", "generate", "morph", "ideal", "supervised"]
+    tables = {
+        key: read_table(cfg.path(getattr(cfg.input, key)), ["x", "m1", "m2"], key)
+        if getattr(cfg.input, key)
+        else None
+        for key in ("data", "mc", "signal", "truth")
+    }
+    samples = prepare_samples(cfg, tables, 300)
+    assert (samples["data"]["label"] == 1).sum() == 300
+    assert len(samples["truth"]) == pytest.approx(50_000, abs=1)  # half the data's background
