@@ -10,6 +10,8 @@ log = logging.getLogger("radar.generate")
 
 #: events of the LHCO R&D-like set at scale 1 (QCD, signal, simulation)
 LHCO_RND_EVENTS = {"qcd": 1_000_000, "resonance": 100_000, "simulation": 1_000_000}
+#: the seed's semi-visible-jet benchmark points (Z' mass: dark scale Λ_D = m_πD = m_ρD, dark quark mass), GeV
+SVJ_BENCHMARKS = {2000.0: (200.0, 100.0), 3000.0: (300.0, 150.0)}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +30,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="trigger-passing events per task (part of what fixes the events)",
     )
     parser.add_argument("--pthat-min", type=float, default=None, help="QCD pT-hat threshold [GeV] (700)")
-    parser.add_argument("--mres", type=float, default=None, help="resonance mass [GeV] (3500)")
+    parser.add_argument("--mres", type=float, default=None, help="resonance (svj: Z') mass [GeV] (3500)")
     parser.add_argument("--mx", type=float, default=None, help="X mass [GeV] (500)")
     parser.add_argument("--my", type=float, default=None, help="Y mass [GeV] (100)")
     parser.add_argument(
@@ -37,6 +39,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         const=True,
         default=None,
         help="Y -> q qbar g instead of q qbar",
+    )
+    parser.add_argument(
+        "--dark-scale",
+        type=float,
+        default=None,
+        help="svj: Λ_D = m_πD = m_ρD [GeV] (default: the seed's benchmark for --mres 2000/3000, else 300)",
+    )
+    parser.add_argument("--dark-quark-mass", type=float, default=None, help="svj: dark quark mass [GeV]")
+    parser.add_argument("--rinv", type=float, default=None, help="svj: invisible share of dark mesons (1/3)")
+    parser.add_argument(
+        "--trigger-pt", type=float, default=None, help="leading-jet pT of the trigger [GeV] (1200)"
     )
     parser.add_argument(
         "--detector",
@@ -57,11 +70,12 @@ def register(subparsers) -> None:
     gen = subparsers.add_parser(
         "generate",
         help="generate LHCO-like events with Pythia 8",
-        description="Generate trigger-passing events (QCD dijets, resonance -> X Y -> (qq)(qq), or the "
+        description="Generate trigger-passing events (QCD dijets, resonance -> X Y -> (qq)(qq), semi-visible "
+        "jets (svj: Hidden Valley Z' -> dark quarks, r_inv of the dark mesons invisible), or the "
         "'simulation' QCD variant) into the LHCO raw HDF5 layout or a ROOT TTree. "
         "A killed HDF5 job resumes when rerun with the same arguments.",
     )
-    gen.add_argument("process", choices=["qcd", "resonance", "simulation"])
+    gen.add_argument("process", choices=["qcd", "resonance", "simulation", "svj"])
     gen.add_argument("--events", "-n", type=int, required=True, help="trigger-passing events to write")
     gen.add_argument("-o", "--output", type=Path, required=True, help="output file (.h5 or .root)")
     gen.add_argument(
@@ -109,8 +123,18 @@ def _config(args: argparse.Namespace, process: str):
         "three_prong_y": args.three_prong_y,
         "detector": args.detector,
         "pthat_min": args.pthat_min,
+        "dark_scale": args.dark_scale,
+        "dark_quark_mass": args.dark_quark_mass,
+        "rinv": args.rinv,
+        "trigger_pt": args.trigger_pt,
     }
     values.update({key: value for key, value in given.items() if value is not None})
+    if process == "svj":
+        values.setdefault("mres", 3000.0)  # the seed's heavier benchmark point
+    if process == "svj" and values.get("mres") in SVJ_BENCHMARKS:
+        scale, quark = SVJ_BENCHMARKS[values["mres"]]
+        values.setdefault("dark_scale", scale)
+        values.setdefault("dark_quark_mass", quark)
     return config_from_mapping(values)
 
 

@@ -25,6 +25,11 @@ Processes (13 TeV pp, Monash 2013 tune = Pythia's default, MPI and hadronisation
   Against nominal QCD (detector on, 1500 vs 3000 trigger-passing events, all m_JJ): lighter jet mass
   median 81 vs 109 GeV (KS 0.21), τ21 of the heavier jet 0.455 vs 0.487 (KS 0.07), of the lighter jet
   0.638 vs 0.656 (KS 0.06), delta_mj KS 0.04 (statistical KS floor of that comparison ≈ 0.04).
+- ``svj``: semi-visible jets, the non-resonant search's signal (arXiv:2311.12924): Pythia's Hidden Valley
+  Z' (``HiddenValley:ffbar2Zv``, mass ``mres``) → dark quarks, dark shower and hadronisation (N_c = 3,
+  n_f = 3), dark mesons of mass Λ_D (``dark_scale``) decaying with probability ``rinv`` (1/3) into a
+  stable invisible state (MET) and otherwise into a SM quark pair (:meth:`GeneratorConfig._svj_settings`).
+  The seed's benchmark points: m_Z' = 2 TeV with Λ_D = 200 GeV, m_qD = 100 GeV; 3 TeV with 300 / 150 GeV.
 
 Per event the visible final state (status > 0, no neutrinos) is taken from ``Pythia.nextBatch`` (the
 event record as awkward arrays, built in C++, so there is no per-particle Python work), optionally
@@ -57,8 +62,11 @@ from radar.processors.detector import DetectorConfig, detector_response
 
 log = logging.getLogger(__name__)
 
-PROCESSES = ("qcd", "resonance", "simulation")
+PROCESSES = ("qcd", "resonance", "simulation", "svj")
 X_ID, Y_ID, ZR_ID = 6000001, 6000002, 9900023
+#: Hidden Valley ids: the Z' (Zv), the dark quark, the dark mesons (diagonal and off-diagonal pseudoscalar
+#: and vector) and the stable invisible state their invisible decays go to
+ZV_ID, QV_ID, DARK_MESONS, DARK_INVISIBLE = 4900023, 4900101, (4900111, 4900113, 4900211, 4900213), 51
 _QUARK_MASSES = {1: 0.33, 2: 0.33, 3: 0.5, 4: 1.5, 5: 4.8}  # Pythia's default constituent/pole masses
 MIN_SCALAR_MASS = 10.0
 """X and Y must be heavier than this (GeV): above the b b̄ threshold, where a resonance decay to a quark
@@ -88,6 +96,13 @@ class GeneratorConfig:
     my: float = 100.0
     width_fraction: float = 1e-3
     three_prong_y: bool = False
+    #: svj: the dark-sector scale Λ_D = m_πD = m_ρD, the dark quark mass, r_inv (the share of dark meson
+    #: decays into the stable invisible state), N_c and the number of dark flavours
+    dark_scale: float = 300.0
+    dark_quark_mass: float = 150.0
+    rinv: float = 1.0 / 3.0
+    dark_colors: int = 3
+    dark_flavours: int = 3
     detector: bool = True
     detector_config: DetectorConfig = DetectorConfig()
     mpi: bool = True
@@ -101,7 +116,7 @@ class GeneratorConfig:
     @property
     def label(self) -> float:
         """Truth label written with the events: 1 signal, 0 background."""
-        return 1.0 if self.process == "resonance" else 0.0
+        return 1.0 if self.process in ("resonance", "svj") else 0.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot generate events (before any generation)."""
@@ -130,6 +145,19 @@ class GeneratorConfig:
                 raise ValueError(f"mres = {self.mres} GeV is above the collision energy {self.ecm} GeV")
             if not 0 < self.width_fraction < 0.1:
                 raise ValueError(f"width_fraction must be in (0, 0.1), got {self.width_fraction}")
+        if self.process == "svj":
+            if not 0 < self.mres < self.ecm:
+                raise ValueError(f"the Z' mass mres must be in (0, {self.ecm}) GeV, got {self.mres}")
+            if not (self.dark_quark_mass > 0 and self.dark_scale > 0):
+                raise ValueError("dark_scale and dark_quark_mass must be positive (GeV)")
+            if not 2 * self.dark_quark_mass < self.mres:
+                raise ValueError(
+                    f"the Z' ({self.mres} GeV) cannot decay to two dark quarks of {self.dark_quark_mass} GeV"
+                )
+            if not 0 <= self.rinv <= 1:
+                raise ValueError(f"rinv is a fraction in [0, 1], got {self.rinv}")
+            if self.dark_colors < 2 or self.dark_flavours < 1:
+                raise ValueError("dark_colors must be >= 2 and dark_flavours >= 1")
         if not self.batch_size > 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if not (self.trigger_pt > 0 and self.trigger_eta > 0 and self.jet_radius > 0):
@@ -152,7 +180,53 @@ class GeneratorConfig:
             lines += list(SIMULATION_SETTINGS)
         if self.process == "resonance":
             lines += self._resonance_settings()
+        if self.process == "svj":
+            lines += self._svj_settings()
         return lines + list(self.extra_settings)
+
+    def _svj_settings(self) -> list[str]:
+        """Semi-visible jets: Pythia's Hidden Valley Z' (``HiddenValley:ffbar2Zv``) → q_D q̄_D, a dark shower
+        and dark hadronisation (N_c colours, n_f flavours, running coupling at scale Λ_D), dark mesons of mass
+        Λ_D that decay with probability r_inv into a stable invisible state and otherwise to a SM quark pair
+        (u, d, s, c, b alike, hadronised).
+
+        The Z' needs SM-quark channels for its production (f f̄ → Z'), so they are listed with tiny branching
+        fractions and switched off: every Z' decays to dark quarks (the usual SVJ card layout). Every dark
+        meson — diagonal and off-diagonal, pseudoscalar and vector — decays the same way, so r_inv is the
+        share of invisible dark mesons whatever the flavours."""
+        mz, lam = self.mres, self.dark_scale
+        lines = [
+            "HiddenValley:ffbar2Zv = on",
+            f"{ZV_ID}:m0 = {mz}",
+            f"{ZV_ID}:mWidth = {0.01 * mz}",
+            f"{ZV_ID}:mMin = {0.5 * mz}",
+            f"{ZV_ID}:mMax = {min(1.5 * mz, self.ecm)}",
+            f"{ZV_ID}:oneChannel = 1 0.982 102 {QV_ID} -{QV_ID}",
+        ]
+        lines += [f"{ZV_ID}:addChannel = 1 0.003 102 {q} -{q}" for q in (1, 2, 3, 4, 5, 6)]
+        lines += [
+            f"{ZV_ID}:onMode = off",
+            f"{ZV_ID}:onIfAny = {QV_ID}",
+            f"HiddenValley:Ngauge = {self.dark_colors}",
+            f"HiddenValley:nFlav = {self.dark_flavours}",
+            "HiddenValley:fragment = on",
+            "HiddenValley:FSR = on",
+            "HiddenValley:alphaOrder = 1",
+            f"HiddenValley:Lambda = {lam}",
+            "HiddenValley:spinFv = 0",
+            f"HiddenValley:pTminFSR = {1.1 * lam}",
+            "HiddenValley:probVector = 0.75",
+            f"{QV_ID}:m0 = {self.dark_quark_mass}",
+            f"{DARK_INVISIBLE}:m0 = 0.0",
+            f"{DARK_INVISIBLE}:mayDecay = off",
+        ]
+        for pid in DARK_MESONS:
+            lines += [
+                f"{pid}:m0 = {lam}",
+                f"{pid}:oneChannel = 1 {self.rinv} 0 {DARK_INVISIBLE} -{DARK_INVISIBLE}",
+            ]
+            lines += [f"{pid}:addChannel = 1 {(1 - self.rinv) / 5} 91 {q} -{q}" for q in (1, 2, 3, 4, 5)]
+        return lines
 
     def _resonance_settings(self) -> list[str]:
         def scalar(pid: int, name: str, mass: float) -> list[str]:
@@ -220,7 +294,9 @@ def visible_final_state(batch: ak.Array) -> ak.Array:
     (status > 0, neutrinos removed, pT > 0). GeV."""
     prt = batch.prt
     aid = abs(prt.id)
-    keep = (prt.status > 0) & (aid != 12) & (aid != 14) & (aid != 16)
+    # neutrinos and the stable states of a hidden sector (ids 51-53, 49xxxxx) leave no trace: they make MET
+    dark = ((aid >= 51) & (aid <= 53)) | ((aid >= 4_900_000) & (aid < 5_000_000))
+    keep = (prt.status > 0) & (aid != 12) & (aid != 14) & (aid != 16) & ~dark
     final = prt[keep]
     px, py, pz = final.p.px, final.p.py, final.p.pz
     pt = np.hypot(px, py)

@@ -330,3 +330,70 @@ def test_cli_generate_and_dataset(tmp_path):
         )
         == 1
     )
+
+
+def test_svj_decay_chain_rinv_and_missing_energy():
+    """Semi-visible jets (the seed's 2 TeV point): Z' → dark quarks in the event record, the dark mesons
+    at Λ_D decaying invisibly with the share r_inv = 1/3, the invisible states kept out of the visible
+    final state (they make the MET)."""
+    from radar.processors.generate import DARK_INVISIBLE, DARK_MESONS, QV_ID, ZV_ID
+
+    config = GeneratorConfig(
+        process="svj", mres=2000.0, dark_scale=200.0, dark_quark_mass=100.0, batch_size=40
+    )
+    assert config.label == 1.0
+    batch = make_pythia(config, 11).nextBatch(80)
+    prt = batch.prt
+    n_invisible = n_visible = 0
+    for event in range(len(batch)):
+        ids = ak.to_numpy(prt.id[event])
+        first, last = ak.to_numpy(prt.daughter1[event]), ak.to_numpy(prt.daughter2[event])
+        zv = np.nonzero(ids == ZV_ID)[0]
+        assert len(zv), "no Z' in the event record"
+        assert sorted(ids[first[zv[-1]] : last[zv[-1]] + 1].tolist()) == [-QV_ID, QV_ID]
+        mesons = np.nonzero(np.isin(np.abs(ids), DARK_MESONS))[0]
+        masses = ak.to_numpy(prt.m[event])[mesons]
+        assert np.allclose(masses, 200.0, rtol=0.05)
+        for i in mesons:
+            if first[i] <= 0:
+                continue
+            if abs(ids[first[i]]) == DARK_INVISIBLE:
+                n_invisible += 1
+            elif abs(ids[first[i]]) in (1, 2, 3, 4, 5, 91, 92):
+                n_visible += 1
+    n = n_invisible + n_visible
+    assert n > 300
+    share = n_invisible / n
+    assert abs(share - 1 / 3) < 3.5 * np.sqrt(share * (1 - share) / n), share
+    visible = visible_final_state(batch)
+    visible_ids = np.abs(ak.to_numpy(ak.flatten(visible.id)))
+    assert not np.isin(visible_ids, (DARK_INVISIBLE, 12, 14, 16)).any() and (visible_ids < 4_900_000).all()
+
+
+def test_svj_settings_are_checked_and_the_cli_uses_the_seeds_benchmarks():
+    with pytest.raises(ValueError, match="rinv is a fraction"):
+        GeneratorConfig(process="svj", rinv=1.5).validate()
+    with pytest.raises(ValueError, match="cannot decay to two dark quarks"):
+        GeneratorConfig(process="svj", mres=200.0, dark_quark_mass=150.0).validate()
+    import argparse
+
+    from radar.processors.cli_generate import _config
+
+    args = argparse.Namespace(
+        config=None,
+        mres=2000.0,
+        mx=None,
+        my=None,
+        three_prong_y=None,
+        detector=None,
+        pthat_min=None,
+        dark_scale=None,
+        dark_quark_mass=None,
+        rinv=None,
+        trigger_pt=None,
+    )
+    config = _config(args, "svj")
+    assert (config.mres, config.dark_scale, config.dark_quark_mass) == (2000.0, 200.0, 100.0)
+    args.mres = None
+    config = _config(args, "svj")
+    assert (config.mres, config.dark_scale, config.dark_quark_mass) == (3000.0, 300.0, 150.0)
