@@ -287,9 +287,7 @@ class MorphTemplate:
         from radar.models.device import resolve_device
         from radar.models.flows import ConditionalFlow
         from radar.models.preprocessing import Preprocessor
-        from radar.models.templates.curtains import identity_maf
-        from radar.models.templates.feta import _BaseDensity, _Transport
-        from radar.models.training import loop_settings, train_model
+        from radar.models.templates.feta import train_transport
 
         x_mc = _matrix(mc, self.features, "morph: MC")
         c_mc = _context(_matrix(mc, self.context, "morph: MC context"))
@@ -309,39 +307,10 @@ class MorphTemplate:
             **self.transport,
         }
         device = resolve_device(self.flow.get("device", "auto"))
-        base = _BaseDensity(self.base_.members)
         z = torch.as_tensor(shared.transform(x_cr)[0], dtype=torch.float32, device=device)
         ctx = torch.as_tensor(self.base_.mass_scaler.transform(c_cr), dtype=torch.float32, device=device)
-        perm = np.random.default_rng(self.seed + 1).permutation(len(z))
-        n_val = max(2, int(round(0.2 * len(z))))
-        val_idx, train_idx = torch.as_tensor(perm[:n_val]), torch.as_tensor(perm[n_val:])
-        n_features, n_context = len(self.features), len(self.context)
-
-        def build():
-            transform = identity_maf(
-                n_features,
-                n_blocks=settings["n_blocks"],
-                hidden=settings["hidden"],
-                context_features=n_context,
-            )
-            return _Transport(transform, base).to(device)
-
-        def batch_loss(model, idx):
-            rows = train_idx[idx].to(device)
-            return -model.log_prob(z[rows], ctx[rows]).mean()
-
-        def val_loss(model):
-            rows = val_idx.to(device)
-            return float(-model.log_prob(z[rows], ctx[rows]).mean())
-
-        result = train_model(
-            build,
-            batch_loss,
-            val_loss,
-            len(train_idx),
-            seed=self.seed + 1,
-            what="morph transport flow",
-            **loop_settings(settings),
+        result = train_transport(
+            self.base_.members, z, ctx, settings=settings, seed=self.seed + 1, what="morph transport flow"
         )
         self.transport_ = result.members[0]
         self.ratio_ = _density_ratio(

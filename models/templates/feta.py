@@ -73,6 +73,54 @@ class _Transport(torch.nn.Module):
         return self.base(u, ctx) + logdet
 
 
+def train_transport(
+    base_members: list[torch.nn.Module],
+    z: torch.Tensor,
+    ctx: torch.Tensor,
+    *,
+    settings: dict[str, Any],
+    seed: int,
+    what: str,
+):
+    """Train a transport flow (:func:`identity_maf`, ``settings["n_blocks"]`` × ``settings["hidden"]``)
+    on the preprocessed events ``z`` (N, D) at conditions ``ctx`` (N, C) by maximum likelihood with the frozen
+    ensemble ``base_members`` as its base density: log p(z | c) = log p_base(F(z; c) | c) + log |det dF/dz|.
+    A random ``settings["val_fraction"]`` (default 0.2, seeded) is the validation set. Returns the
+    :class:`~radar.models.training.TrainResult`; its ``members[0]`` has ``.transform`` (F; ``inverse`` maps
+    base-like events to data-like ones). Used by FETA (condition m_JJ) and the non-resonant morph (context)."""
+    device = z.device
+    base_density = _BaseDensity(base_members)
+    perm = np.random.default_rng(seed).permutation(len(z))
+    n_val = max(2, int(round(settings.get("val_fraction", 0.2) * len(z))))
+    val_idx, train_idx = torch.as_tensor(perm[:n_val]), torch.as_tensor(perm[n_val:])
+    n_features, n_context = z.shape[1], ctx.shape[1]
+
+    def build():
+        transform = identity_maf(
+            n_features, n_blocks=settings["n_blocks"], hidden=settings["hidden"], context_features=n_context
+        )
+        return _Transport(transform, base_density).to(device)
+
+    def batch_loss(model, idx):
+        rows = train_idx[idx].to(device)
+        return -model.log_prob(z[rows], ctx[rows]).mean()
+
+    def val_loss(model):
+        rows = val_idx.to(device)
+        return float(
+            -torch.cat(
+                [
+                    model.log_prob(z[rows[s : s + 65536]], ctx[rows[s : s + 65536]])
+                    for s in range(0, len(rows), 65536)
+                ]
+            ).mean()
+        )
+
+    return train_model(
+        build, batch_loss, val_loss, len(train_idx), seed=seed, what=what, **loop_settings(settings)
+    )
+
+
 @register("feta")
 class FetaTemplate:
     """FETA background template.
@@ -178,43 +226,10 @@ class FetaTemplate:
         )
         self.base.fit(x_sim, m_sim, preprocessor=shared)
         device = resolve_device(self.device)
-        base_density = _BaseDensity(self.base.members)
         z = torch.as_tensor(shared.transform(x_sb)[0], dtype=torch.float32, device=device)
         ctx = torch.as_tensor(self.base.mass_scaler.transform(m_sb), dtype=torch.float32, device=device)
-        perm = np.random.default_rng(self.seed + 1).permutation(len(z))
-        n_val = max(2, int(round(c["val_fraction"] * len(z))))
-        val_idx, train_idx = torch.as_tensor(perm[:n_val]), torch.as_tensor(perm[n_val:])
-        n_features = len(self.features)
-
-        def build():
-            transform = identity_maf(
-                n_features, n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=1
-            )
-            return _Transport(transform, base_density).to(device)
-
-        def batch_loss(model, idx):
-            rows = train_idx[idx].to(device)
-            return -model.log_prob(z[rows], ctx[rows]).mean()
-
-        def val_loss(model):
-            rows = val_idx.to(device)
-            return float(
-                -torch.cat(
-                    [
-                        model.log_prob(z[rows[s : s + 65536]], ctx[rows[s : s + 65536]])
-                        for s in range(0, len(rows), 65536)
-                    ]
-                ).mean()
-            )
-
-        result = train_model(
-            build,
-            batch_loss,
-            val_loss,
-            len(train_idx),
-            seed=self.seed + 1,
-            what="FETA transport flow",
-            **loop_settings(c),
+        result = train_transport(
+            self.base.members, z, ctx, settings=c, seed=self.seed + 1, what="FETA transport flow"
         )
         self.transport = result.members[0]
         self.history, self._n_failed_transport, self.n_trainings = (
