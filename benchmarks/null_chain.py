@@ -66,6 +66,7 @@ def search_config(
     flow: dict,
     signal: Path | None = None,
     s_over_b: float | None = None,
+    classifier: dict | None = None,
 ) -> dict[str, Any]:
     """The ``radar search`` config of one dataset and SR (sync execution: the benchmark runs searches in
     parallel processes)."""
@@ -79,7 +80,7 @@ def search_config(
         "seeds": [0],
         "k_folds": 5,
         "test_fraction": 0.0,
-        "classifier": {"name": "hgb"},
+        "classifier": classifier or {"name": "hgb"},
         "flow": flow,
         "compare": False,
         "save_models": False,
@@ -213,6 +214,7 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
             task["flow"],
             Path(task["signal"]) if task.get("signal") else None,
             task.get("s_over_b"),
+            task.get("classifier"),
         )
     )
     t0 = time.perf_counter()
@@ -481,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nominal-only", action="store_true", help="skip the SR next to the turn-on")
     parser.add_argument(
+        "--classifier",
+        default='{"name": "hgb"}',
+        help='the search\'s classifier section (JSON), e.g. \'{"name": "mlp"}\' for the batched MLP ensemble',
+    )
+    parser.add_argument(
         "--smooth",
         action="store_true",
         help="features smooth in m_JJ by construction (null_surrogate.SmoothMarginals) instead of the "
@@ -558,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         "mjj_range": mjj_range,
         "methods": methods,
         "flow": flow,
+        "classifier": json.loads(args.classifier),
         "efficiencies": efficiencies,
         "before_fit_range": args.before_fit_range,
         "mass_shift": 0.0,
