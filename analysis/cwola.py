@@ -63,6 +63,22 @@ def _checked_folds(folds: np.ndarray | None, n: int, k_folds: int, seed: int, wh
     return folds
 
 
+def fit_fold_classifiers(
+    classifier: str, seeds: list[int], training_sets: list[tuple], **clf_kwargs: Any
+) -> list:
+    """The k fold classifiers of a unit, ``seeds[i]`` trained on ``training_sets[i] = (X, y, w)``: MLPs with
+    ``batched_folds`` (the default) as one batched ensemble (:func:`radar.models.ensemble.fit_mlp_ensemble`:
+    the same models as k separate fits, several times faster), anything else one fit after another."""
+    classifiers = [get_classifier(classifier, seed=seed, **clf_kwargs) for seed in seeds]
+    if all(getattr(clf, "batched_folds", False) for clf in classifiers):
+        from radar.models.ensemble import fit_mlp_ensemble
+
+        return fit_mlp_ensemble(classifiers, training_sets)
+    for clf, (X, y, w) in zip(classifiers, training_sets):
+        clf.fit(X, y, sample_weight=w)
+    return classifiers
+
+
 def kfold_scores(
     X0: np.ndarray,
     X1: np.ndarray,
@@ -120,20 +136,12 @@ def kfold_scores(
         y = np.concatenate([np.zeros(tr0.sum()), np.ones(tr1.sum())])
         w = np.concatenate([w0[tr0], w1[tr1]])
         training_sets.append((X, y, w))
-    classifiers = [
-        get_classifier(classifier, seed=seed * 100 + fold, **clf_kwargs) for fold in range(k_folds)
-    ]
-    batched = all(getattr(clf, "batched_folds", False) for clf in classifiers)
-    if batched:  # the k MLPs as one vmap-ed ensemble: same models as k sequential fits, several times faster
-        from radar.models.ensemble import fit_mlp_ensemble
-
-        fit_mlp_ensemble(classifiers, training_sets)
+    classifiers = fit_fold_classifiers(
+        classifier, [seed * 100 + fold for fold in range(k_folds)], training_sets, **clf_kwargs
+    )
     models = []
     for fold, clf in enumerate(classifiers):
         tr0, tr1 = f0 != fold, f1 != fold
-        if not batched:
-            X, y, w = training_sets[fold]
-            clf.fit(X, y, sample_weight=w)
         s0[~tr0] = clf.predict_proba(X0[~tr0])
         s1[~tr1] = clf.predict_proba(X1[~tr1])
         if X_fold is not None and len(X_fold):

@@ -336,8 +336,9 @@ def _classify_per_fold(
     (each on its own fold's ``embed``); ``score_fold_mean`` (diagnostic) the same mean for rows outside
     the SR, as the pre-fix scheme did.
     """
+    from radar.analysis.cwola import fit_fold_classifiers
     from radar.analysis.metrics import auc, auc_null_sigma
-    from radar.models.classifiers import classifier_suffix, get_classifier
+    from radar.models.classifiers import classifier_suffix
 
     cfg, data, test = ctx.cfg, ctx.prepared.data, ctx.prepared.test
     k = cfg.k_folds
@@ -372,17 +373,11 @@ def _classify_per_fold(
         embeds.append(embed)
         inputs.append(Z)
         held_template.append((X0, w0))
-    models = [get_classifier(cfg.classifier.name, seed=ctx.seed * 100 + f, **settings) for f in range(k)]
-    batched = all(getattr(clf, "batched_folds", False) for clf in models)
-    if batched:  # the k MLPs as one vmap-ed ensemble (radar.models.ensemble): same models, less overhead
-        from radar.models.ensemble import fit_mlp_ensemble
-
-        fit_mlp_ensemble(models, training_sets)
+    models = fit_fold_classifiers(
+        cfg.classifier.name, [ctx.seed * 100 + f for f in range(k)], training_sets, **settings
+    )
     for f, clf in enumerate(models):
         train = folds != f
-        if not batched:
-            X, y_fold, w_fold = training_sets[f]
-            clf.fit(X, y_fold, sample_weight=w_fold)
         p = clf.predict_proba(inputs[f])
         scores[~train] = p[~train]
         fold_mean[rest] += p[rest] / k

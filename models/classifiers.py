@@ -80,7 +80,7 @@ class MLPClassifier:
 
     Inputs are standardised with the training mean/std. After training, the ``n_best_epochs`` epochs
     with the lowest validation loss are kept and their sigmoid outputs averaged. ``batched_folds``: the
-    k fold models of a CWoLa unit are trained as one vmap-ed ensemble (same models, several times faster
+    k fold models of a CWoLa unit are trained as one batched ensemble (same models, several times faster
     on a CPU; see :mod:`radar.models.ensemble`).
     """
 
