@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from radar.analysis.datasets import feature_matrix
+
 log = logging.getLogger(__name__)
 
 METHODS = ("reweight", "generate", "morph", "ideal", "supervised", "mc")
@@ -168,20 +170,6 @@ def toy_samples(
 
 
 # -- templates -------------------------------------------------------------------------------------------
-def _matrix(table: pd.DataFrame, columns: Sequence[str], what: str) -> np.ndarray:
-    missing = [c for c in columns if c not in table]
-    if missing:
-        raise ValueError(f"{what}: no column {missing} (columns: {list(table)})")
-    values = table[list(columns)].to_numpy(dtype="float64")
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(
-            f"{what}: {bad.sum()} events with NaN/inf in {list(columns)} (rows {rows[:5].tolist()})"
-        )
-    return values
-
-
 def _density_ratio(
     X_data: np.ndarray, X_mc: np.ndarray, *, classifier: str, seed: int, settings: dict[str, Any]
 ) -> Any:
@@ -212,8 +200,8 @@ class ReweightTemplate:
     def fit(self, data_cr: pd.DataFrame, mc: pd.DataFrame, mc_cr: pd.DataFrame) -> ReweightTemplate:
         cols = self.features + self.context
         self.ratio_ = _density_ratio(
-            _matrix(data_cr, cols, "reweight: CR data"),
-            _matrix(mc_cr, cols, "reweight: CR MC"),
+            feature_matrix(data_cr, cols, "reweight: CR data"),
+            feature_matrix(mc_cr, cols, "reweight: CR MC"),
             classifier=self.classifier,
             seed=self.seed,
             settings=self.settings,
@@ -222,7 +210,7 @@ class ReweightTemplate:
 
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         cols = self.features + self.context
-        w = _ratio_weights(self.ratio_, _matrix(mc_sr, cols, "reweight: SR MC"), self.clip)
+        w = _ratio_weights(self.ratio_, feature_matrix(mc_sr, cols, "reweight: SR MC"), self.clip)
         return mc_sr[cols].reset_index(drop=True), w
 
 
@@ -247,12 +235,12 @@ class GenerateTemplate:
             len(self.features), context_features=len(self.context), seed=self.seed, **self.flow
         )
         self.flow_.fit(
-            _matrix(data_cr, self.features, "generate: CR data"),
-            _context(_matrix(data_cr, self.context, "generate: CR data context")),
+            feature_matrix(data_cr, self.features, "generate: CR data"),
+            _context(feature_matrix(data_cr, self.context, "generate: CR data context")),
         )
         self.ratio_ = _density_ratio(
-            _matrix(data_cr, self.context, "generate: CR data context"),
-            _matrix(mc_cr, self.context, "generate: CR MC context"),
+            feature_matrix(data_cr, self.context, "generate: CR data context"),
+            feature_matrix(mc_cr, self.context, "generate: CR MC context"),
             classifier=self.classifier,
             seed=self.seed + 1,
             settings=self.settings,
@@ -260,7 +248,9 @@ class GenerateTemplate:
         return self
 
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        c = np.repeat(_matrix(mc_sr, self.context, "generate: SR MC context"), self.oversampling, axis=0)
+        c = np.repeat(
+            feature_matrix(mc_sr, self.context, "generate: SR MC context"), self.oversampling, axis=0
+        )
         x = self.flow_.sample(_context(c), seed=self.seed + 2)
         w = _ratio_weights(self.ratio_, c, self.clip)
         table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context)
@@ -289,10 +279,10 @@ class MorphTemplate:
         from radar.models.preprocessing import Preprocessor
         from radar.models.templates.feta import train_transport
 
-        x_mc = _matrix(mc, self.features, "morph: MC")
-        c_mc = _context(_matrix(mc, self.context, "morph: MC context"))
-        x_cr = _matrix(data_cr, self.features, "morph: CR data")
-        c_cr = _context(_matrix(data_cr, self.context, "morph: CR data context"))
+        x_mc = feature_matrix(mc, self.features, "morph: MC")
+        c_mc = _context(feature_matrix(mc, self.context, "morph: MC context"))
+        x_cr = feature_matrix(data_cr, self.features, "morph: CR data")
+        c_cr = _context(feature_matrix(data_cr, self.context, "morph: CR data context"))
         shared = Preprocessor().fit(np.concatenate([x_mc, x_cr]))
         self.base_ = ConditionalFlow(
             len(self.features), context_features=len(self.context), seed=self.seed, **self.flow
@@ -314,8 +304,8 @@ class MorphTemplate:
         )
         self.transport_ = result.members[0]
         self.ratio_ = _density_ratio(
-            _matrix(data_cr, self.context, "morph: CR data context"),
-            _matrix(mc_cr, self.context, "morph: CR MC context"),
+            feature_matrix(data_cr, self.context, "morph: CR data context"),
+            feature_matrix(mc_cr, self.context, "morph: CR MC context"),
             classifier=self.classifier,
             seed=self.seed + 2,
             settings=self.settings,
@@ -326,8 +316,8 @@ class MorphTemplate:
         import torch
 
         pre, scaler = self.base_.preprocessor, self.base_.mass_scaler
-        x = _matrix(mc_sr, self.features, "morph: SR MC")
-        c = _matrix(mc_sr, self.context, "morph: SR MC context")
+        x = feature_matrix(mc_sr, self.features, "morph: SR MC")
+        c = feature_matrix(mc_sr, self.context, "morph: SR MC context")
         z = pre.transform(x)[0]
         device = next(self.transport_.parameters()).device
         with torch.no_grad():
@@ -455,22 +445,22 @@ def run_method(
     sig_half = len(sig_sr) // 2
     sig_train, sig_test = sig_sr.iloc[:sig_half], sig_sr.iloc[sig_half:]
     test = pd.concat([test_bkg, sig_test], ignore_index=True)
-    X_test, y_test = _matrix(test, cols, "test set"), test["label"].to_numpy()
+    X_test, y_test = feature_matrix(test, cols, "test set"), test["label"].to_numpy()
 
     if method == "supervised":
-        X0, w0 = _matrix(ideal_pool, cols, "supervised background"), np.ones(len(ideal_pool))
-        X1 = _matrix(sig_train, cols, "supervised signal")
+        X0, w0 = feature_matrix(ideal_pool, cols, "supervised background"), np.ones(len(ideal_pool))
+        X1 = feature_matrix(sig_train, cols, "supervised signal")
     elif method == "ideal":
-        X0, w0 = _matrix(ideal_pool, cols, "ideal template"), np.ones(len(ideal_pool))
-        X1 = _matrix(sr_data, cols, "SR data")
+        X0, w0 = feature_matrix(ideal_pool, cols, "ideal template"), np.ones(len(ideal_pool))
+        X1 = feature_matrix(sr_data, cols, "SR data")
     else:
         if template is None:
             template = make_template(
                 method, samples, regions=regions, features=features, seed=seed, settings=template_settings
             )
         table, w0 = template
-        X0 = _matrix(table, cols, f"{method} template")
-        X1 = _matrix(sr_data, cols, "SR data")
+        X0 = feature_matrix(table, cols, f"{method} template")
+        X1 = feature_matrix(sr_data, cols, "SR data")
     result = kfold_scores(
         X0, X1, w0, None, classifier=classifier, k_folds=k_folds, seed=seed, X_mean=X_test, **settings
     )
@@ -486,7 +476,7 @@ def run_method(
     if method != "supervised":
         out["cut_excess"] = [cut_excess(result.scores1, result.scores0, w0, eff) for eff in efficiencies]
         # template vs the true SR background (test half), by a fresh k-fold classifier
-        X_truth = _matrix(test_bkg, cols, "true SR background")
+        X_truth = feature_matrix(test_bkg, cols, "true SR background")
         closure = kfold_scores(
             X0, X_truth, w0, None, classifier=classifier, k_folds=k_folds, seed=seed + 1, **settings
         )

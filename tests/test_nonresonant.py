@@ -115,7 +115,7 @@ def test_injected_signal_is_found_by_every_method(templates):
 def test_unknown_method_and_missing_columns_are_clear_errors(toy):
     with pytest.raises(ValueError, match="unknown non-resonant method 'anode'"):
         run_method("anode", toy, regions=TOY_REGIONS, **COMMON)
-    with pytest.raises(ValueError, match="no column \\['y'\\]"):
+    with pytest.raises(ValueError, match="missing feature columns \\['y'\\]"):
         make_template("reweight", toy, regions=TOY_REGIONS, features=["y"], settings=SETTINGS["reweight"])
 
 
