@@ -116,6 +116,23 @@ class ExecutionConfig(_Section):
     device: str = Field("auto", description="torch device: auto (GPU when present), cpu, cuda, cuda:1 ...")
 
 
+#: the methods whose flows can start from another run's flows (their per-fold flow files)
+WARM_START_METHODS = ("cathode", "lacathode")
+
+
+class WarmStartConfig(_Section):
+    """Start the flows of ``cathode`` / ``lacathode`` from the trained flows of another run (the blind scan
+    uses it between windows). The other run's training events must not overlap this run's: its flows
+    would carry them into this run's templates (validation refuses overlapping m_JJ ranges of the same
+    data)."""
+
+    run: str = Field(
+        description="run directory whose units (same method, injection, seed, replica; saved models) give "
+        "fold f's starting weights (its best epoch)"
+    )
+    epochs: PositiveInt | None = Field(None, description="epochs of a warm-started flow; null: flow.epochs")
+
+
 class SearchConfig(_Section):
     input: InputConfig = Field(default_factory=InputConfig)
     name: str = Field("search", description="name of the search (reports, logs)")
@@ -161,6 +178,9 @@ class SearchConfig(_Section):
     )
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named variants {NAME: {method: METHOD, settings: {...}}}"
+    )
+    warm_start: WarmStartConfig | None = Field(
+        None, description=f"start the flows of {', '.join(WARM_START_METHODS)} from another run's flows"
     )
     cathode_oversampling: PositiveFloat = Field(4.0, description="template events per SR data event")
     replicas: dict[str, PositiveInt] = Field(
@@ -305,9 +325,11 @@ def config_reference() -> str:
     defs = schema.get("$defs", {})
     defaults = SearchConfig().model_dump(mode="json")
 
-    def default_of(key: str) -> str:
+    def default_of(key: str, prop: dict[str, Any]) -> str:
         value: Any = defaults
         for part in key.split("."):
+            if not isinstance(value, dict):  # a key of an optional section (null by default)
+                return json.dumps(prop["default"]) if "default" in prop else "(required)"
             value = value[part]
         return json.dumps(value)
 
@@ -349,7 +371,16 @@ def config_reference() -> str:
                 rows.append(f"| `{key}` | section | | {description or section.get('description', '')} |")
                 walk(section.get("properties", {}), key + ".")
                 continue
-            rows.append(f"| `{key}` | {type_of(prop)} | `{default_of(key)}` | {description} |")
+            optional = next((p["$ref"] for p in prop.get("anyOf", []) if "$ref" in p), None)
+            if optional:  # a section that may be null
+                section = defs[optional.split("/")[-1]]
+                rows.append(f"| `{key}` | section \\| null | `{default_of(key, prop)}` | {description} |")
+                walk(section.get("properties", {}), key + ".")
+                continue
+            default = default_of(key, prop)
+            rows.append(
+                f"| `{key}` | {type_of(prop)} | {default if default.startswith('(') else f'`{default}`'} | {description} |"
+            )
 
     walk(schema.get("properties", {}), "")
     return "\n".join(

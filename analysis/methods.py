@@ -184,8 +184,14 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
             samples, weights = found[f]
         else:
             n = int(round(ctx.cfg.cathode_oversampling * (sr & train).sum()))
-            template = get_template(name)(features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **kwargs)
-            template.fit(data[sb & train].reset_index(drop=True), ctx.prepared.simulation)
+            init, warm = _warm_start(ctx, f"{name}_template_fold{f}.pt") if name == "cathode" else (None, {})
+            template = get_template(name)(
+                features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **{**kwargs, **warm}
+            )
+            fit_kwargs = {} if init is None else {"init": init}
+            template.fit(data[sb & train].reset_index(drop=True), ctx.prepared.simulation, **fit_kwargs)
+            if ctx.cfg.warm_start is not None:
+                fitted["warm_started_folds"] = fitted.get("warm_started_folds", 0) + int(init is not None)
             limit = getattr(template, "max_distinct", None)
             if limit is not None and n > limit:  # a template of a finite pool (SALAD): no repeated events
                 log.info("%s: fold %d: %d distinct template events (not %d)", name, f, limit, n)
@@ -332,12 +338,16 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     mjj = data["mjj"].to_numpy()
     sb, sr = ctx.regions.sideband(mjj), ctx.regions.signal_region(mjj)
     kwargs = {**_flow_settings(ctx), **_method_settings(ctx, "lacathode")}
-    failed = [0]
+    failed, warm_started = [0], [0]
 
     def fold_inputs(f: int, train: np.ndarray) -> FoldInputs:
-        template = get_template("cathode")(features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **kwargs)
-        template.fit(data[sb & train].reset_index(drop=True))
+        init, warm = _warm_start(ctx, f"lacathode_flow_fold{f}.pt")
+        template = get_template("cathode")(
+            features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **{**kwargs, **warm}
+        )
+        template.fit(data[sb & train].reset_index(drop=True), init=init)
         failed[0] += int(template.n_failed)
+        warm_started[0] += int(init is not None)
         _save_flow_model(ctx, template, f"lacathode_flow_fold{f}.pt")
         flow = template.flow
 
@@ -350,7 +360,31 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
 
     out = _classify_per_fold(ctx, fold_inputs, np.flatnonzero(sr))
     out.extra.update({"n_template": out.extra["n_class0"], "flow_trainings_failed": failed[0]})
+    if ctx.cfg.warm_start is not None:
+        out.extra["warm_started_folds"] = warm_started[0]
     return out
+
+
+def _warm_start(ctx: UnitContext, file: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The starting weights of one fold's flow under ``warm_start`` (the best epoch of the same unit's,
+    replica's and fold's flow in ``warm_start.run``) and the flow settings that change with it (``epochs``);
+    ``(None, {})`` without ``warm_start`` or when that flow was not saved (a window that did not run: the
+    flow starts cold, logged)."""
+    from radar.models.templates.cathode import CathodeTemplate
+
+    ws = ctx.cfg.warm_start
+    if ws is None:
+        return None, {}
+    source = unit_dir(ctx.cfg.path(ws.run), ctx.method, ctx.injection, ctx.unit_seed) / "models"
+    if ctx.cfg.replicas_for(ctx.method) > 1:
+        source = source / f"replica_{ctx.replica}"
+    path = source / file
+    if not path.is_file():
+        log.info("%s: no flow %s to warm-start from; training from scratch", ctx.method, path)
+        return None, {}
+    weights = CathodeTemplate.load(path, device="cpu").flow.warm_start_weights()
+    log.info("%s: flow warm-started from %s", ctx.method, path)
+    return weights, ({} if ws.epochs is None else {"epochs": int(ws.epochs)})
 
 
 def _finite(scores: np.ndarray, method: str) -> np.ndarray:

@@ -122,6 +122,37 @@ def validate_config(cfg: SearchConfig) -> None:
         raise ValueError("injections given but input.signal (the signal pool) is not set")
     if cfg.compare_auc_repeats == 1:
         raise ValueError(f"compare_auc_repeats must be 0 (off) or >= 2, got {cfg.compare_auc_repeats}")
+    if cfg.warm_start is not None:
+        check_warm_start(cfg)
+
+
+def check_warm_start(cfg: SearchConfig) -> None:
+    """``warm_start.run`` must be a run directory whose m_JJ range is disjoint from this run's: a flow
+    trained on events of this run's range would carry them (signal included) into its templates."""
+    import yaml
+
+    from radar.analysis.config import WARM_START_METHODS
+
+    source = cfg.path(cfg.warm_start.run)
+    saved = source / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"warm_start.run: {source} is not a run directory (no config.yaml)")
+    try:
+        other = yaml.safe_load(saved.read_text()) or {}
+        lo, hi = (float(v) for v in other["regions"]["mjj_range"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"warm_start.run: {saved}: no regions.mjj_range ({error})") from None
+    own_lo, own_hi = (float(v) for v in cfg.regions.mjj_range)
+    if lo < own_hi and own_lo < hi:
+        raise ValueError(
+            f"warm_start.run: {source} trained on m_JJ {lo:g}-{hi:g} GeV, which overlaps this run's "
+            f"{own_lo:g}-{own_hi:g} GeV: its flows saw events of this run and would carry them into its "
+            "templates; start from a run with a disjoint m_JJ range"
+        )
+    if not other.get("save_models", True):
+        raise ValueError(f"warm_start.run: {source} did not save its models (save_models: false)")
+    if not any(cfg.base_method(m) in WARM_START_METHODS for m in cfg.methods):
+        log.warning("warm_start: none of the methods %s trains a flow that can be warm-started", cfg.methods)
 
 
 #: keys radar sets itself when it builds a method, a flow or a classifier (a config must not set them)

@@ -17,6 +17,9 @@ GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
   from that mixture.
 - A training whose loss becomes NaN/inf is stopped, logged and restarted with another seed (at most
   ``max_restarts`` times); :attr:`ConditionalFlow.n_failed` counts them. It never continues silently.
+- Warm start: ``fit(..., init=weights)`` starts every training from the weights of one trained network of
+  the same architecture (:meth:`ConditionalFlow.warm_start_weights` of another flow) instead of a random
+  initialisation; the blind scan uses it to start a window's flow from a trained flow of another window.
 - Deterministic given ``seed``: weights come from ``torch.manual_seed`` inside a forked RNG (the
   global torch RNG is left alone) and batches from a dedicated ``torch.Generator``.
 
@@ -196,11 +199,12 @@ class ConditionalFlow:
         }
         self.n_failed = 0
         self._n_sample_calls = 0
+        self._init: dict[str, torch.Tensor] | None = None
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
         c = self.config
-        return build_flow(
+        model = build_flow(
             self.n_features,
             kind=c["kind"],
             n_blocks=c["n_blocks"],
@@ -208,7 +212,37 @@ class ConditionalFlow:
             n_bins=c["n_bins"],
             tail_bound=c["tail_bound"],
             context_features=c["context_features"],
-        ).to(self.device)
+        )
+        if self._init is not None:
+            model.load_state_dict(self._init)
+        return model.to(self.device)
+
+    def _set_init(self, init: dict[str, torch.Tensor] | None) -> None:
+        """Check warm-start weights against this flow's architecture (a clear error, not a torch one)."""
+        if init is None:
+            self._init = None
+            return
+        self._init = None
+        reference = self._new_model().state_dict()
+        wrong = sorted(
+            k
+            for k in set(reference) | set(init)
+            if k not in init or k not in reference or tuple(init[k].shape) != tuple(reference[k].shape)
+        )
+        if wrong:
+            raise ValueError(
+                "ConditionalFlow.fit: the warm-start weights do not fit this flow's architecture "
+                f"(kind {self.config['kind']}, {self.config['n_blocks']} blocks x {self.config['hidden']}, "
+                f"{self.n_features} features, {self.config['context_features']} context); "
+                f"mismatched: {wrong[:4]}{' ...' if len(wrong) > 4 else ''}"
+            )
+        self._init = {k: v.detach().cpu().clone() for k, v in init.items()}
+
+    def warm_start_weights(self) -> dict[str, torch.Tensor]:
+        """The weights another flow of the same architecture can start from (``fit(..., init=...)``): the
+        best epoch's network (CPU tensors)."""
+        self._require_fit()
+        return {k: v.detach().cpu().clone() for k, v in self.members[0].state_dict().items()}
 
     def _check_xm(self, x: np.ndarray, m: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
@@ -247,6 +281,7 @@ class ConditionalFlow:
         preprocessor: Preprocessor | None = None,
         sample_weight: np.ndarray | None = None,
         w_val: np.ndarray | None = None,
+        init: dict[str, torch.Tensor] | None = None,
     ) -> ConditionalFlow:
         """Train on features ``x`` (N, D) given ``m`` (N,) GeV.
 
@@ -256,9 +291,11 @@ class ConditionalFlow:
         default one is fitted on the training plus validation features. ``sample_weight`` (N,) / ``w_val``:
         event weights (finite, > 0): the loss is the weighted mean negative log-likelihood and the
         preprocessing's standardisation uses weighted moments, so a weight of k counts as k copies of the
-        event (batch-norm statistics excepted).
+        event (batch-norm statistics excepted). ``init``: warm start — every training (restarts too) begins
+        from these weights (:meth:`warm_start_weights` of a trained flow of the same architecture).
         """
         x, m = self._check_xm(x, m, "ConditionalFlow.fit")
+        self._set_init(init)
         w = _checked_weights(sample_weight, len(x), "ConditionalFlow.fit: sample_weight")
         if x_val is None:
             if m_val is not None or w_val is not None:

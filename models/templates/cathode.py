@@ -67,15 +67,22 @@ class CathodeTemplate:
         """Flow trainings that hit a non-finite loss and were restarted."""
         return 0 if self.flow is None else self.flow.n_failed
 
-    def fit(self, sideband: pd.DataFrame, simulation: pd.DataFrame | None = None) -> CathodeTemplate:
+    def fit(
+        self,
+        sideband: pd.DataFrame,
+        simulation: pd.DataFrame | None = None,
+        *,
+        init: dict[str, Any] | None = None,
+    ) -> CathodeTemplate:
         """Train the flow on the sideband events, weighted by their ``weight`` column when it is not all 1
-        (``simulation`` is not used by CATHODE)."""
+        (``simulation`` is not used by CATHODE). ``init``: warm start from these flow weights
+        (:meth:`radar.models.flows.ConditionalFlow.warm_start_weights`)."""
         x, m = table_arrays(sideband, self.features, "CATHODE sideband")
         self.flow = ConditionalFlow(
             len(self.features), seed=self.seed, device=self.device, **self.flow_kwargs
         )
         weights = table_weights(sideband, "CATHODE sideband")
-        self.flow.fit(x, m, preprocessor=Preprocessor(names=self.features), sample_weight=weights)
+        self.flow.fit(x, m, preprocessor=Preprocessor(names=self.features), sample_weight=weights, init=init)
         return self
 
     def sample(self, n: int, mjj: np.ndarray, *, seed: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
