@@ -63,6 +63,12 @@ class ScanSettings:
     #: hunt's stated minimum, radar.analysis.bumphunt.MIN_SIDEBAND, measured)
     min_sideband: float = 400.0
     bin_width: float = 100.0
+    #: start each window's flows (cathode, lacathode) from those of the nearest lower window whose whole
+    #: training range lies below this window's (no event shared, so no event of this window reaches its
+    #: template through the starting weights); windows with no such window start cold
+    warm_start: bool = False
+    #: epochs of a warm-started flow; None: a third of the flow's epochs
+    warm_epochs: int | None = None
     working_points: tuple[float, ...] = (1.0, 0.2, 0.05, 0.01)
     toys: int = 200
     toy_seed: int = 0
@@ -82,6 +88,8 @@ class ScanSettings:
         for name in ("width", "step", "sideband", "min_sideband", "bin_width", "z0"):
             setattr(self, name, float(getattr(self, name)))
         self.working_points = tuple(float(v) for v in self.working_points)
+        self.warm_start = bool(self.warm_start)
+        self.warm_epochs = None if self.warm_epochs is None else int(self.warm_epochs)
 
     def check(self) -> None:
         """Refuse settings that cannot make a scan, naming the option."""
@@ -106,6 +114,8 @@ class ScanSettings:
             raise ValueError(
                 f"scan: working points are SR efficiencies in (0, 1], got {list(self.working_points)}"
             )
+        if self.warm_epochs is not None and self.warm_epochs < 1:
+            raise ValueError(f"scan: --warm-epochs must be >= 1, got {self.warm_epochs}")
         if self.toys < 0:
             raise ValueError(f"scan: --toys must be >= 0, got {self.toys}")
         if self.mjj_range is not None:
@@ -160,8 +170,39 @@ def plan_windows(mjj: np.ndarray, settings: ScanSettings) -> tuple[tuple[float, 
     return (lo, hi), windows
 
 
-def _window_config(settings: ScanSettings, data: list[str], window, out: Path, execution: dict) -> dict:
+def warm_sources(windows: list) -> list[int | None]:
+    """For each window, the index of the window its flows start from under ``warm_start``: the nearest
+    lower window whose fit (training) range ends at or below this window's fit range's start, so the two
+    share no event; None for the windows that have none (they start cold)."""
+    sources: list[int | None] = []
+    for k, window in enumerate(windows):
+        below = [j for j in range(k) if windows[j].fit_high <= window.fit_low + 1e-9]
+        sources.append(max(below) if below else None)
+    return sources
+
+
+def warm_epochs(settings: ScanSettings) -> int:
+    """Epochs of a warm-started flow: ``settings.warm_epochs`` or a third of the flow's epochs."""
+    if settings.warm_epochs is not None:
+        return settings.warm_epochs
+    from radar.models.flows import ConditionalFlow
+
+    epochs = (settings.search.get("flow") or {}).get("epochs", ConditionalFlow(1).config["epochs"])
+    return max(1, int(epochs) // 3)
+
+
+def _window_config(
+    settings: ScanSettings, data: list[str], window, out: Path, execution: dict, warm_from=None
+) -> dict:
+    """The search config of one window; ``warm_from``: the window whose flows this one starts from."""
     search = json.loads(json.dumps(settings.search, default=str))
+    if settings.warm_start:
+        search["save_models"] = True  # the flows that later windows start from
+        if warm_from is not None:
+            search["warm_start"] = {
+                "run": str(out / "windows" / window_tag(warm_from.signal_region)),
+                "epochs": warm_epochs(settings),
+            }
     classifier = search.pop("classifier", {}) or {}
     if isinstance(classifier, str):
         classifier = {"name": classifier}
@@ -280,7 +321,7 @@ def run_scan(
     into ``out``; returns the
     ``scan.json`` content. ``execution``: the ``radar search`` execution block (mode, workers, scheduler)."""
     from radar.analysis import bumphunt as bh
-    from radar.analysis.config import config_from_dict
+    from radar.analysis.config import WARM_START_METHODS, config_from_dict
     from radar.analysis.execution import run_tasks
     from radar.analysis.methods import SCORE_COMBINATIONS
     from radar.analysis.preparation import load_inputs
@@ -342,10 +383,23 @@ def run_scan(
     import yaml
 
     # ---- plan: one search config per window; windows that cannot run are reported now
-    cfgs, failures, skipped, phases_first, phases_later = {}, {}, {}, [], []
-    for window in windows:
+    # with warm_start a window's units run after those of the window its flows start from: generation g
+    # holds the windows g steps down a chain of sources; the units of each generation run together
+    cfgs, failures, skipped, phases_later = {}, {}, {}, []
+    sources = warm_sources(windows) if settings.warm_start else [None] * len(windows)
+    generation: dict[int, int] = {}
+    phases_gen: dict[int, list] = {}
+    for k, window in enumerate(windows):
         tag = window_tag(window.signal_region)
-        cfg = config_from_dict(_window_config(settings, data, window, out, execution))
+        source = sources[k]
+        if source is not None and window_tag(windows[source].signal_region) not in cfgs:
+            source = None  # the source window does not run: start cold
+        generation[k] = 0 if source is None else generation[source] + 1
+        cfg = config_from_dict(
+            _window_config(
+                settings, data, window, out, execution, None if source is None else windows[source]
+            )
+        )
         try:
             validate_config(cfg)
             validate_data(cfg, inputs["data"])
@@ -365,13 +419,20 @@ def run_scan(
         args = (cfg.to_dict(), cfg.base_dir, str(run_dir))
         for i, phase in enumerate(_phases(todo, cfg)):
             later = i == 1 or cfg.base_method(phase[0][0]) == "combined_events"
-            (phases_later if later else phases_first).extend(((tag, *u), (*args, *u, *token)) for u in phase)
-    n_units = len(phases_first) + len(phases_later)
+            tasks = [((tag, *u), (*args, *u, *token)) for u in phase]
+            if later:
+                phases_later.extend(tasks)
+                continue
+            for task in tasks:  # only the warm-started methods wait for their source window
+                g = generation[k] if cfg.base_method(task[0][1]) in WARM_START_METHODS else 0
+                phases_gen.setdefault(g, []).extend([task])
+    phases_first = [phases_gen[g] for g in sorted(phases_gen)]
+    n_units = sum(map(len, phases_first)) + len(phases_later)
     log.info("scan: %d units to run in %d windows (%d windows not run)", n_units, len(cfgs), len(skipped))
     try:
         results = run_tasks(
             run_unit,
-            [p for p in (phases_first, phases_later) if p],
+            [p for p in (*phases_first, phases_later) if p],
             probe.execution,
             progress=progress,
             desc="scan units",
@@ -708,16 +769,25 @@ def _timing(cfgs: dict, settings: ScanSettings) -> dict[str, Any]:
     from radar.analysis.rundir import unit_dir
 
     out: dict[str, Any] = {}
+    warm: dict[str, set] = {}
     for tag, cfg in cfgs.items():
         for method in settings.methods:
             for seed in settings.seeds:
                 path = unit_dir(cfg.output_dir, method, None, seed) / "metrics.json"
                 if path.exists():
-                    seconds = json.loads(path.read_text()).get("seconds")
+                    metrics = json.loads(path.read_text())
                     out.setdefault(method, {}).setdefault(tag, 0.0)
-                    out[method][tag] += float(seconds or 0.0)
+                    out[method][tag] += float(metrics.get("seconds") or 0.0)
+                    if metrics.get("warm_started_folds"):
+                        warm.setdefault(method, set()).add(tag)
     return {
-        m: {"per_window": v, "median_per_window": float(np.median(list(v.values())))} for m, v in out.items()
+        m: {
+            "per_window": v,
+            "median_per_window": float(np.median(list(v.values()))),
+            "total": float(sum(v.values())),
+            **({"warm_started_windows": sorted(warm[m])} if m in warm else {}),
+        }
+        for m, v in out.items()
     }
 
 

@@ -97,6 +97,17 @@ def register(subparsers) -> None:
         default=list(d.working_points),
         help="comma-separated SR efficiencies of the score cuts (default 1,0.2,0.05,0.01)",
     )
+    parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start each window's flows (cathode, lacathode) from those of the nearest lower window "
+        "whose training range lies wholly below this window's (no shared event); fewer epochs",
+    )
+    parser.add_argument(
+        "--warm-epochs",
+        type=int,
+        help="epochs of a warm-started flow (default: a third of the flow's epochs)",
+    )
     parser.add_argument("--toys", type=int, default=d.toys, help=f"background-only toys (default {d.toys})")
     parser.add_argument("--toy-seed", type=int, default=d.toy_seed, help="seed of the toys")
     parser.add_argument(
@@ -156,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
         sideband=args.sideband,
         min_sideband=args.min_sideband,
         bin_width=args.bin_width,
+        warm_start=args.warm_start,
+        warm_epochs=args.warm_epochs,
         working_points=args.working_points,
         toys=args.toys,
         toy_seed=args.toy_seed,

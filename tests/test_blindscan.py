@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -330,3 +331,85 @@ def test_event_files_are_processed_first_and_reused(lhco_tiny, tmp_path):
     stamp = target.stat().st_mtime_ns
     prepare_inputs([str(lhco_tiny)], tmp_path / "out", {"workers": 0})
     assert target.stat().st_mtime_ns == stamp  # unchanged events: not processed again
+
+
+def test_warm_start_sources_share_no_event_with_their_window():
+    from radar.analysis.blindscan import warm_sources
+
+    rng = np.random.default_rng(0)
+    mjj = 2000 + rng.exponential(900, 80_000)
+    settings = ScanSettings(width=400, step=200, sideband=600, min_sideband=400, mjj_range=(2000, 7000))
+    _, windows = plan_windows(mjj, settings)
+    sources = warm_sources(windows)
+    assert sources[0] is None and any(s is not None for s in sources)
+    for k, j in enumerate(sources):
+        if j is None:  # no lower window lies wholly below this one's training range
+            assert all(w.fit_high > windows[k].fit_low for w in windows[:k])
+            continue
+        assert windows[j].fit_high <= windows[k].fit_low  # no shared event
+        assert all(w.fit_high > windows[k].fit_low for w in windows[j + 1 : k])  # the nearest such
+
+
+def test_warm_started_scan_starts_each_window_from_its_source(tmp_path):
+    """With --warm-start a window's CATHODE flows begin from the flows of the window below that shares no
+    event with it, train the warm epochs, and the scan records which windows were warm-started."""
+    import yaml
+
+    from radar.analysis.rundir import unit_dir
+    from radar.models.templates.cathode import CathodeTemplate
+
+    write_feature_table(black_box(12_000, 0, seed=6), tmp_path / "box.parquet")
+    flow = {"n_blocks": 1, "hidden": 8, "epochs": 3, "batch_size": 256, "lr": 3e-3, "patience": 5}
+    settings = _settings(
+        methods=("cathode",),
+        sideband=400,
+        min_sideband=400,
+        toys=4,
+        warm_start=True,
+        warm_epochs=1,
+        search={**SEARCH, "min_events": 50, "k_folds": 2, "flow": flow},
+    )
+    scan = run_scan([tmp_path / "box.parquet"], tmp_path / "out", settings, progress=False)
+    windows = {w["tag"]: w for w in scan["windows"] if w["status"] == "ok"}
+    assert len(windows) >= 5
+    warm = set(scan["timing"]["cathode"]["warm_started_windows"])
+    assert warm and warm != set(windows)
+    for tag, window in windows.items():
+        run = tmp_path / "out" / "windows" / tag
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        unit = unit_dir(run, "cathode", None, 0)
+        metrics = json.loads((unit / "metrics.json").read_text())
+        models = unit / "models"
+        epochs = [
+            len(CathodeTemplate.load(models / f"cathode_template_fold{f}.pt").flow.history["val_loss"])
+            for f in range(2)
+        ]
+        if tag in warm:
+            source_run = tmp_path / "out" / "windows" / Path(cfg["warm_start"]["run"]).name
+            source = yaml.safe_load((source_run / "config.yaml").read_text())
+            assert source["regions"]["mjj_range"][1] <= window["fit_range"][0]
+            assert metrics["warm_started_folds"] == 2 and epochs == [1, 1]
+        else:
+            assert cfg.get("warm_start") is None and not metrics.get("warm_started_folds")
+            assert epochs == [3, 3]
+
+
+def test_warm_start_from_an_overlapping_run_is_refused(tmp_path):
+    import yaml
+
+    from radar.analysis.config import config_from_dict
+    from radar.analysis.validation import check_warm_start
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.yaml").write_text(
+        yaml.safe_dump({"regions": {"mjj_range": [2000, 3600]}, "save_models": True})
+    )
+    cfg = config_from_dict(
+        {"regions": {"sr": [3300, 3700], "mjj_range": [2700, 4300]}, "warm_start": {"run": "other"}},
+        base_dir=tmp_path,
+    )
+    with pytest.raises(ValueError, match="overlaps this run's 2700-4300 GeV"):
+        check_warm_start(cfg)
+    cfg = config_from_dict({"warm_start": {"run": "nowhere"}}, base_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        check_warm_start(cfg)
