@@ -159,6 +159,12 @@ def plot_metrics_vs_injection(
                 ax.set_xscale("log")
                 if xs_all.size:
                     ax.set_xlim(xs_all.min() / 1.4, xs_all.max() * 1.4)
+                    values = np.unique(xs_all)
+                    if len(values) <= 8:  # ticks at the injections: log minor labels overlap within a decade
+                        from matplotlib.ticker import NullFormatter
+
+                        ax.set_xticks(values, [f"{v:.3g}" for v in values])
+                        ax.xaxis.set_minor_formatter(NullFormatter())
             elif xs_all.size:
                 pad = 0.05 * (xs_all.max() - xs_all.min() or 1.0)
                 ax.set_xlim(xs_all.min() - pad, xs_all.max() + pad)
