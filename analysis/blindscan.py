@@ -63,10 +63,13 @@ class ScanSettings:
     #: hunt's stated minimum, radar.analysis.bumphunt.MIN_SIDEBAND, measured)
     min_sideband: float = 400.0
     bin_width: float = 100.0
-    #: start each window's flows (cathode, lacathode) from those of the nearest lower window whose whole
-    #: training range lies below this window's (no event shared, so no event of this window reaches its
-    #: template through the starting weights); windows with no such window start cold
+    #: start each window's flows (cathode, lacathode) from those of the nearest window whose whole training
+    #: range lies beyond this window's (no event shared, so no event of this window reaches its template
+    #: through the starting weights); windows with no such window start cold
     warm_start: bool = False
+    #: where a window's source lies: "down" — above it, so the scan trains from high to low m_JJ and the
+    #: expensive low-mass windows (most events) are the warm-started ones; "up" — below it
+    warm_direction: str = "down"
     #: epochs of a warm-started flow; None: a third of the flow's epochs
     warm_epochs: int | None = None
     working_points: tuple[float, ...] = (1.0, 0.2, 0.05, 0.01)
@@ -114,6 +117,8 @@ class ScanSettings:
             raise ValueError(
                 f"scan: working points are SR efficiencies in (0, 1], got {list(self.working_points)}"
             )
+        if self.warm_direction not in ("down", "up"):
+            raise ValueError(f"scan: --warm-direction must be down or up, got {self.warm_direction!r}")
         if self.warm_epochs is not None and self.warm_epochs < 1:
             raise ValueError(f"scan: --warm-epochs must be >= 1, got {self.warm_epochs}")
         if self.toys < 0:
@@ -170,14 +175,18 @@ def plan_windows(mjj: np.ndarray, settings: ScanSettings) -> tuple[tuple[float, 
     return (lo, hi), windows
 
 
-def warm_sources(windows: list) -> list[int | None]:
+def warm_sources(windows: list, direction: str = "down") -> list[int | None]:
     """For each window, the index of the window its flows start from under ``warm_start``: the nearest
-    lower window whose fit (training) range ends at or below this window's fit range's start, so the two
-    share no event; None for the windows that have none (they start cold)."""
+    window above (``direction="down"``) or below (``"up"``) whose fit (training) range does not overlap this
+    window's, so the two share no event; None for the windows that have none (they start cold)."""
     sources: list[int | None] = []
     for k, window in enumerate(windows):
-        below = [j for j in range(k) if windows[j].fit_high <= window.fit_low + 1e-9]
-        sources.append(max(below) if below else None)
+        if direction == "up":
+            below = [j for j in range(k) if windows[j].fit_high <= window.fit_low + 1e-9]
+            sources.append(max(below) if below else None)
+        else:
+            above = [j for j in range(k + 1, len(windows)) if windows[j].fit_low >= window.fit_high - 1e-9]
+            sources.append(min(above) if above else None)
     return sources
 
 
@@ -386,10 +395,14 @@ def run_scan(
     # with warm_start a window's units run after those of the window its flows start from: generation g
     # holds the windows g steps down a chain of sources; the units of each generation run together
     cfgs, failures, skipped, phases_later = {}, {}, {}, []
-    sources = warm_sources(windows) if settings.warm_start else [None] * len(windows)
+    sources = warm_sources(windows, settings.warm_direction) if settings.warm_start else [None] * len(windows)
     generation: dict[int, int] = {}
     phases_gen: dict[int, list] = {}
-    for k, window in enumerate(windows):
+    # a source is planned (its config.yaml written) before the windows that start from it
+    order = list(enumerate(windows))
+    if settings.warm_start and settings.warm_direction == "down":
+        order.reverse()
+    for k, window in order:
         tag = window_tag(window.signal_region)
         source = sources[k]
         if source is not None and window_tag(windows[source].signal_region) not in cfgs:
@@ -425,7 +438,7 @@ def run_scan(
                 continue
             for task in tasks:  # only the warm-started methods wait for their source window
                 g = generation[k] if cfg.base_method(task[0][1]) in WARM_START_METHODS else 0
-                phases_gen.setdefault(g, []).extend([task])
+                phases_gen.setdefault(g, []).append(task)
     phases_first = [phases_gen[g] for g in sorted(phases_gen)]
     n_units = sum(map(len, phases_first)) + len(phases_later)
     log.info("scan: %d units to run in %d windows (%d windows not run)", n_units, len(cfgs), len(skipped))

@@ -100,8 +100,15 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--warm-start",
         action="store_true",
-        help="start each window's flows (cathode, lacathode) from those of the nearest lower window "
-        "whose training range lies wholly below this window's (no shared event); fewer epochs",
+        help="start each window's flows (cathode, lacathode) from those of the nearest window whose "
+        "training range does not overlap this window's (no shared event); fewer epochs",
+    )
+    parser.add_argument(
+        "--warm-direction",
+        choices=("down", "up"),
+        default=d.warm_direction,
+        help="where a window's source lies: down = above it (the scan trains from high to low m_JJ, so the "
+        "low-mass windows, which hold most events, start warm; default), up = below it",
     )
     parser.add_argument(
         "--warm-epochs",
@@ -168,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         min_sideband=args.min_sideband,
         bin_width=args.bin_width,
         warm_start=args.warm_start,
+        warm_direction=args.warm_direction,
         warm_epochs=args.warm_epochs,
         working_points=args.working_points,
         toys=args.toys,

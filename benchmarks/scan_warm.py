@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="cathode,cwola_hunting")
     parser.add_argument("--flow", default='{"epochs": 30, "n_blocks": 4, "hidden": 64}', help="JSON")
     parser.add_argument("--warm-epochs", type=int, default=None, help="default: a third of the epochs")
+    parser.add_argument("--warm-direction", default="down", choices=("down", "up"))
     parser.add_argument("--modes", default="cold,warm")
     parser.add_argument("--toys", type=int, default=50)
     parser.add_argument("--workers", type=int, default=None)
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = ScanSettings(
             methods=methods,
             warm_start=mode == "warm",
+            warm_direction=args.warm_direction,
             warm_epochs=args.warm_epochs,
             toys=args.toys,
             figures=False,

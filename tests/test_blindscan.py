@@ -340,7 +340,7 @@ def test_warm_start_sources_share_no_event_with_their_window():
     mjj = 2000 + rng.exponential(900, 80_000)
     settings = ScanSettings(width=400, step=200, sideband=600, min_sideband=400, mjj_range=(2000, 7000))
     _, windows = plan_windows(mjj, settings)
-    sources = warm_sources(windows)
+    sources = warm_sources(windows, "up")
     assert sources[0] is None and any(s is not None for s in sources)
     for k, j in enumerate(sources):
         if j is None:  # no lower window lies wholly below this one's training range
@@ -348,9 +348,16 @@ def test_warm_start_sources_share_no_event_with_their_window():
             continue
         assert windows[j].fit_high <= windows[k].fit_low  # no shared event
         assert all(w.fit_high > windows[k].fit_low for w in windows[j + 1 : k])  # the nearest such
+    down = warm_sources(windows, "down")  # the default: from above, so the low (busy) windows start warm
+    assert down[-1] is None and down[0] is not None
+    for k, j in enumerate(down):
+        if j is not None:
+            assert j > k and windows[j].fit_low >= windows[k].fit_high
+            assert all(w.fit_low < windows[k].fit_high for w in windows[k + 1 : j])
 
 
-def test_warm_started_scan_starts_each_window_from_its_source(tmp_path):
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_warm_started_scan_starts_each_window_from_its_source(tmp_path, direction):
     """With --warm-start a window's CATHODE flows begin from the flows of the window below that shares no
     event with it, train the warm epochs, and the scan records which windows were warm-started."""
     import yaml
@@ -366,6 +373,7 @@ def test_warm_started_scan_starts_each_window_from_its_source(tmp_path):
         min_sideband=400,
         toys=4,
         warm_start=True,
+        warm_direction=direction,
         warm_epochs=1,
         search={**SEARCH, "min_events": 50, "k_folds": 2, "flow": flow},
     )
@@ -386,8 +394,11 @@ def test_warm_started_scan_starts_each_window_from_its_source(tmp_path):
         ]
         if tag in warm:
             source_run = tmp_path / "out" / "windows" / Path(cfg["warm_start"]["run"]).name
-            source = yaml.safe_load((source_run / "config.yaml").read_text())
-            assert source["regions"]["mjj_range"][1] <= window["fit_range"][0]
+            lo, hi = yaml.safe_load((source_run / "config.yaml").read_text())["regions"]["mjj_range"]
+            if direction == "up":
+                assert hi <= window["fit_range"][0]
+            else:
+                assert lo >= window["fit_range"][1]
             assert metrics["warm_started_folds"] == 2 and epochs == [1, 1]
         else:
             assert cfg.get("warm_start") is None and not metrics.get("warm_started_folds")
