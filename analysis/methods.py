@@ -345,7 +345,7 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
         template = get_template("cathode")(
             features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **{**kwargs, **warm}
         )
-        template.fit(data[sb & train].reset_index(drop=True), init=init)
+        template.fit(data[sb & train].reset_index(drop=True), **({} if init is None else {"init": init}))
         failed[0] += int(template.n_failed)
         warm_started[0] += int(init is not None)
         _save_flow_model(ctx, template, f"lacathode_flow_fold{f}.pt")
