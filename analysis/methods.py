@@ -184,14 +184,17 @@ def _template_method(ctx: UnitContext, name: str) -> MethodOutput:
             samples, weights = found[f]
         else:
             n = int(round(ctx.cfg.cathode_oversampling * (sr & train).sum()))
-            init, warm = _warm_start(ctx, f"{name}_template_fold{f}.pt") if name == "cathode" else (None, {})
-            template = get_template(name)(
-                features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **{**kwargs, **warm}
-            )
-            fit_kwargs = {} if init is None else {"init": init}
-            template.fit(data[sb & train].reset_index(drop=True), ctx.prepared.simulation, **fit_kwargs)
-            if ctx.cfg.warm_start is not None:
-                fitted["warm_started_folds"] = fitted.get("warm_started_folds", 0) + int(init is not None)
+            if name == "cathode":
+                template, warm = _fit_flow_template(
+                    ctx, f"cathode_template_fold{f}.pt", f, data[sb & train], kwargs
+                )
+                if ctx.cfg.warm_start is not None:
+                    fitted["warm_started_folds"] = fitted.get("warm_started_folds", 0) + int(warm)
+            else:
+                template = get_template(name)(
+                    features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **kwargs
+                )
+                template.fit(data[sb & train].reset_index(drop=True), ctx.prepared.simulation)
             limit = getattr(template, "max_distinct", None)
             if limit is not None and n > limit:  # a template of a finite pool (SALAD): no repeated events
                 log.info("%s: fold %d: %d distinct template events (not %d)", name, f, limit, n)
@@ -332,7 +335,6 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     on the classifier does not sculpt the m_JJ spectrum of the background even when the features follow
     m_JJ (where CATHODE's classifier, evaluated away from the SR, does).
     """
-    from radar.models.templates import get as get_template
 
     data = ctx.prepared.data
     mjj = data["mjj"].to_numpy()
@@ -341,13 +343,9 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     failed, warm_started = [0], [0]
 
     def fold_inputs(f: int, train: np.ndarray) -> FoldInputs:
-        init, warm = _warm_start(ctx, f"lacathode_flow_fold{f}.pt")
-        template = get_template("cathode")(
-            features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **{**kwargs, **warm}
-        )
-        template.fit(data[sb & train].reset_index(drop=True), **({} if init is None else {"init": init}))
+        template, warm = _fit_flow_template(ctx, f"lacathode_flow_fold{f}.pt", f, data[sb & train], kwargs)
         failed[0] += int(template.n_failed)
-        warm_started[0] += int(init is not None)
+        warm_started[0] += int(warm)
         _save_flow_model(ctx, template, f"lacathode_flow_fold{f}.pt")
         flow = template.flow
 
@@ -363,6 +361,20 @@ def lacathode(ctx: UnitContext) -> MethodOutput:
     if ctx.cfg.warm_start is not None:
         out.extra["warm_started_folds"] = warm_started[0]
     return out
+
+
+def _fit_flow_template(
+    ctx: UnitContext, file: str, f: int, sideband: pd.DataFrame, kwargs: dict[str, Any]
+) -> tuple[Any, bool]:
+    """Fold f's CATHODE flow template (also LaCATHODE's flow), fitted on ``sideband`` with the flow settings
+    ``kwargs``; warm-started from ``file`` of ``warm_start.run`` when that is set and the file exists.
+    Returns (template, whether it was warm-started)."""
+    from radar.models.templates.cathode import CathodeTemplate
+
+    init, warm = _warm_start(ctx, file)
+    template = CathodeTemplate(features=tuple(ctx.features), seed=ctx.seed * 1000 + f, **{**kwargs, **warm})
+    template.fit(sideband.reset_index(drop=True), **({} if init is None else {"init": init}))
+    return template, init is not None
 
 
 def _warm_start(ctx: UnitContext, file: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:

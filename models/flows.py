@@ -219,10 +219,9 @@ class ConditionalFlow:
 
     def _set_init(self, init: dict[str, torch.Tensor] | None) -> None:
         """Check warm-start weights against this flow's architecture (a clear error, not a torch one)."""
-        if init is None:
-            self._init = None
-            return
         self._init = None
+        if init is None:
+            return
         reference = self._new_model().state_dict()
         wrong = sorted(
             k
