@@ -481,6 +481,9 @@ def combination_members(cfg: SearchConfig) -> list[str]:
     ]
 
 
+NAE_SEARCH_EPOCHS = 2
+
+
 def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
     """Unsupervised outlier scores on the feature table (:class:`radar.models.autoencoder.Autoencoder`).
 
@@ -501,6 +504,10 @@ def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
             f"method_settings.{'nae' if nae else 'autoencoder'}.train_on: 'all' or 'sidebands', got {train_on!r}"
         )
     settings.setdefault("device", ctx.cfg.execution.device)
+    if nae:
+        # the negative phase's epochs null-checked through the chain and measured on real events
+        # (docs/outliers.md); Autoencoder's own default (30) costs ~15x more per fold
+        settings.setdefault("epochs", NAE_SEARCH_EPOCHS)
     mjj = data["mjj"].to_numpy()
     regions = ctx.regions
     usable = regions.in_range(mjj) & (regions.sideband(mjj) if train_on == "sidebands" else True)
