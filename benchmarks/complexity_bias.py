@@ -39,12 +39,18 @@ def split(n: int, n_train: int, rng: np.random.Generator) -> tuple[np.ndarray, n
     return order[:n_train], order[n_train:]
 
 
-def run(images: dict[str, np.ndarray], n_train: int, n_test: int, settings: dict, seed: int) -> dict:
+def run(
+    images: dict[str, np.ndarray], n_train: int, n_test: int, settings: dict, seed: int, n_worst: int = 4
+) -> tuple[dict, dict]:
+    """AUCs per (signal, model) and direction; and, per model trained on QCD against the first signal,
+    the ``n_worst`` worst-reconstructed held-out events (QCD and signal together) with their
+    reconstructions."""
     from radar.models.autoencoder import Autoencoder
 
     rng = np.random.default_rng(seed)
     parts = {name: split(len(x), min(n_train, len(x) // 2), rng) for name, x in images.items()}
     results: dict[str, dict] = {}
+    worst: dict[str, dict] = {}
     for signal in [k for k in images if k != "qcd"]:
         for model in ("ae", "nae"):
             row = {}
@@ -59,6 +65,16 @@ def run(images: dict[str, np.ndarray], n_train: int, n_test: int, settings: dict
                 odd = images[anomaly][parts[anomaly][1][:n_test]]
                 scores = np.concatenate([ae.score(normal), ae.score(odd)])
                 y = np.r_[np.zeros(len(normal)), np.ones(len(odd))]
+                if trained_on == "qcd" and model not in worst:
+                    top = np.argsort(scores)[::-1][:n_worst]
+                    events = np.concatenate([normal, odd])[top]
+                    worst[model] = {
+                        "images": events,
+                        "reconstructions": ae.reconstruct(events),
+                        "labels": [("QCD", signal)[int(v)] for v in y[top]],
+                        "energies": scores[top],
+                        "quantiles": [float((scores < v).mean()) for v in scores[top]],
+                    }
                 row[f"trained_on_{'qcd' if trained_on == 'qcd' else 'signal'}"] = {
                     "auc": auc(y, scores),
                     "n_train": int(len(train_idx)),
@@ -74,7 +90,46 @@ def run(images: dict[str, np.ndarray], n_train: int, n_test: int, settings: dict
                     seconds,
                 )
             results[f"{signal} {model}"] = row
-    return results
+    return results, worst
+
+
+def worst_figure(worst: dict[str, dict], out: Path) -> Path:
+    """The worst-reconstructed held-out events of the models trained on QCD: both jets, input and
+    reconstruction, log10 of the pT fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(model, i) for model, w in worst.items() for i in range(len(w["labels"]))]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
+    for r, (model, i) in enumerate(rows):
+        w = worst[model]
+        panels = [
+            (w["images"][i, 0], "J1"),
+            (w["reconstructions"][i, 0], "J1 reco"),
+            (w["images"][i, 1], "J2"),
+            (w["reconstructions"][i, 1], "J2 reco"),
+        ]
+        for c, (image, title) in enumerate(panels):
+            axes[r, c].imshow(np.log10(np.clip(image, 0, None) + 1e-4), vmin=-4, vmax=0, cmap="viridis")
+            axes[r, c].set_title(title, fontsize=7)
+            axes[r, c].axis("off")
+        axes[r, 0].text(
+            -0.15,
+            0.5,
+            f"{model.upper()} #{i + 1}\n{w['labels'][i]}\nE = {w['energies'][i]:.3g}",
+            transform=axes[r, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    fig.suptitle("Worst-reconstructed held-out events, models trained on QCD (log10 pT fraction)", fontsize=8)
+    fig.tight_layout()
+    path = out / "worst_reconstructed.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def figure(images: dict[str, np.ndarray], out: Path) -> Path:
@@ -89,13 +144,30 @@ def figure(images: dict[str, np.ndarray], out: Path) -> Path:
         for j, jet in enumerate(("J1 (lighter)", "J2 (heavier)")):
             mean = images[name][:, j].mean(0)
             axes[i, j].imshow(np.log10(mean + 1e-6), vmin=-5, vmax=0, cmap="viridis")
-            axes[i, j].set_title(f"{name}: {jet}, log10 mean pT fraction", fontsize=8)
+            pixels = images[name].shape[-1]
+            axes[i, j].set_title(f"{name}: {jet}, {pixels} x {pixels}", fontsize=8)
             axes[i, j].axis("off")
+    fig.suptitle("Average jet images, log10 of the mean pT fraction", fontsize=9)
     fig.tight_layout()
     path = out / "jet_images.png"
     fig.savefig(path, dpi=70)
     plt.close(fig)
     return path
+
+
+def real_images(path: Path | None) -> dict[str, np.ndarray]:
+    """The images of a labelled file split into background and signal (empty without a file)."""
+    if path is None:
+        return {}
+    from radar.processors.images import ImageFile
+
+    file = ImageFile(path)
+    x, label = file.read(), file.read(what="label")
+    log.info("%s: %d real events (%d signal) for the figure", path, len(x), int((label == 1).sum()))
+    return {
+        f"real background ({(label == 0).sum()})": x[label == 0],
+        f"real signal ({(label == 1).sum()})": x[label == 1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,26 +180,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ae-epochs", type=int, default=15)
     parser.add_argument("--nae-epochs", type=int, default=4)
+    parser.add_argument(
+        "--ae-settings",
+        type=json.loads,
+        default={},
+        help="JSON of further Autoencoder settings (both models)",
+    )
+    parser.add_argument(
+        "--nae-settings", type=json.loads, default={}, help="JSON of further Autoencoder settings (NAE only)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--real",
+        type=Path,
+        help="images of real events with labels (e.g. radar images on the LHCO R&D raw file): shown in the "
+        "average-image figure, split by label, not trained on",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
     from radar.processors.images import ImageFile
 
+    torch.set_num_threads(args.threads)
     images = {"qcd": ImageFile(args.qcd).read()}
     for item in args.signal:
         name, path = item.split("=", 1)
         images[name] = ImageFile(path).read()
     settings = {
-        "ae": {"epochs": args.ae_epochs},
+        "ae": {"epochs": args.ae_epochs, **args.ae_settings},
         "nae": {
             "epochs": args.nae_epochs,
             "pretrain_epochs": args.ae_epochs,
-            "latent_steps": 10,
-            "x_steps": 10,
+            **args.ae_settings,
+            **args.nae_settings,
         },
     }
     args.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results = run(images, args.n_train, args.n_test, settings, args.seed)
+    results, worst = run(images, args.n_train, args.n_test, settings, args.seed)
     report = {
         "inputs": {"qcd": str(args.qcd), "signals": args.signal},
         "settings": settings,
@@ -135,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_test": args.n_test,
         "results": results,
         "seconds": time.perf_counter() - t0,
-        "figure": str(figure(images, args.output)),
+        "figure": str(figure({**images, **real_images(args.real)}, args.output)),
+        "worst_figure": str(worst_figure(worst, args.output)),
+        "worst": {m: {"labels": w["labels"], "energy_quantiles": w["quantiles"]} for m, w in worst.items()},
     }
     (args.output / "complexity_bias.json").write_text(json.dumps(report, indent=1))
     lines = [

@@ -67,6 +67,7 @@ def search_config(
     signal: Path | None = None,
     s_over_b: float | None = None,
     classifier: dict | None = None,
+    method_settings: dict | None = None,
 ) -> dict[str, Any]:
     """The ``radar search`` config of one dataset and SR (sync execution: the benchmark runs searches in
     parallel processes)."""
@@ -86,6 +87,8 @@ def search_config(
         "save_models": False,
         "execution": {"mode": "sync", "threads_per_task": 1},
     }
+    if method_settings:
+        cfg["method_settings"] = method_settings
     if signal is not None:
         cfg["input"]["signal"] = str(signal)
         cfg["injections"], cfg["injection_mode"] = [s_over_b], "s_over_b"
@@ -215,6 +218,7 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
             Path(task["signal"]) if task.get("signal") else None,
             task.get("s_over_b"),
             task.get("classifier"),
+            task.get("method_settings"),
         )
     )
     t0 = time.perf_counter()
@@ -506,6 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         help="redo only the bump hunts from the saved scores (no training) into a fresh rows file; "
         "the previous one is kept as rows.<timestamp>.jsonl",
     )
+    parser.add_argument(
+        "--method-settings",
+        default="{}",
+        help='the search\'s method_settings (JSON), e.g. \'{"nae": {"epochs": 5}}\'',
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -566,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         "methods": methods,
         "flow": flow,
         "classifier": json.loads(args.classifier),
+        "method_settings": json.loads(args.method_settings),
         "efficiencies": efficiencies,
         "before_fit_range": args.before_fit_range,
         "mass_shift": 0.0,
