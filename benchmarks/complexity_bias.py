@@ -124,10 +124,16 @@ def worst_figure(worst: dict[str, dict], out: Path) -> Path:
             va="center",
             fontsize=7,
         )
-    fig.suptitle("Worst-reconstructed held-out events, models trained on QCD (log10 pT fraction)", fontsize=8)
+    title = "Worst-reconstructed held-out events, models trained on QCD (log10 pT fraction)"
+    return _save(fig, title, out / "worst_reconstructed.png", dpi=80)
+
+
+def _save(fig, title: str, path: Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = out / "worst_reconstructed.png"
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -147,12 +153,7 @@ def figure(images: dict[str, np.ndarray], out: Path) -> Path:
             pixels = images[name].shape[-1]
             axes[i, j].set_title(f"{name}: {jet}, {pixels} x {pixels}", fontsize=8)
             axes[i, j].axis("off")
-    fig.suptitle("Average jet images, log10 of the mean pT fraction", fontsize=9)
-    fig.tight_layout()
-    path = out / "jet_images.png"
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return _save(fig, "Average jet images, log10 of the mean pT fraction", out / "jet_images.png", dpi=70)
 
 
 def real_images(path: Path | None) -> dict[str, np.ndarray]:

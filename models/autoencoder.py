@@ -348,32 +348,33 @@ class Autoencoder:
 
     # -- scoring ----------------------------------------------------------------------------------------
     def score(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        if self.model is None:
-            raise RuntimeError("Autoencoder.score called before fit")
-        device = next(self.model.parameters()).device
-        data = self._prepare(X)
-        out = []
-        self.model.eval()
-        with torch.no_grad():
-            for start in range(0, len(data), batch_size):
-                out.append(self.model.energy(data[start : start + batch_size].to(device)).cpu().numpy())
+        out = self._batched(X, batch_size, "score", self.model.energy if self.model else None)
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
     def reconstruct(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The autoencoder's reconstruction of ``X``, in ``X``'s own units (images: pT fractions; rows:
         the features as given)."""
+        out = self._batched(
+            X,
+            batch_size,
+            "reconstruct",
+            (lambda x: self.model.decoder(self.model.encode(x))) if self.model else None,
+        )
+        rec = np.concatenate(out) if out else np.zeros((0, *np.shape(X)[1:]), np.float32)
+        return rec * self.std_ + self.mean_ if rec.ndim == 2 else rec / self.scale_
+
+    def _batched(self, X: np.ndarray, batch_size: int, what: str, function) -> list[np.ndarray]:
+        """``function`` of the prepared ``X`` in batches, without gradients, on the model's device."""
         if self.model is None:
-            raise RuntimeError("Autoencoder.reconstruct called before fit")
+            raise RuntimeError(f"Autoencoder.{what} called before fit")
         device = next(self.model.parameters()).device
         data = self._prepare(X)
-        out = []
         self.model.eval()
         with torch.no_grad():
-            for start in range(0, len(data), batch_size):
-                x = data[start : start + batch_size].to(device)
-                out.append(self.model.decoder(self.model.encode(x)).cpu().numpy())
-        rec = np.concatenate(out) if out else np.zeros((0, *data.shape[1:]), np.float32)
-        return rec * self.std_ + self.mean_ if rec.ndim == 2 else rec / self.scale_
+            return [
+                function(data[start : start + batch_size].to(device)).cpu().numpy()
+                for start in range(0, len(data), batch_size)
+            ]
 
 
 class _InMemory:
