@@ -348,23 +348,19 @@ class Autoencoder:
 
     # -- scoring ----------------------------------------------------------------------------------------
     def score(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        out = self._batched(X, batch_size, "score", self.model.energy if self.model else None)
+        out = self._batched(X, batch_size, "score", lambda model, x: model.energy(x))
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
     def reconstruct(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The autoencoder's reconstruction of ``X``, in ``X``'s own units (images: pT fractions; rows:
         the features as given)."""
-        out = self._batched(
-            X,
-            batch_size,
-            "reconstruct",
-            (lambda x: self.model.decoder(self.model.encode(x))) if self.model else None,
-        )
+        out = self._batched(X, batch_size, "reconstruct", lambda model, x: model.decoder(model.encode(x)))
         rec = np.concatenate(out) if out else np.zeros((0, *np.shape(X)[1:]), np.float32)
         return rec * self.std_ + self.mean_ if rec.ndim == 2 else rec / self.scale_
 
     def _batched(self, X: np.ndarray, batch_size: int, what: str, function) -> list[np.ndarray]:
-        """``function`` of the prepared ``X`` in batches, without gradients, on the model's device."""
+        """``function(model, batch)`` of the prepared ``X`` in batches, without gradients, on the model's
+        device."""
         if self.model is None:
             raise RuntimeError(f"Autoencoder.{what} called before fit")
         device = next(self.model.parameters()).device
@@ -372,7 +368,7 @@ class Autoencoder:
         self.model.eval()
         with torch.no_grad():
             return [
-                function(data[start : start + batch_size].to(device)).cpu().numpy()
+                function(self.model, data[start : start + batch_size].to(device)).cpu().numpy()
                 for start in range(0, len(data), batch_size)
             ]
 
@@ -393,8 +389,7 @@ class _Streamed:
     are held) and the rest in training, so every epoch splits the same way without keeping an index."""
 
     def __init__(self, source, bounds, prepare, val_fraction: float, val_max: int, seed: int):
-        self.source, self.bounds, self.prepare = source, bounds, prepare
-        self.val_fraction, self.val_max, self.seed = val_fraction, val_max, seed
+        self.source, self.bounds, self.prepare, self.seed = source, bounds, prepare, seed
         self.n = 0
         held = 0
         self.n_val = []
