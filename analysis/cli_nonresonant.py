@@ -16,7 +16,8 @@ Config (paths relative to the YAML file; unknown keys are errors)::
     features: [mjj, tau21_j1, tau32_j1, tau21_j2, tau32_j2]
     classify_on: null                # classifier inputs; default: features + context
     methods: [reweight, generate, morph, ideal, supervised]
-    injections: [0, 300, 1000]       # signal events injected into the data (anywhere)
+    injections: [0, 300, 1000]       # signal events injected into the data
+    inject_into: anywhere            # or sr: only SR signal events (one template per seed serves all)
     seeds: [0, 1, 2, 3, 4]
     simulation_transform: none       # or hand_tuned (the seed's deliberately worse simulation)
     classifier: {name: hgb, settings: {n_models: 3}}
@@ -64,6 +65,12 @@ class NonresonantConfig(_Strict):
         default_factory=lambda: ["reweight", "generate", "morph", "ideal", "supervised"]
     )
     injections: list[int] = Field(default_factory=lambda: [0])
+    inject_into: Literal["anywhere", "sr"] = Field(
+        "anywhere",
+        description="where injected signal events come from: anywhere (as the reference; a signal share in "
+        "the CR refits the templates per injection) or only the SR (one template per seed serves every "
+        "injection)",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0])
     data_seed: int = 0
     simulation_transform: Literal["none", "hand_tuned"] = "none"
@@ -146,7 +153,7 @@ def prepare_samples(cfg: NonresonantConfig, tables: dict, injection: int) -> dic
     import numpy as np
     import pandas as pd
 
-    from radar.analysis.nonresonant import hand_tuned_simulation
+    from radar.analysis.nonresonant import ContextRegions, hand_tuned_simulation
     from radar.analysis.preparation import signal_pool
 
     rng = np.random.default_rng(cfg.data_seed)
@@ -168,10 +175,14 @@ def prepare_samples(cfg: NonresonantConfig, tables: dict, injection: int) -> dic
         order = np.random.default_rng(cfg.data_seed + 1).permutation(len(pool))
         half = len(pool) // 2
         injected_pool, evaluation = pool.iloc[order[:half]], pool.iloc[order[half:]].reset_index(drop=True)
+        where = "events"
+        if cfg.inject_into == "sr":
+            injected_pool = injected_pool[ContextRegions(dict(cfg.regions)).signal_region(injected_pool)]
+            where = "SR events"
         if injection > len(injected_pool):
             raise ValueError(
-                f"injection {injection}: the signal pool {cfg.input.signal} has {len(injected_pool)} events "
-                "for injection (half of its signal)"
+                f"injection {injection}: the signal pool {cfg.input.signal} has {len(injected_pool)} {where} "
+                "for injection (of half of its signal)"
             )
         injected = injected_pool.iloc[:injection].assign(label=1.0)
         background = pd.concat([background, injected], ignore_index=True)
@@ -188,7 +199,9 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
     from radar.analysis.nonresonant import (
         TEMPLATE_METHODS,
         ContextRegions,
-        make_template,
+        apply_template,
+        closure_check,
+        fit_template,
         run_method,
         summary_markdown,
     )
@@ -213,6 +226,8 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
     ]
     log.info("%d units to run (%d already in %s)", len(units), len(done), rows_path)
     templates: dict[tuple, Any] = {}
+    closure_path = out / "closure.json"
+    closures: dict[str, Any] = json.loads(closure_path.read_text()) if closure_path.exists() else {}
     template_seconds: dict[tuple, float] = {}
     charged: set[tuple] = set()
     prepared: dict[int, dict] = {}
@@ -227,7 +242,7 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
             key = (method, seed, "clean" if clean_cr else injection)  # the CR alone shapes a template
             if key not in templates:
                 start = time.perf_counter()
-                templates[key] = make_template(
+                maker = fit_template(
                     method,
                     samples,
                     regions=regions,
@@ -235,7 +250,16 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
                     seed=seed,
                     settings=cfg.template_settings.get(method),
                 )
+                mc = samples["mc"]
+                templates[key] = apply_template(
+                    maker, mc[regions.signal_region(mc)], cfg.features, regions.context
+                )
                 template_seconds[key] = time.perf_counter() - start
+                if clean_cr and seed == cfg.seeds[0] and method not in closures:
+                    closures[method] = write_closure(
+                        out, method, closure_check(maker, samples, regions=regions, features=cfg.features)
+                    )
+                    write_json(out / "closure.json", closures)
             template = templates[key]
         row = run_method(
             method,
@@ -259,10 +283,61 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
         with open(rows_path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
     text = summary_markdown(rows, cfg.methods, "injection", cfg.injections, "n_sig", cfg.rejection)
+    if closures:
+        text += closure_markdown(closures, cfg.seeds[0])
     with atomic_output(out / "summary.md") as tmp:
         Path(tmp).write_text(text)
     log.info("wrote %s and %s", rows_path, out / "summary.md")
     return out
+
+
+def write_closure(out: Path, method: str, closure: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Figures of a template's closure (:func:`radar.analysis.nonresonant.closure_check`):
+    OUT/closure/METHOD_cr.png (the method applied to the CR MC vs the CR data) and METHOD_sr.png (the SR
+    template vs the true SR background), marginals with ratios; returns the KS numbers and figure paths."""
+    from radar.plots.spectra import plot_feature_marginals
+    from radar.plots.style import save_figure
+
+    summary: dict[str, Any] = {}
+    for region, labels in (
+        ("cr", ("CR data", f"{method}: CR prediction")),
+        ("sr", ("true SR bkg.", f"{method} template")),
+    ):
+        part = closure[region]
+        variables = list(part["ks"])
+        fig = plot_feature_marginals(
+            part["reference"],
+            part["template"],
+            variables,
+            template_weight=part["weights"],
+            data_label=labels[0],
+            template_label=labels[1],
+        )
+        png = save_figure(fig, out / "closure" / f"{method}_{region}", formats=("png",))[0]
+        summary[region] = {"ks": part["ks"], "figure": str(png.relative_to(out))}
+    return summary
+
+
+def closure_markdown(closures: dict[str, Any], seed: int) -> str:
+    """The closure table: KS distance (p-value) per variable, CR and SR, per template method."""
+    methods = list(closures)
+    variables = list(next(iter(closures.values()))["sr"]["ks"])
+    lines = [
+        "",
+        f"## Closure with no signal (seed {seed}): KS distance (p-value) of each marginal",
+        "",
+        "CR: the method applied to the CR MC vs the CR data; SR: the template vs the true SR background. "
+        "Figures: closure/METHOD_cr.png, closure/METHOD_sr.png.",
+        "",
+        "| method | region | " + " | ".join(variables) + " |",
+        "|---|---|" + "---|" * len(variables),
+    ]
+    for method in methods:
+        for region in ("cr", "sr"):
+            ks = closures[method][region]["ks"]
+            cells = [f"{ks[v]['ks']:.3f} ({ks[v]['p_value']:.2g})" for v in variables]
+            lines.append(f"| {method} | {region.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def register(subparsers) -> None:

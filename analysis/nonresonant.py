@@ -52,8 +52,12 @@ __all__ = [
     "GenerateTemplate",
     "MorphTemplate",
     "ReweightTemplate",
+    "apply_template",
+    "closure_check",
     "cut_excess",
+    "fit_template",
     "hand_tuned_simulation",
+    "ks_test",
     "make_template",
     "run_method",
     "summary_markdown",
@@ -336,6 +340,46 @@ def _context(c: np.ndarray) -> np.ndarray:
 TEMPLATES = {"reweight": ReweightTemplate, "generate": GenerateTemplate, "morph": MorphTemplate}
 
 
+def fit_template(
+    method: str,
+    samples: dict[str, pd.DataFrame],
+    *,
+    regions: ContextRegions,
+    features: Sequence[str],
+    seed: int = 0,
+    settings: dict[str, Any] | None = None,
+) -> Any:
+    """The fitted template maker of ``method`` (``reweight``, ``generate``, ``morph``; ``None`` for ``mc``,
+    the MC as it is), trained on the CR part of ``samples["data"]`` and on ``samples["mc"]``. Its
+    ``template(mc_part)`` predicts the data in any part of the MC: the SR (the template) or the CR (its
+    closure, to be compared with the CR data)."""
+    if method == "mc":
+        return None
+    if method not in TEMPLATES:
+        raise ValueError(f"no template for method {method!r}; templates: {sorted(TEMPLATES)} and 'mc'")
+    data, mc = samples["data"], samples["mc"]
+    maker = TEMPLATES[method](features=list(features), context=regions.context, seed=seed, **(settings or {}))
+    data_cr = data[regions.control_region(data)]
+    if "label" in data_cr and (data_cr["label"] == 1).any():
+        log.warning(
+            "%s: %d CR data events are labelled signal (it leaks into the CR)",
+            method,
+            int((data_cr["label"] == 1).sum()),
+        )
+    return maker.fit(data_cr, mc, mc[regions.control_region(mc)])
+
+
+def apply_template(
+    maker: Any, mc_part: pd.DataFrame, features: Sequence[str], context: Sequence[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(table of features and context, event weights) predicted for ``mc_part`` by a :func:`fit_template`
+    result (``None``: the MC unchanged)."""
+    mc_part = mc_part.reset_index(drop=True)
+    if maker is None:
+        return mc_part[list(features) + list(context)], np.ones(len(mc_part))
+    return maker.template(mc_part)
+
+
 def make_template(
     method: str,
     samples: dict[str, pd.DataFrame],
@@ -348,22 +392,61 @@ def make_template(
     """The SR background template of ``method`` (``reweight``, ``generate``, ``morph``, or ``mc``: the SR
     MC unchanged) from ``samples["data"]`` (CR part) and ``samples["mc"]``: (table of features and
     context, event weights)."""
-    data, mc = samples["data"], samples["mc"]
-    mc_sr = mc[regions.signal_region(mc)].reset_index(drop=True)
-    if method == "mc":
-        return mc_sr[list(features) + regions.context], np.ones(len(mc_sr))
-    if method not in TEMPLATES:
-        raise ValueError(f"no template for method {method!r}; templates: {sorted(TEMPLATES)} and 'mc'")
-    maker = TEMPLATES[method](features=list(features), context=regions.context, seed=seed, **(settings or {}))
-    data_cr = data[regions.control_region(data)]
-    if "label" in data_cr and (data_cr["label"] == 1).any():
-        log.warning(
-            "%s: %d CR data events are labelled signal (it leaks into the CR)",
-            method,
-            int((data_cr["label"] == 1).sum()),
-        )
-    maker.fit(data_cr, mc, mc[regions.control_region(mc)])
-    return maker.template(mc_sr)
+    maker = fit_template(method, samples, regions=regions, features=features, seed=seed, settings=settings)
+    mc = samples["mc"]
+    return apply_template(maker, mc[regions.signal_region(mc)], features, regions.context)
+
+
+def ks_test(
+    a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None
+) -> dict[str, float]:
+    """Weighted two-sample KS distance and its asymptotic p-value, with the Kish effective sizes of the
+    weighted samples (a template of weighted events counts for fewer events than it holds)."""
+    from scipy.special import kolmogorov
+
+    from radar.analysis.metrics import weighted_ks
+
+    def effective(w: np.ndarray | None, n: int) -> float:
+        if w is None:
+            return float(n)
+        w = np.asarray(w, dtype="float64")
+        return float(w.sum() ** 2 / max((w**2).sum(), 1e-300))
+
+    d = weighted_ks(a, b, wa, wb)
+    na, nb = effective(wa, len(a)), effective(wb, len(b))
+    n = na * nb / (na + nb) if na + nb > 0 else 0.0
+    return {"ks": d, "p_value": float(kolmogorov(math.sqrt(n) * d)) if n > 0 else float("nan")}
+
+
+def closure_check(
+    maker: Any,
+    samples: dict[str, pd.DataFrame],
+    *,
+    regions: ContextRegions,
+    features: Sequence[str],
+) -> dict[str, dict[str, Any]]:
+    """The closure of a fitted template (:func:`fit_template`) on background-only data, per region:
+    ``cr`` — the method applied to the CR MC against the CR data (what it was trained to reproduce);
+    ``sr`` — the SR template against the true SR background (``samples["truth"]``). For each: the
+    predicted table and weights, the reference table and the weighted KS distance and p-value of every
+    feature and context variable."""
+    variables = list(features) + regions.context
+    data, mc, truth = samples["data"], samples["mc"], samples["truth"]
+    out: dict[str, dict[str, Any]] = {}
+    for region, mask_of, reference in (
+        ("cr", regions.control_region, data[regions.control_region(data)]),
+        ("sr", regions.signal_region, truth[regions.signal_region(truth)]),
+    ):
+        if "label" in reference and (reference["label"] == 1).any():
+            raise ValueError(f"closure_check: the {region.upper()} reference holds signal events")
+        table, w = apply_template(maker, mc[mask_of(mc)], features, regions.context)
+        out[region] = {
+            "template": table,
+            "weights": w,
+            "reference": reference.reset_index(drop=True),
+            "ks": {v: ks_test(table[v].to_numpy(), reference[v].to_numpy(), w, None) for v in variables},
+        }
+    return out
 
 
 # -- the chain: template, CWoLa classifier, metrics, null check -----------------------------------------
@@ -534,11 +617,17 @@ def summary_markdown(
     def s_over_sqrt_b(r: dict) -> float:
         return r["n_sr_signal"] / math.sqrt(max(r["n_sr_data"] - r["n_sr_signal"], 1))
 
+    def s_over_b(r: dict) -> float:
+        return r["n_sr_signal"] / max(r["n_sr_data"] - r["n_sr_signal"], 1)
+
     lines += [
         "## Significance: S/√B in the SR before, max SIC × S/√B after the best cut",
         "",
         header,
         rule,
+        "| S/B in the SR (%) | "
+        + " | ".join(_band([100 * s_over_b(r) for r in rows if r[key] == v]) for v in values)
+        + " |",
         "| S/√B before | "
         + " | ".join(_band([s_over_sqrt_b(r) for r in rows if r[key] == v]) for v in values)
         + " |",

@@ -10,7 +10,10 @@ import pytest
 from radar.analysis.nonresonant import (
     TOY_REGIONS,
     ContextRegions,
+    closure_check,
+    fit_template,
     hand_tuned_simulation,
+    ks_test,
     make_template,
     run_method,
     toy_background_density,
@@ -112,6 +115,40 @@ def test_injected_signal_is_found_by_every_method(templates):
             assert r["cut_excess"][-1]["z"] > 4.0, (method, r["cut_excess"])
 
 
+def test_closure_check_compares_cr_prediction_and_sr_template_with_their_references(toy):
+    """The closure of a fitted template, per region and variable: the raw MC fails the KS test on the
+    mismodelled feature in both regions; the reweighted MC passes in the CR, where it was trained, and
+    is closer in the SR, where it extrapolates (at these short test settings not within the KS test's
+    reach: measured KS 0.064 against the raw MC's 0.168 on 3,000 SR events)."""
+    raw = closure_check(None, toy, regions=TOY_REGIONS, features=["x"])
+    maker = fit_template("reweight", toy, regions=TOY_REGIONS, features=["x"], settings=SETTINGS["reweight"])
+    fitted = closure_check(maker, toy, regions=TOY_REGIONS, features=["x"])
+    for region in ("cr", "sr"):
+        assert set(raw[region]["ks"]) == {"x", "m1", "m2"}
+        assert raw[region]["ks"]["x"]["p_value"] < 1e-6, (region, raw[region]["ks"]["x"])
+        reference = fitted[region]["reference"]
+        assert (reference["label"] == 0).all()
+        assert len(fitted[region]["template"]) == len(fitted[region]["weights"])
+    cr, sr = fitted["cr"]["ks"]["x"], fitted["sr"]["ks"]["x"]
+    assert cr["ks"] < 0.1 * raw["cr"]["ks"]["x"]["ks"] and cr["p_value"] > 1e-3, cr
+    assert sr["ks"] < 0.5 * raw["sr"]["ks"]["x"]["ks"], sr
+    # the SR reference is the truth's SR, the CR reference the data's CR
+    assert len(fitted["sr"]["reference"]) == int(TOY_REGIONS.signal_region(toy["truth"]).sum())
+    assert len(fitted["cr"]["reference"]) == int(TOY_REGIONS.control_region(toy["data"]).sum())
+
+
+def test_weighted_ks_test_uses_effective_sizes():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=4000), rng.normal(size=4000)
+    same = ks_test(a, b)
+    assert same["p_value"] > 0.01
+    shifted = ks_test(a + 0.2, b)
+    assert shifted["p_value"] < 1e-6
+    # a few heavy weights: the same distance counts for fewer events, so a larger p-value
+    w = np.where(np.arange(4000) < 40, 100.0, 1.0)
+    assert ks_test(a + 0.2, b, w, None)["p_value"] > shifted["p_value"]
+
+
 def test_unknown_method_and_missing_columns_are_clear_errors(toy):
     with pytest.raises(ValueError, match="unknown non-resonant method 'anode'"):
         run_method("anode", toy, regions=TOY_REGIONS, **COMMON)
@@ -147,12 +184,19 @@ def test_radar_nonresonant_runs_a_config_resumes_and_refuses_bad_ones(tmp_path, 
     assert len(rows) == 4
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| reweight |" in summary and "cut-excess Z" in summary and "n_sig 150" in summary
+    assert "| S/B in the SR (%) |" in summary
     import json
 
     by_unit = {(r["method"], r["injection"]): r for r in map(json.loads, rows)}
     assert by_unit[("reweight", 150)]["n_sr_signal"] > 100  # the toy's signal lies in the SR
     assert by_unit[("reweight", 150)]["test"]["max_sic"] > 3.0
     assert by_unit[("reweight", 0)]["n_sr_signal"] == 0
+    # the closure of the background-only template: KS per variable and region, figures, a summary table
+    closure = json.loads((tmp_path / "out" / "closure.json").read_text())
+    assert set(closure) == {"reweight"} and set(closure["reweight"]["sr"]["ks"]) == {"x", "m1", "m2"}
+    for region in ("cr", "sr"):
+        assert (tmp_path / "out" / closure["reweight"][region]["figure"]).is_file()
+    assert "## Closure with no signal" in summary and "| reweight | SR |" in summary
     capsys.readouterr()
     assert main(["nonresonant", str(config)]) == 0  # everything done: nothing is retrained
     assert len((tmp_path / "out" / "rows.jsonl").read_text().splitlines()) == 4
@@ -181,3 +225,15 @@ def test_make_toy_writes_inputs_and_a_valid_config(tmp_path):
     samples = prepare_samples(cfg, tables, 300)
     assert (samples["data"]["label"] == 1).sum() == 300
     assert len(samples["truth"]) == pytest.approx(50_000, abs=1)  # half the data's background
+    # a signal with a share in the CR: `inject_into: sr` injects SR signal events only, `anywhere` both
+    cr_share = tables["signal"].copy()
+    cr_share.loc[cr_share.index[::2], "m1"] = 1.5  # every other signal event moved into the CR
+    tables["signal"] = cr_share
+    anywhere = prepare_samples(cfg, tables, 300)["data"]
+    injected = anywhere[anywhere["label"] == 1]
+    assert len(injected) == 300 and 0.3 < TOY_REGIONS.control_region(injected).mean() < 0.7
+    sr_only = prepare_samples(cfg.model_copy(update={"inject_into": "sr"}), tables, 300)["data"]
+    injected = sr_only[sr_only["label"] == 1]
+    assert len(injected) == 300 and TOY_REGIONS.signal_region(injected).all()
+    with pytest.raises(ValueError, match="SR events for injection"):
+        prepare_samples(cfg.model_copy(update={"inject_into": "sr"}), tables, 10**6)
