@@ -288,7 +288,25 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
     with atomic_output(out / "summary.md") as tmp:
         Path(tmp).write_text(text)
     log.info("wrote %s and %s", rows_path, out / "summary.md")
+    if any(r["n_sr_signal"] > 0 for r in rows):
+        plot_sic_vs_injection(rows, cfg, out / "sic_vs_injection")
     return out
+
+
+def plot_sic_vs_injection(rows: list[dict], cfg: NonresonantConfig, stem: Path) -> Path:
+    """OUT/sic_vs_injection.png: max SIC and SIC at the rejection against S/√B in the SR (rows with signal
+    in the SR), median and 16–84 % band over seeds per method."""
+    import math
+
+    from radar.plots.performance import metrics_frame, plot_metrics_vs_injection
+    from radar.plots.style import save_figure
+
+    table = metrics_frame([r for r in rows if r["n_sr_signal"] > 0 and r["method"] in cfg.methods])
+    table["s_over_sqrt_b"] = table["n_sr_signal"] / (table["n_sr_data"] - table["n_sr_signal"]).clip(
+        lower=1
+    ).map(math.sqrt)
+    fig = plot_metrics_vs_injection(table, x="s_over_sqrt_b", x_label="S/$\\sqrt{B}$ in the SR", log_x=False)
+    return save_figure(fig, stem, formats=("png",))[0]
 
 
 def write_closure(out: Path, method: str, closure: dict[str, dict[str, Any]]) -> dict[str, Any]:

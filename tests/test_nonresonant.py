@@ -185,6 +185,7 @@ def test_radar_nonresonant_runs_a_config_resumes_and_refuses_bad_ones(tmp_path, 
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| reweight |" in summary and "cut-excess Z" in summary and "n_sig 150" in summary
     assert "| S/B in the SR (%) |" in summary
+    assert (tmp_path / "out" / "sic_vs_injection.png").is_file()
     import json
 
     by_unit = {(r["method"], r["injection"]): r for r in map(json.loads, rows)}
