@@ -386,13 +386,12 @@ def make_template(
     *,
     regions: ContextRegions,
     features: Sequence[str],
-    seed: int = 0,
-    settings: dict[str, Any] | None = None,
+    **fit: Any,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The SR background template of ``method`` (``reweight``, ``generate``, ``morph``, or ``mc``: the SR
     MC unchanged) from ``samples["data"]`` (CR part) and ``samples["mc"]``: (table of features and
-    context, event weights)."""
-    maker = fit_template(method, samples, regions=regions, features=features, seed=seed, settings=settings)
+    context, event weights). ``fit``: ``seed`` and ``settings`` of :func:`fit_template`."""
+    maker = fit_template(method, samples, regions=regions, features=features, **fit)
     mc = samples["mc"]
     return apply_template(maker, mc[regions.signal_region(mc)], features, regions.context)
 

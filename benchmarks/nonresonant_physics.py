@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.nonresonant_toy import settings as template_settings  # noqa: E402  (the toy's template settings)
+
 log = logging.getLogger("benchmarks.nonresonant_physics")
 
 SAMPLES = {
@@ -90,9 +92,6 @@ def study_config(workdir: Path, name: str, args: argparse.Namespace, n_sr: int) 
 
     signal, transform = STUDIES[name]
     injections = [int(round(z * math.sqrt(n_sr))) for z in args.significances]
-    ep = args.epochs
-    clf = {"epochs": ep, "batch_size": 512}
-    flow = {"epochs": ep, "n_blocks": 4, "hidden": 32, "batch_size": 512, "lr": 1.0e-3}
     config = {
         "name": name,
         "output": name,
@@ -107,18 +106,15 @@ def study_config(workdir: Path, name: str, args: argparse.Namespace, n_sr: int) 
         "k_folds": 5,
         "rejection": args.rejection,
         "classifier": {"name": "hgb", "settings": {"n_models": 3}},
-        "template_settings": {
-            "reweight": {"settings": clf},
-            "generate": {"flow": flow, "settings": clf},
-            "morph": {
-                "flow": flow,
-                "transport": {"epochs": ep, "batch_size": 512, "lr": 1.0e-3},
-                "settings": clf,
-            },
-        },
+        "template_settings": template_settings(args.epochs),
     }
     path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    class Plain(yaml.SafeDumper):  # settings shared by two methods are written out twice, not aliased
+        def ignore_aliases(self, data) -> bool:
+            return True
+
+    path.write_text(yaml.dump(config, Dumper=Plain, sort_keys=False))
     log.info("%s: injections %s SR signal events (SR background %d)", path, injections, n_sr)
     return path
 
