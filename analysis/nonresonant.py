@@ -403,16 +403,11 @@ def ks_test(
     weighted samples (a template of weighted events counts for fewer events than it holds)."""
     from scipy.special import kolmogorov
 
+    from radar.analysis.compare import effective_size
     from radar.analysis.metrics import weighted_ks
 
-    def effective(w: np.ndarray | None, n: int) -> float:
-        if w is None:
-            return float(n)
-        w = np.asarray(w, dtype="float64")
-        return float(w.sum() ** 2 / max((w**2).sum(), 1e-300))
-
     d = weighted_ks(a, b, wa, wb)
-    na, nb = effective(wa, len(a)), effective(wb, len(b))
+    na, nb = effective_size(wa, len(a)), effective_size(wb, len(b))
     n = na * nb / (na + nb) if na + nb > 0 else 0.0
     return {"ks": d, "p_value": float(kolmogorov(math.sqrt(n) * d)) if n > 0 else float("nan")}
 
@@ -506,6 +501,7 @@ def run_method(
     no injected signal when the signal lives in the SR, so one template serves every injection."""
     import time
 
+    from radar.analysis.compare import effective_size
     from radar.analysis.cwola import kfold_scores
     from radar.analysis.metrics import auc, classifier_metrics
 
@@ -552,7 +548,7 @@ def run_method(
         "n_sr_data": len(sr_data),
         "n_sr_signal": int((sr_data["label"] == 1).sum()),
         "n_template": len(X0),
-        "n_template_effective": float(w0.sum() ** 2 / (w0**2).sum()),
+        "n_template_effective": effective_size(w0, len(w0)),
         "test": classifier_metrics(y_test, result.scores_mean, rejection=rejection),
     }
     if method != "supervised":
