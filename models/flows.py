@@ -12,6 +12,12 @@ GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
 - ``kind="maf"`` (default, CATHODE's architecture): ``n_blocks`` × [MADE (two hidden layers of
   ``hidden`` units, affine) → batch norm → feature reversal], Adam with ``lr = 1e-4``.
   ``kind="rqs"``: the same stack with rational-quadratic spline MADEs (``n_bins`` bins, linear tails).
+- ``engine``: ``"radar"`` computes the MAF with radar's own module (:mod:`radar.models.maf`, the
+  reference's function in fewer operations: about 2× faster per epoch on a CPU), ``"nflows"`` with
+  nflows' transforms (the engine of flows saved before radar had its own; RQS always uses it);
+  ``"auto"`` (default) picks radar's for ``maf``. ``compile``: ``"auto"`` compiles the training step of
+  radar's engine with ``torch.compile`` when the training is long enough to repay the compilation
+  (≈ 10–20 s) and falls back to eager execution where compiling fails; ``True``/``False`` force it.
 - Early stopping on the validation loss (``patience`` epochs) and an ensemble of the ``n_best_epochs``
   epochs with the lowest validation loss: ``log_prob`` averages their probabilities, ``sample`` draws
   from that mixture.
@@ -40,12 +46,15 @@ import torch
 
 from radar.models.device import resolve_device
 from radar.models.preprocessing import MassScaler, Preprocessor
-from radar.models.training import loop_settings, train_model
+from radar.models.training import compiled_or_eager, loop_settings, train_model
 
 log = logging.getLogger(__name__)
 
 FORMAT = "radar.ConditionalFlow/1"
 KINDS = ("maf", "rqs")
+ENGINES = ("auto", "radar", "nflows")
+#: training steps (epochs × batches) from which ``compile="auto"`` compiles the training step
+COMPILE_MIN_STEPS = 20_000
 _EVAL_BATCH = 65536
 
 
@@ -153,9 +162,19 @@ class ConditionalFlow:
         grad_clip: float | None = None,
         weight_decay: float = 0.0,
         context_features: int = 1,
+        engine: str = "auto",
+        compile: bool | str = "auto",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown flow engine {engine!r}; expected one of {ENGINES}")
+        if engine == "auto":
+            engine = "radar" if kind == "maf" else "nflows"
+        if engine == "radar" and kind != "maf":
+            raise ValueError(f"engine 'radar' implements kind 'maf' only, not {kind!r}; use engine 'nflows'")
+        if compile not in ("auto", True, False):
+            raise ValueError(f"compile must be 'auto', true or false, got {compile!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         if epochs < 1 or batch_size < 1 or n_best_epochs < 1:
@@ -182,6 +201,8 @@ class ConditionalFlow:
             grad_clip=None if grad_clip is None else float(grad_clip),
             weight_decay=float(weight_decay),
             context_features=int(context_features),
+            engine=engine,
+            compile=compile,
         )
         if self.config["context_features"] < 1:
             raise ValueError(f"context_features must be >= 1, got {context_features}")
@@ -204,6 +225,18 @@ class ConditionalFlow:
     # -- helpers -----------------------------------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
         c = self.config
+        if c["engine"] == "radar":
+            from radar.models.maf import MaskedAutoregressiveFlow
+
+            model = MaskedAutoregressiveFlow(
+                self.n_features,
+                n_blocks=c["n_blocks"],
+                hidden=c["hidden"],
+                context_features=c["context_features"],
+            )
+            if self._init is not None:
+                model.load_state_dict(self._init)
+            return model.to(self.device)
         model = build_flow(
             self.n_features,
             kind=c["kind"],
@@ -346,15 +379,34 @@ class ConditionalFlow:
         z, ctx = data[:2]
         weight = data[2] if len(data) > 2 else None
 
+        n_train = len(z)
+        radar_engine = c["engine"] == "radar"
+        steps = c["epochs"] * math.ceil(n_train / c["batch_size"])
+        use_compile = radar_engine and (
+            c["compile"] is True or (c["compile"] == "auto" and steps >= COMPILE_MIN_STEPS)
+        )
+        compiled: dict[int, Any] = {}
+
+        def build() -> torch.nn.Module:
+            model = self._new_model()
+            if radar_engine:  # batch-norm running statistics: the last ~100 batches or the last epoch
+                model.momentum = max(0.01, min(1.0, c["batch_size"] / n_train))
+            return model
+
         def batch_loss(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
             idx = idx.to(self.device)
-            return mean_nll(model.log_prob(z[idx], context=ctx[idx]), None if weight is None else weight[idx])
+            log_prob = model.log_prob
+            if use_compile and len(idx) == c["batch_size"]:  # one compiled graph: full batches only
+                log_prob = compiled.setdefault(
+                    id(model), compiled_or_eager(model.log_prob, "ConditionalFlow")
+                )
+            return mean_nll(log_prob(z[idx], ctx[idx]), None if weight is None else weight[idx])
 
         def val_loss(model: torch.nn.Module) -> float:
             return float(mean_nll(self._log_prob_z(model, *val[:2]), val[2] if len(val) > 2 else None))
 
         result = train_model(
-            self._new_model,
+            build,
             batch_loss,
             val_loss,
             len(z),
@@ -365,6 +417,9 @@ class ConditionalFlow:
         self.members = result.members
         self.history = result.history
         self.n_failed = result.n_failed
+        self.history["compiled"] = bool(
+            use_compile and any(getattr(f, "compiled", False) for f in compiled.values())
+        )
 
     @torch.no_grad()
     def _log_prob_z(self, model: torch.nn.Module, z: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
@@ -441,9 +496,11 @@ class ConditionalFlow:
             idx = torch.nonzero(which == k).reshape(-1)
             for s in range(0, len(idx), _EVAL_BATCH):
                 part = idx[s : s + _EVAL_BATCH]
-                out, _ = member._transform.inverse(
-                    noise[part].to(self.device), context=ctx[part].to(self.device)
-                )
+                noise_part, ctx_part = noise[part].to(self.device), ctx[part].to(self.device)
+                if hasattr(member, "inverse"):  # radar's engine
+                    out, _ = member.inverse(noise_part, ctx_part)
+                else:
+                    out, _ = member._transform.inverse(noise_part, context=ctx_part)
                 z[part] = out.cpu()
         return self.preprocessor.inverse(z.double().numpy())
 
@@ -471,6 +528,9 @@ class ConditionalFlow:
                 f"not a saved ConditionalFlow (format {state.get('format')!r}, expected {FORMAT!r})"
             )
         config = dict(state["config"])
+        # flows saved before radar had its own MAF engine were nflows models
+        config.setdefault("engine", "nflows")
+        config.setdefault("compile", "auto")
         if device is not None:
             config["device"] = device
         flow = cls(**config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,14 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "TrainingDiverged", "loop_settings", "train_model"]
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "compiled_or_eager",
+    "loop_settings",
+    "make_adamw",
+    "train_model",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,6 +47,58 @@ LOOP_KEYS = (
     "divergence",
     "progress",
 )
+
+
+class _CompiledOrEager:
+    """``fn`` compiled with ``torch.compile`` on its first call; where compiling fails (no C++ compiler,
+    an unsupported platform) a warning is logged once and ``fn`` runs eagerly from then on.
+    ``compiled`` tells which of the two ran."""
+
+    def __init__(self, fn: Callable, what: str) -> None:
+        self.fn, self.what, self.compiled = fn, what, None
+        self._compiled_fn: Callable | None = None
+
+    def __call__(self, *args):
+        if self.compiled is False:
+            return self.fn(*args)
+        try:
+            if self._compiled_fn is None:
+                import multiprocessing
+
+                if multiprocessing.current_process().daemon:
+                    # a daemonic process (a Dask worker's) may not start the compiler's worker pool
+                    import torch._inductor.config as inductor_config
+
+                    inductor_config.compile_threads = 1
+                self._compiled_fn = torch.compile(self.fn, dynamic=False)
+            out = self._compiled_fn(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager execution
+            if self.compiled:  # it compiled and ran before: a real error of the model, not of compiling
+                raise
+            log.warning(
+                "%s: torch.compile failed (%s: %s); training without compiling",
+                self.what,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+            self.compiled = False
+            return self.fn(*args)
+        self.compiled = True
+        return out
+
+
+def compiled_or_eager(fn: Callable, what: str = "model") -> _CompiledOrEager:
+    """``fn`` compiled on first use, or ``fn`` itself where compiling fails (see :class:`_CompiledOrEager`)."""
+    return _CompiledOrEager(fn, what)
+
+
+def make_adamw(groups, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with the fused (one-kernel) update where this torch has it for the parameters' device; the
+    for-loop update otherwise. Same algorithm, fewer operations per step."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
 def loop_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -151,14 +211,21 @@ def _train_once(
     params = [p for p in model.parameters() if p.requires_grad]
     # a module may ask for its own parameter groups (e.g. R-ANODE's signal fraction with a larger lr)
     groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": params}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    optimizer = make_adamw(groups, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     min_batch = max(2, batch_size // 8)
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "best_epochs": [], "seed_used": seed}
+    history: dict[str, Any] = {
+        "train_loss": [],
+        "val_loss": [],
+        "best_epochs": [],
+        "seed_used": seed,
+        "epoch_s": [],  # wall seconds of each epoch (training and validation)
+    }
     best: list[tuple[float, int, dict[str, torch.Tensor]]] = []
     best_loss, waited, first_val = math.inf, 0, None
     bar = tqdm(range(epochs), desc=what, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
+        started = time.perf_counter()
         model.train()
         order = torch.randperm(n_train, generator=generator)
         # the epoch's loss is summed on the model's device and checked once per epoch: a per-batch check
@@ -190,6 +257,7 @@ def _train_once(
             raise TrainingDiverged(f"validation loss rose from {first_val:.4f} to {val:.4f} at epoch {epoch}")
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val)
+        history["epoch_s"].append(time.perf_counter() - started)
         bar.set_postfix(val=f"{val:.4f}")
         if len(best) < n_best or val < best[-1][0]:
             best.append((val, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}))

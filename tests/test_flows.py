@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from radar.models import flows as flows_module
 from radar.models.flows import KINDS, ConditionalFlow, build_flow
 from radar.models.preprocessing import MassScaler, Preprocessor
 
 TINY = dict(n_blocks=2, hidden=16, epochs=1, batch_size=64, n_bins=4)
+#: (kind, engine): radar's own MAF, nflows' MAF (flows saved before radar had its own), nflows' RQS
+VARIANTS = [("maf", "radar"), ("maf", "nflows"), ("rqs", "nflows")]
 
 
 def make_data(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -32,10 +33,11 @@ def data():
     return make_data()
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: "-".join(v))
 def fitted(request, data):
     x, m = data
-    return ConditionalFlow(3, kind=request.param, seed=3, **TINY).fit(x, m)
+    kind, engine = request.param
+    return ConditionalFlow(3, kind=kind, engine=engine, seed=3, **TINY).fit(x, m)
 
 
 # -- preprocessing ---------------------------------------------------------------------------------------
@@ -158,12 +160,14 @@ def test_gradients_reach_every_parameter(kind):
         assert parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_one_dimensional_flow_is_normalised(kind):
+@pytest.mark.parametrize("kind, engine", VARIANTS)
+def test_one_dimensional_flow_is_normalised(kind, engine):
     rng = np.random.default_rng(5)
     m = rng.uniform(3000.0, 4000.0, 600)
     x = rng.gamma(3.0, 20.0, 600)[:, None] + 0.01 * m[:, None]
-    flow = ConditionalFlow(1, kind=kind, n_blocks=2, hidden=16, n_bins=4, epochs=3, batch_size=64, seed=1)
+    flow = ConditionalFlow(
+        1, kind=kind, engine=engine, n_blocks=2, hidden=16, n_bins=4, epochs=3, batch_size=64, seed=1
+    )
     flow.fit(x, m)
     lo, hi = flow.preprocessor.lo[0], flow.preprocessor.hi[0]
     grid = np.linspace(lo, hi, 20001)
@@ -194,12 +198,12 @@ def test_save_load_gives_identical_log_prob(fitted, data, tmp_path):
     assert again.config == fitted.config
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_same_seed_same_numbers(kind, data):
+@pytest.mark.parametrize("kind, engine", VARIANTS)
+def test_same_seed_same_numbers(kind, engine, data):
     x, m = data
-    a = ConditionalFlow(3, kind=kind, seed=11, **TINY).fit(x, m)
-    b = ConditionalFlow(3, kind=kind, seed=11, **TINY).fit(x, m)
-    c = ConditionalFlow(3, kind=kind, seed=12, **TINY).fit(x, m)
+    a = ConditionalFlow(3, kind=kind, engine=engine, seed=11, **TINY).fit(x, m)
+    b = ConditionalFlow(3, kind=kind, engine=engine, seed=11, **TINY).fit(x, m)
+    c = ConditionalFlow(3, kind=kind, engine=engine, seed=12, **TINY).fit(x, m)
     np.testing.assert_array_equal(a.log_prob(x, m), b.log_prob(x, m))
     np.testing.assert_array_equal(a.sample(m[:20]), b.sample(m[:20]))
     assert not np.array_equal(a.log_prob(x, m), c.log_prob(x, m))
@@ -228,17 +232,17 @@ def test_early_stopping_stops_patience_epochs_after_the_best(data):
 def test_non_finite_loss_is_caught_and_restarted(data, monkeypatch):
     x, m = data
     calls = []
-    original = flows_module.build_flow
+    original = ConditionalFlow._new_model
 
-    def poisoned_first(*args, **kwargs):
-        model = original(*args, **kwargs)
+    def poisoned_first(self):
+        model = original(self)
         if not calls:
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
         calls.append(1)
         return model
 
-    monkeypatch.setattr(flows_module, "build_flow", poisoned_first)
+    monkeypatch.setattr(ConditionalFlow, "_new_model", poisoned_first)
     flow = ConditionalFlow(3, seed=2, **TINY).fit(x, m)
     assert flow.n_failed == 1
     assert flow.history["seed_used"] != 2
@@ -247,15 +251,15 @@ def test_non_finite_loss_is_caught_and_restarted(data, monkeypatch):
 
 def test_every_training_failing_raises(data, monkeypatch):
     x, m = data
-    original = flows_module.build_flow
+    original = ConditionalFlow._new_model
 
-    def always_nan(*args, **kwargs):
-        model = original(*args, **kwargs)
+    def always_nan(self):
+        model = original(self)
         with torch.no_grad():
             next(model.parameters()).fill_(float("nan"))
         return model
 
-    monkeypatch.setattr(flows_module, "build_flow", always_nan)
+    monkeypatch.setattr(ConditionalFlow, "_new_model", always_nan)
     with pytest.raises(RuntimeError, match="ConditionalFlow.fit: all 2 trainings failed"):
         ConditionalFlow(3, max_restarts=1, **TINY).fit(x, m)
 
@@ -335,3 +339,98 @@ def test_warm_start_with_another_architecture_is_refused(data):
     source = ConditionalFlow(3, **TINY).fit(x, m)
     with pytest.raises(ValueError, match="do not fit this flow's architecture"):
         ConditionalFlow(3, **{**TINY, "hidden": 8}).fit(x, m, init=source.warm_start_weights())
+
+
+# -- radar's MAF engine ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reverse", [False, True])
+def test_radar_maf_block_is_autoregressive_in_its_order(reverse):
+    """One MADE with the masks of an even (natural order) or odd (reversed order) block: u_i depends on
+    z_j only for j at or before i in that order (a triangular Jacobian with the order's orientation)."""
+    from radar.models.maf import MaskedAutoregressiveFlow, made_masks
+
+    torch.manual_seed(0)
+    flow = MaskedAutoregressiveFlow(4, n_blocks=1, hidden=32).eval()
+    for name, mask in zip(("mask1", "mask2", "mask3"), made_masks(4, 32, reverse)):
+        getattr(flow, name).copy_(mask)
+    with torch.no_grad():
+        flow.b3.normal_()
+    ctx = torch.randn(1, 1)
+    jac = torch.autograd.functional.jacobian(lambda z: flow(z[None], ctx)[0][0], torch.randn(4))
+    expected = torch.ones(4, 4).tril() if not reverse else torch.ones(4, 4).triu()
+    assert torch.equal(jac.abs() > 1e-9, expected.bool())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_radar_maf_log_det_and_inverse_are_exact(training):
+    """log|det| of the whole stack is the autograd Jacobian's (evaluation mode: per event; training mode
+    with batch statistics: the batch-norm term is common to the batch), and inverse undoes forward."""
+    from radar.models.maf import MaskedAutoregressiveFlow
+
+    torch.manual_seed(1)
+    flow = MaskedAutoregressiveFlow(3, n_blocks=3, hidden=16, context_features=2)
+    with torch.no_grad():
+        flow.running_mean.normal_(0.0, 0.3)
+        flow.running_var.uniform_(0.5, 2.0)
+        flow.log_gamma.normal_(0.0, 0.2)
+    flow.train(training)
+    z, ctx = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    flow.double()
+    u, logdet = flow(z, ctx)
+    if training:  # the Jacobian of event 0 with the other events' batch statistics held fixed
+        mean, var = None, None
+        flow.eval()
+        with torch.no_grad():  # evaluation mode with running statistics equal to this batch's
+            x = z
+            for k in range(flow.n_blocks):
+                weights, per_block = flow._prepare(ctx, len(z))
+                mu, neg_alpha = flow._made(k, x, per_block[k], weights)
+                uk = (x - mu) * neg_alpha.exp()
+                var, mean = torch.var_mean(uk, 0, correction=0)
+                flow.running_mean[k], flow.running_var[k] = mean, var
+                x = (uk - mean) * flow.log_gamma[k].exp() * torch.rsqrt(var + flow.eps) + flow.beta[k]
+        u_eval, logdet_eval = flow(z, ctx)
+        torch.testing.assert_close(u_eval, u.detach())
+        torch.testing.assert_close(logdet_eval, logdet.detach())
+    flow.eval()
+    u, logdet = flow(z, ctx)
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda r, i=i: flow(r[None], ctx[i : i + 1])[0][0], z[i])
+        assert logdet[i].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-9)
+    back, logdet_inverse = flow.inverse(u.detach(), ctx)
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(logdet_inverse, -logdet.detach())
+
+
+def test_flows_saved_before_the_radar_engine_load_as_nflows(data, tmp_path):
+    """A saved state without the ``engine`` key (every flow saved before radar had its own MAF) is an
+    nflows flow and gives the same densities after loading."""
+    x, m = data
+    flow = ConditionalFlow(3, engine="nflows", seed=3, **TINY).fit(x, m)
+    state = flow.state_dict()
+    del state["config"]["engine"], state["config"]["compile"]
+    again = ConditionalFlow.from_state_dict(state)
+    assert again.config["engine"] == "nflows"
+    np.testing.assert_array_equal(again.log_prob(x, m), flow.log_prob(x, m))
+    with pytest.raises(ValueError, match="engine 'radar' implements kind 'maf' only"):
+        ConditionalFlow(3, kind="rqs", engine="radar")
+    assert ConditionalFlow(3, kind="rqs").config["engine"] == "nflows"
+    assert ConditionalFlow(3).config["engine"] == "radar"
+
+
+def test_compiled_training_matches_eager_and_falls_back_when_compiling_fails(data, monkeypatch, caplog):
+    x, m = data
+    settings = dict(n_blocks=2, hidden=16, epochs=2, batch_size=64, seed=4)
+    eager = ConditionalFlow(3, compile=False, **settings).fit(x, m)
+    compiled = ConditionalFlow(3, compile=True, **settings).fit(x, m)
+    assert compiled.history["compiled"] and not eager.history["compiled"]
+    np.testing.assert_allclose(compiled.log_prob(x, m), eager.log_prob(x, m), rtol=1e-3, atol=1e-3)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level("WARNING"):
+        fallback = ConditionalFlow(3, compile=True, **settings).fit(x, m)
+    assert not fallback.history["compiled"]
+    assert "torch.compile failed (RuntimeError: no C++ compiler here)" in caplog.text
+    np.testing.assert_array_equal(fallback.log_prob(x, m), eager.log_prob(x, m))
