@@ -56,6 +56,8 @@ ENGINES = ("auto", "radar", "nflows")
 #: training steps (epochs × batches) from which ``compile="auto"`` compiles the training step
 COMPILE_MIN_STEPS = 20_000
 _EVAL_BATCH = 65536
+#: training events whose batch statistics radar's MAF uses in evaluation (set before every validation)
+_BN_EVENTS = 16384
 
 
 def build_flow(
@@ -387,11 +389,10 @@ class ConditionalFlow:
         )
         compiled: dict[int, Any] = {}
 
-        def build() -> torch.nn.Module:
-            model = self._new_model()
-            if radar_engine:  # batch-norm running statistics: the last ~100 batches or the last epoch
-                model.momentum = max(0.01, min(1.0, c["batch_size"] / n_train))
-            return model
+        # radar's engine: the batch-norm statistics of evaluation come from a fixed subset of the training
+        # events, set before every validation (and so saved with every best epoch)
+        stats_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.seed))[:_BN_EVENTS]
+        stats_idx = stats_idx.to(self.device)
 
         def batch_loss(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
             idx = idx.to(self.device)
@@ -403,10 +404,12 @@ class ConditionalFlow:
             return mean_nll(log_prob(z[idx], ctx[idx]), None if weight is None else weight[idx])
 
         def val_loss(model: torch.nn.Module) -> float:
+            if radar_engine:
+                model.set_batch_statistics(z[stats_idx], ctx[stats_idx])
             return float(mean_nll(self._log_prob_z(model, *val[:2]), val[2] if len(val) > 2 else None))
 
         result = train_model(
-            build,
+            self._new_model,
             batch_loss,
             val_loss,
             len(z),

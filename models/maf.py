@@ -14,8 +14,11 @@ What makes it fast is only how the same function is computed:
 - the feature reversal folded into the masks (odd blocks use the reversed autoregressive order: the same
   family of functions, the base density does not care about the order of its coordinates);
 - the output layer gives ``-α`` directly and the log-determinants of all blocks are summed once;
-- batch-norm running statistics as an exponential average updated once per batch for all blocks (the
-  reference re-runs the whole training set through the network after every epoch to set them).
+- batch-norm statistics for evaluation set by :meth:`MaskedAutoregressiveFlow.set_batch_statistics` from
+  a fixed subset of the training events before each validation (the reference re-runs the whole training
+  set through the network after every epoch to set them; a running average over the last batches instead
+  lags the weights early in a training: measured 0.016–0.023 nats worse validation NLL after 1–2 epochs,
+  while 16k events come within 0.0006 nats of the whole set).
 
 The module speaks the part of nflows' ``Flow`` interface radar uses: ``log_prob(inputs, context=)``,
 ``transform_to_noise(inputs, context=)`` and :meth:`MaskedAutoregressiveFlow.inverse`.
@@ -61,9 +64,9 @@ class MaskedAutoregressiveFlow(nn.Module):
     """p(z | c) with ``n_blocks`` × [MADE → batch norm → reversal] over ``n_features`` standardised
     features and ``context_features`` conditionals; see the module docstring.
 
-    ``momentum``: weight of each training batch in the batch-norm running statistics (set by the
-    training: :class:`radar.models.flows.ConditionalFlow` uses ``max(0.01, batch / n_train)``, i.e. an
-    average over the last ~100 batches or the last epoch, whichever is shorter).
+    Evaluation mode normalises with ``running_mean``/``running_var``; training does not update them
+    (:meth:`set_batch_statistics` does, :class:`radar.models.flows.ConditionalFlow` calls it before every
+    validation).
     """
 
     def __init__(
@@ -74,7 +77,6 @@ class MaskedAutoregressiveFlow(nn.Module):
         hidden: int = 128,
         context_features: int = 1,
         eps: float = 1e-5,
-        momentum: float = 0.01,
     ) -> None:
         super().__init__()
         if n_features < 1 or n_blocks < 1 or hidden < 1 or context_features < 1:
@@ -84,7 +86,6 @@ class MaskedAutoregressiveFlow(nn.Module):
             )
         d, h, b = n_features, hidden, n_blocks
         self.n_features, self.hidden, self.n_blocks, self.eps = d, h, b, float(eps)
-        self.momentum = float(momentum)
         masks = [made_masks(d, h, reverse=k % 2 == 1) for k in range(b)]
         for i, name in enumerate(("mask1", "mask2", "mask3")):
             self.register_buffer(name, torch.stack([mk[i] for mk in masks]))
@@ -133,7 +134,7 @@ class MaskedAutoregressiveFlow(nn.Module):
         if training:
             gamma = self.log_gamma.exp().unbind(0)
             beta = self.beta.unbind(0)
-            means, variances = [], []
+            variances = []
         else:
             scale, shift = (t.unbind(0) for t in self._eval_affine())
         log_scales = []
@@ -144,7 +145,6 @@ class MaskedAutoregressiveFlow(nn.Module):
             log_scales.append(neg_alpha)
             if training:
                 var, mean = torch.var_mean(u, 0, correction=0)
-                means.append(mean)
                 variances.append(var)
                 x = torch.addcmul(beta[k], u - mean, gamma[k] * torch.rsqrt(var + self.eps))
             else:
@@ -153,12 +153,24 @@ class MaskedAutoregressiveFlow(nn.Module):
         if training:
             var = torch.stack(variances) + self.eps
             logdet = logdet + (self.log_gamma.sum() - 0.5 * var.log().sum())
-            with torch.no_grad():
-                self.running_mean.lerp_(torch.stack(means), self.momentum)
-                self.running_var.lerp_(var - self.eps, self.momentum)
         else:
             logdet = logdet + (self.log_gamma.sum() - 0.5 * torch.log(self.running_var + self.eps).sum())
         return x, logdet
+
+    @torch.no_grad()
+    def set_batch_statistics(self, inputs: torch.Tensor, context: torch.Tensor) -> None:
+        """Set every block's batch-norm running statistics to the (biased) mean and variance of its inputs
+        when ``inputs`` (N, D) with ``context`` (N, C) go through the network as one training batch: after
+        this, evaluation mode gives these events exactly the training-mode transform."""
+        context = context.reshape(len(inputs), -1)
+        weights, per_block = self._prepare(context, len(inputs))
+        x = inputs
+        for k in range(self.n_blocks):
+            mu, neg_alpha = self._made(k, x, per_block[k], weights)
+            u = (x - mu) * neg_alpha.exp()
+            var, mean = torch.var_mean(u, 0, correction=0)
+            self.running_mean[k], self.running_var[k] = mean, var
+            x = (u - mean) * (self.log_gamma[k].exp() * torch.rsqrt(var + self.eps)) + self.beta[k]
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """log p(z | c), shape (N,)."""
