@@ -1,24 +1,28 @@
-"""radar's own masked autoregressive flow: CATHODE's MAF architecture in as few tensor operations as it takes.
+"""radar's own masked autoregressive flow: the MAF radar's flows always were, in far fewer tensor operations.
 
-The network is the one of the CATHODE reference (its ``DE_MAF_model.yml``: ``n_blocks`` × [MADE with two
-hidden ReLU layers that see the conditional in the first → batch-norm flow layer → feature reversal],
-orthogonal initial weights, zero biases, a standard-normal base). The MADE's affine transform is
-``u = (x - μ) · exp(-α)``; the batch-norm layer normalises with the batch's (biased) mean and variance in
-training and with running statistics in evaluation, with a learnt log-scale and shift.
+The function is the one radar computed with nflows before (``MaskedAffineAutoregressiveTransform`` +
+``BatchNorm`` + ``ReversePermutation``), and the architecture that of CATHODE's reference flow (its
+``DE_MAF_model.yml``): ``n_blocks`` × [MADE → batch-norm flow layer → feature reversal]. Each MADE has two
+hidden ReLU layers; the conditional enters the first through its own linear layer and ReLU (nflows'
+``context_layer``); its outputs are a shift and an unconstrained scale, ``u = z · (softplus(s) + 10⁻³) +
+shift``. The batch-norm layer normalises with the batch's mean and (unbiased) variance in training and with
+stored statistics in evaluation, with a learnt scale (softplus, starting at 1) and shift. Weights start as
+torch's ``Linear`` defaults, as nflows'. (CATHODE's own MADE differs in two details that do not change the
+family of functions: an exponential scale and the conditional summed without its own ReLU.)
 
 What makes it fast is only how the same function is computed:
 
-- one parameter tensor per kind of weight for all blocks (nine tensors instead of ~135), so the optimiser
+- one parameter tensor per kind of weight for all blocks (ten tensors instead of ~135), so the optimiser
   steps a handful of tensors, and the autoregressive masks are applied to all blocks in one product;
 - the conditional's contribution to every block's first layer in one matrix product per batch;
 - the feature reversal folded into the masks (odd blocks use the reversed autoregressive order: the same
   family of functions, the base density does not care about the order of its coordinates);
-- the output layer gives ``-α`` directly and the log-determinants of all blocks are summed once;
+- the log-determinants of all blocks summed once;
 - batch-norm statistics for evaluation set by :meth:`MaskedAutoregressiveFlow.set_batch_statistics` from
-  a fixed subset of the training events before each validation (the reference re-runs the whole training
-  set through the network after every epoch to set them; a running average over the last batches instead
-  lags the weights early in a training: measured 0.016–0.023 nats worse validation NLL after 1–2 epochs,
-  while 16k events come within 0.0006 nats of the whole set).
+  a fixed subset of the training events before each validation, not updated on every batch (CATHODE's
+  reference re-runs the whole training set through the network after every epoch to set them; a running
+  average over the last batches lags the weights early in a training: measured 0.016–0.023 nats worse
+  validation NLL after 1–2 epochs, while 16k events come within 0.0006 nats of the whole set).
 
 The module speaks the part of nflows' ``Flow`` interface radar uses: ``log_prob(inputs, context=)``,
 ``transform_to_noise(inputs, context=)`` and :meth:`MaskedAutoregressiveFlow.inverse`.
@@ -54,10 +58,13 @@ def made_masks(
     return first, middle, torch.cat([last, last])
 
 
-def _orthogonal(*shape: int) -> torch.Tensor:
-    weight = torch.empty(*shape)
-    nn.init.orthogonal_(weight)
-    return weight
+def _uniform(bound: float, *shape: int) -> torch.Tensor:
+    """torch's ``Linear`` default initialisation: U(-1/√fan_in, 1/√fan_in) for weights and biases."""
+    return torch.empty(*shape).uniform_(-bound, bound)
+
+
+#: the scale's floor (nflows' ``MaskedAffineAutoregressiveTransform``)
+_MIN_SCALE = 1e-3
 
 
 class MaskedAutoregressiveFlow(nn.Module):
@@ -84,31 +91,34 @@ class MaskedAutoregressiveFlow(nn.Module):
                 f"need n_features, n_blocks, hidden, context_features >= 1, got {n_features}, {n_blocks}, "
                 f"{hidden}, {context_features}"
             )
-        d, h, b = n_features, hidden, n_blocks
+        d, h, b, c = n_features, hidden, n_blocks, context_features
         self.n_features, self.hidden, self.n_blocks, self.eps = d, h, b, float(eps)
         masks = [made_masks(d, h, reverse=k % 2 == 1) for k in range(b)]
         for i, name in enumerate(("mask1", "mask2", "mask3")):
             self.register_buffer(name, torch.stack([mk[i] for mk in masks]))
-        self.w1 = nn.Parameter(torch.stack([_orthogonal(h, d) for _ in range(b)]))
-        self.wc = nn.Parameter(torch.cat([_orthogonal(h, context_features) for _ in range(b)]))
-        self.b1 = nn.Parameter(torch.zeros(b * h))
-        self.w2 = nn.Parameter(torch.stack([_orthogonal(h, h) for _ in range(b)]))
-        self.b2 = nn.Parameter(torch.zeros(b, h))
-        self.w3 = nn.Parameter(torch.stack([_orthogonal(2 * d, h) for _ in range(b)]))
-        self.b3 = nn.Parameter(torch.zeros(b, 2 * d))
-        self.log_gamma = nn.Parameter(torch.zeros(b, d))
-        self.beta = nn.Parameter(torch.zeros(b, d))
+        self.w1 = nn.Parameter(_uniform(d**-0.5, b, h, d))
+        self.b1 = nn.Parameter(_uniform(d**-0.5, b, h))
+        self.wc = nn.Parameter(_uniform(c**-0.5, b * h, c))  # the conditional's own layer, all blocks
+        self.bc = nn.Parameter(_uniform(c**-0.5, b * h))
+        self.w2 = nn.Parameter(_uniform(h**-0.5, b, h, h))
+        self.b2 = nn.Parameter(_uniform(h**-0.5, b, h))
+        self.w3 = nn.Parameter(_uniform(h**-0.5, b, 2 * d, h))  # rows: D unconstrained scales, D shifts
+        self.b3 = nn.Parameter(_uniform(h**-0.5, b, 2 * d))
+        # batch norm: scale softplus(raw) + eps starts at 1, shift at 0 (nflows' BatchNorm)
+        self.norm_raw = nn.Parameter(torch.full((b, d), math.log(math.expm1(1.0 - eps))))
+        self.norm_shift = nn.Parameter(torch.zeros(b, d))
         self.register_buffer("running_mean", torch.zeros(b, d))
         self.register_buffer("running_var", torch.ones(b, d))
 
     # -- the MADE of block k ---------------------------------------------------------------------------
     def _made(self, k: int, x: torch.Tensor, context_k: torch.Tensor, weights) -> tuple[torch.Tensor, ...]:
+        """Scale (softplus(s) + 10⁻³) and shift of block k for inputs x (its conditional term given)."""
         w1, w2, w3 = weights
         hidden = torch.addmm(context_k, x, w1[k].t()).relu_()
         hidden = torch.addmm(self.b2[k], hidden, w2[k].t()).relu_()
         out = torch.addmm(self.b3[k], hidden, w3[k].t())
         d = self.n_features
-        return out[:, :d], out[:, d:]  # shift μ and -α
+        return torch.nn.functional.softplus(out[:, :d]) + _MIN_SCALE, out[:, d:]
 
     def _prepare(self, context: torch.Tensor, n: int):
         weights = (
@@ -116,13 +126,17 @@ class MaskedAutoregressiveFlow(nn.Module):
             (self.w2 * self.mask2).unbind(0),
             (self.w3 * self.mask3).unbind(0),
         )
-        per_block = torch.addmm(self.b1, context, self.wc.t()).view(n, self.n_blocks, self.hidden).unbind(1)
-        return weights, per_block
+        # every block's first-layer term from the conditional: ReLU(Wc c + bc) + b1, one product for all
+        conditional = torch.addmm(self.bc, context, self.wc.t()).relu_().view(n, self.n_blocks, self.hidden)
+        return weights, (conditional + self.b1).unbind(1)
+
+    def _norm_scale(self) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.norm_raw) + self.eps
 
     def _eval_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Evaluation-mode batch norm of every block as y = u · scale + shift, shapes (blocks, D)."""
-        scale = self.log_gamma.exp() * torch.rsqrt(self.running_var + self.eps)
-        return scale, self.beta - self.running_mean * scale
+        scale = self._norm_scale() * torch.rsqrt(self.running_var + self.eps)
+        return scale, self.norm_shift - self.running_mean * scale
 
     # -- nflows-like interface ---------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,46 +145,43 @@ class MaskedAutoregressiveFlow(nn.Module):
         n = len(inputs)
         weights, per_block = self._prepare(context, n)
         training = self.training
+        norm_scale = self._norm_scale()
         if training:
-            gamma = self.log_gamma.exp().unbind(0)
-            beta = self.beta.unbind(0)
+            gamma, beta = norm_scale.unbind(0), self.norm_shift.unbind(0)
             variances = []
         else:
-            scale, shift = (t.unbind(0) for t in self._eval_affine())
-        log_scales = []
+            scale_eval, shift_eval = (t.unbind(0) for t in self._eval_affine())
+        made_scales = []
         x = inputs
         for k in range(self.n_blocks):
-            mu, neg_alpha = self._made(k, x, per_block[k], weights)
-            u = (x - mu) * neg_alpha.exp()
-            log_scales.append(neg_alpha)
+            scale, shift = self._made(k, x, per_block[k], weights)
+            u = torch.addcmul(shift, x, scale)
+            made_scales.append(scale)
             if training:
-                var, mean = torch.var_mean(u, 0, correction=0)
+                var, mean = torch.var_mean(u, 0)
                 variances.append(var)
                 x = torch.addcmul(beta[k], u - mean, gamma[k] * torch.rsqrt(var + self.eps))
             else:
-                x = torch.addcmul(shift[k], u, scale[k])
-        logdet = torch.cat(log_scales, 1).sum(1)
-        if training:
-            var = torch.stack(variances) + self.eps
-            logdet = logdet + (self.log_gamma.sum() - 0.5 * var.log().sum())
-        else:
-            logdet = logdet + (self.log_gamma.sum() - 0.5 * torch.log(self.running_var + self.eps).sum())
-        return x, logdet
+                x = torch.addcmul(shift_eval[k], u, scale_eval[k])
+        logdet = torch.cat(made_scales, 1).log().sum(1)
+        var = torch.stack(variances) if training else self.running_var
+        return x, logdet + (norm_scale.log().sum() - 0.5 * torch.log(var + self.eps).sum())
 
     @torch.no_grad()
     def set_batch_statistics(self, inputs: torch.Tensor, context: torch.Tensor) -> None:
-        """Set every block's batch-norm running statistics to the (biased) mean and variance of its inputs
-        when ``inputs`` (N, D) with ``context`` (N, C) go through the network as one training batch: after
+        """Set every block's batch-norm statistics to the mean and (unbiased) variance of its inputs when
+        ``inputs`` (N, D) with ``context`` (N, C) go through the network as one training batch: after
         this, evaluation mode gives these events exactly the training-mode transform."""
         context = context.reshape(len(inputs), -1)
         weights, per_block = self._prepare(context, len(inputs))
+        norm_scale = self._norm_scale()
         x = inputs
         for k in range(self.n_blocks):
-            mu, neg_alpha = self._made(k, x, per_block[k], weights)
-            u = (x - mu) * neg_alpha.exp()
-            var, mean = torch.var_mean(u, 0, correction=0)
+            scale, shift = self._made(k, x, per_block[k], weights)
+            u = torch.addcmul(shift, x, scale)
+            var, mean = torch.var_mean(u, 0)
             self.running_mean[k], self.running_var[k] = mean, var
-            x = (u - mean) * (self.log_gamma[k].exp() * torch.rsqrt(var + self.eps)) + self.beta[k]
+            x = (u - mean) * (norm_scale[k] * torch.rsqrt(var + self.eps)) + self.norm_shift[k]
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """log p(z | c), shape (N,)."""
@@ -183,19 +194,19 @@ class MaskedAutoregressiveFlow(nn.Module):
     @torch.no_grad()
     def inverse(self, noise: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (N, D) from noise u (N, D) given the context, and log|det ∂z/∂u| (N,); evaluation-mode batch
-        norm (the running statistics), D passes of each MADE per block."""
+        norm (the stored statistics), D passes of each MADE per block."""
         context = context.reshape(len(noise), -1)
         weights, per_block = self._prepare(context, len(noise))
-        scale, shift = self._eval_affine()
+        scale_eval, shift_eval = self._eval_affine()
         x = noise
         logdet = torch.zeros(len(noise), dtype=noise.dtype, device=noise.device)
         for k in reversed(range(self.n_blocks)):
-            u = (x - shift[k]) / scale[k]
+            u = (x - shift_eval[k]) / scale_eval[k]
             z = torch.zeros_like(u)
             for _ in range(self.n_features):
-                mu, neg_alpha = self._made(k, z, per_block[k], weights)
-                z = u * (-neg_alpha).exp() + mu
-            logdet = logdet - neg_alpha.sum(1)
+                scale, shift = self._made(k, z, per_block[k], weights)
+                z = (u - shift) / scale
+            logdet = logdet - scale.log().sum(1)
             x = z
-        logdet = logdet - (self.log_gamma.sum() - 0.5 * torch.log(self.running_var + self.eps).sum())
+        logdet = logdet - scale_eval.log().sum()
         return x, logdet

@@ -371,7 +371,7 @@ def test_radar_maf_log_det_and_inverse_are_exact(training):
     with torch.no_grad():
         flow.running_mean.normal_(0.0, 0.3)
         flow.running_var.uniform_(0.5, 2.0)
-        flow.log_gamma.normal_(0.0, 0.2)
+        flow.norm_raw.normal_(0.0, 0.2)
     flow.train(training)
     z, ctx = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
     flow.double()
