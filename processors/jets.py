@@ -14,8 +14,9 @@ Conventions (GeV, radians):
 - N-subjettiness τ1..τ3 per jet, β = 1 (``tau_beta``), R0 = R, normalised by Σ pT · R0^β, with exclusive-kt
   axes (other ``tau_axes`` only with ``tau_convention="contrib"``; the columnar paths refuse them).
   ``tau_convention="kt"`` (default) is fastjet-contrib's ``Nsubjettiness`` with ``KT_Axes`` and
-  ``NormalizedMeasure`` (ΔR in rapidity–φ), computed with flat numpy over the kt axes of the whole
-  chunk (equal to contrib to rounding, about twice as fast end to end); ``"contrib"`` calls
+  ``NormalizedMeasure`` (ΔR in rapidity–φ), computed in one compiled pass per jet that finds the
+  exclusive-kt axes and sums τ (:mod:`radar.processors.substructure`; equal to contrib to rounding,
+  no second fastjet clustering); ``"contrib"`` calls
   fastjet-contrib ``njettiness`` itself (any ``tau_axes``); ``"lhco"`` uses pp-kt axes with R = jet
   radius and ΔR in η–φ (the pyjet-era LHC Olympics tools); ``"lhco_peer"`` also drops the 2π wrap
   of Δφ, reproducing the LHCO peer-reclustering files bit for bit (their bug; validation only).
@@ -181,6 +182,16 @@ def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     return taus
 
 
+def _tau_one_pass(constituents: ak.Array, config: JetConfig) -> np.ndarray:
+    """``"kt"``: the exclusive-kt axes and τ1..τ3 in one compiled pass over each jet's constituents
+    (:func:`radar.processors.substructure.kt_nsubjettiness`; no second fastjet clustering)."""
+    from radar.processors.substructure import kt_nsubjettiness
+
+    counts = ak.to_numpy(ak.flatten(ak.num(constituents, axis=2), axis=None))
+    k = _flat_kinematics(constituents)
+    return kt_nsubjettiness(k["px"], k["py"], k["pz"], k["E"], counts, beta=config.tau_beta, r0=config.r0)
+
+
 def _tau_contrib(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     """τ1..τ3 from fastjet-contrib Nsubjettiness (``NormalizedMeasure``, ``config.tau_axes``)."""
     import fastjet
@@ -205,8 +216,11 @@ def nsubjettiness(constituents: ak.Array, config: JetConfig) -> np.ndarray:
     n_per_event = ak.to_numpy(ak.num(constituents, axis=1))
     if n_events == 0 or n_per_event.sum() == 0:
         return np.zeros((n_events, int(n_per_event.max(initial=0)), 3))
-    compute = _tau_contrib if config.tau_convention == "contrib" else _tau_columnar
-    taus = compute(constituents, config)
+    if config.tau_convention == "kt":
+        taus = _tau_one_pass(constituents, config)
+    else:
+        compute = _tau_contrib if config.tau_convention == "contrib" else _tau_columnar
+        taus = compute(constituents, config)
     return taus.reshape(n_events, -1, 3)
 
 

@@ -664,3 +664,55 @@ def test_a_missing_feature_table_is_named_as_missing(tmp_path, name):
 
     with pytest.raises(FileNotFoundError, match=f"{name}: no such"):
         read_feature_table(tmp_path / name)
+
+
+def test_one_pass_nsubjettiness_equals_the_fastjet_reclustering(tiny_events):
+    """The compiled one-pass τ (radar.processors.substructure) equals the exclusive-kt axes of a second
+    fastjet clustering for both leading jets of all 1000 real events (to rounding)."""
+    from radar.processors.jets import (
+        PASS,
+        JetConfig,
+        _cluster,
+        _status,
+        _tau_columnar,
+        _tau_one_pass,
+        leading_jets,
+    )
+
+    config = JetConfig()
+    clustered = _cluster(tiny_events.particles, config)
+    passed = _status(clustered.jet["pt"], clustered.jet_eta, clustered.n_jets, config) == PASS
+    lead_index, _ = leading_jets(clustered, passed)
+    constituents = clustered.sequence.constituents()[passed][lead_index]
+    ours = _tau_one_pass(constituents, config)
+    reference = _tau_columnar(constituents, config)
+    assert ours.shape == (2000, 3)
+    np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-14)
+
+
+def test_one_pass_nsubjettiness_on_hand_made_jets():
+    from radar.processors.substructure import kt_nsubjettiness
+
+    def particle(pt, y, phi):
+        return pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(y), pt * np.cosh(y)
+
+    # jet A: one particle (τ1 = 0, no τ2/τ3); jet B: three separated particles (τ3 = 0, τ2 from the softest)
+    rows = [particle(100.0, 0.0, 1.0)] + [
+        particle(300.0, 0.0, 0.0),
+        particle(200.0, 0.8, 0.0),
+        particle(10.0, 0.0, 0.5),
+    ]
+    px, py, pz, e = (np.array(v) for v in zip(*rows, strict=True))
+    taus = kt_nsubjettiness(px, py, pz, e, [1, 3], beta=1.0, r0=1.0)
+    assert taus[0].tolist() == [0.0, 0.0, 0.0]
+    assert taus[1, 2] == pytest.approx(0.0, abs=1e-12)
+    # two axes: the 10 GeV particle merges first (kt distance 10² · 0.5² against 200² · 0.8²) into the
+    # 300 GeV one; the other axis is the 200 GeV particle itself
+    axis = np.array(rows[1]) + np.array(rows[3])
+    axis_y = 0.5 * np.log((axis[3] + axis[2]) / (axis[3] - axis[2]))
+    axis_phi = np.arctan2(axis[1], axis[0])
+    expected = (300.0 * np.hypot(axis_y, axis_phi) + 10.0 * np.hypot(axis_y, 0.5 - axis_phi)) / 510.0
+    assert taus[1, 1] == pytest.approx(expected, rel=1e-12)
+    assert taus[1, 0] > taus[1, 1]
+    with pytest.raises(ValueError, match="4 constituents in counts, 3 given"):
+        kt_nsubjettiness(px[:3], py[:3], pz[:3], e[:3], [1, 3], beta=1.0, r0=1.0)
