@@ -15,9 +15,9 @@ GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
 - ``engine``: ``"radar"`` computes the MAF with radar's own module (:mod:`radar.models.maf`, the
   reference's function in fewer operations: about 2× faster per epoch on a CPU), ``"nflows"`` with
   nflows' transforms (the engine of flows saved before radar had its own; RQS always uses it);
-  ``"auto"`` (default) picks radar's for ``maf``. ``compile``: ``"auto"`` compiles the training step of
-  radar's engine with ``torch.compile`` when the training is long enough to repay the compilation
-  (≈ 10–20 s) and falls back to eager execution where compiling fails; ``True``/``False`` force it.
+  ``"auto"`` (default) picks radar's for ``maf``. ``compile=True`` compiles the training step of radar's
+  engine with ``torch.compile`` (falling back to eager execution where compiling fails); off by default:
+  on this CPU it compiled in ≈ 27 s and then ran no faster than eager (``benchmarks/training.py``).
 - Early stopping on the validation loss (``patience`` epochs) and an ensemble of the ``n_best_epochs``
   epochs with the lowest validation loss: ``log_prob`` averages their probabilities, ``sample`` draws
   from that mixture.
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 FORMAT = "radar.ConditionalFlow/1"
 KINDS = ("maf", "rqs")
 ENGINES = ("auto", "radar", "nflows")
-#: training steps (epochs × batches) from which ``compile="auto"`` compiles the training step
-COMPILE_MIN_STEPS = 20_000
 _EVAL_BATCH = 65536
 #: training events whose batch statistics radar's MAF uses in evaluation (set before every validation)
 _BN_EVENTS = 16384
@@ -165,7 +163,7 @@ class ConditionalFlow:
         weight_decay: float = 0.0,
         context_features: int = 1,
         engine: str = "auto",
-        compile: bool | str = "auto",
+        compile: bool = False,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
@@ -175,8 +173,8 @@ class ConditionalFlow:
             engine = "radar" if kind == "maf" else "nflows"
         if engine == "radar" and kind != "maf":
             raise ValueError(f"engine 'radar' implements kind 'maf' only, not {kind!r}; use engine 'nflows'")
-        if compile not in ("auto", True, False):
-            raise ValueError(f"compile must be 'auto', true or false, got {compile!r}")
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be true or false, got {compile!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         if epochs < 1 or batch_size < 1 or n_best_epochs < 1:
@@ -383,10 +381,7 @@ class ConditionalFlow:
 
         n_train = len(z)
         radar_engine = c["engine"] == "radar"
-        steps = c["epochs"] * math.ceil(n_train / c["batch_size"])
-        use_compile = radar_engine and (
-            c["compile"] is True or (c["compile"] == "auto" and steps >= COMPILE_MIN_STEPS)
-        )
+        use_compile = radar_engine and c["compile"]
         compiled: dict[int, Any] = {}
 
         # radar's engine: the batch-norm statistics of evaluation come from a fixed subset of the training
@@ -398,9 +393,9 @@ class ConditionalFlow:
             idx = idx.to(self.device)
             log_prob = model.log_prob
             if use_compile and len(idx) == c["batch_size"]:  # one compiled graph: full batches only
-                log_prob = compiled.setdefault(
-                    id(model), compiled_or_eager(model.log_prob, "ConditionalFlow")
-                )
+                if id(model) not in compiled:
+                    compiled[id(model)] = compiled_or_eager(model.log_prob, "ConditionalFlow")
+                log_prob = compiled[id(model)]
             return mean_nll(log_prob(z[idx], ctx[idx]), None if weight is None else weight[idx])
 
         def val_loss(model: torch.nn.Module) -> float:
@@ -533,7 +528,7 @@ class ConditionalFlow:
         config = dict(state["config"])
         # flows saved before radar had its own MAF engine were nflows models
         config.setdefault("engine", "nflows")
-        config.setdefault("compile", "auto")
+        config.setdefault("compile", False)
         if device is not None:
             config["device"] = device
         flow = cls(**config)
