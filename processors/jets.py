@@ -235,9 +235,11 @@ class _Clustered:
     jet: dict[str, np.ndarray]  # flat jet kinematics (px, py, pz, E, pt, phi)
     jet_eta: np.ndarray
     n_jets: np.ndarray  # jets per event
-    px: np.ndarray  # flat particle px, py (for the missing pT)
+    px: np.ndarray  # flat particle momenta (px, py also give the missing pT)
     py: np.ndarray
     counts: np.ndarray  # particles per event
+    pz: np.ndarray
+    energy: np.ndarray
 
 
 def _cluster(particles: ak.Array, config: JetConfig) -> _Clustered:
@@ -257,7 +259,15 @@ def _cluster(particles: ak.Array, config: JetConfig) -> _Clustered:
         jets = sequence.inclusive_jets()
     jet = _flat_kinematics(jets)
     return _Clustered(
-        sequence, jet, _longitudinal(jet, "eta"), ak.to_numpy(ak.num(jets, axis=1)), px, py, counts
+        sequence,
+        jet,
+        _longitudinal(jet, "eta"),
+        ak.to_numpy(ak.num(jets, axis=1)),
+        px,
+        py,
+        counts,
+        pz,
+        energy,
     )
 
 
@@ -273,6 +283,44 @@ def leading_jets(clustered: _Clustered, passed: np.ndarray) -> tuple[ak.Array, d
     lead["eta"] = clustered.jet_eta[flat_index]
     lead["m"] = np.sqrt(np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0))
     return lead_index, lead
+
+
+def leading_constituents(
+    clustered: _Clustered, passed: np.ndarray, lead_index: ak.Array, lead_pt: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Flat ``px, py, pz, E`` of the constituents of the two leading jets of each ``passed`` event (jets in
+    the order of ``lead_index``; ``lead_pt`` their pT) and the constituent count of each of those jets.
+
+    Only jets at least as hard as the softest leading jet are asked from fastjet (its ``min_pt``), so the
+    soft jets' constituents are never copied out; the momenta are gathered from the chunk's own flat arrays.
+    """
+    jet_pt, n_jets = clustered.jet["pt"], clustered.n_jets
+    n_events = len(n_jets)
+    event_of_jet = np.repeat(np.arange(n_events), n_jets)
+    threshold = float(np.min(lead_pt)) * (1.0 - 1e-9) if lead_pt.size else 0.0
+    index = clustered.sequence.constituent_index(threshold)
+    kept = jet_pt * jet_pt >= threshold * threshold
+    kept_per_event = np.bincount(event_of_jet, weights=kept, minlength=n_events).astype(np.int64)
+    if not np.array_equal(ak.to_numpy(ak.num(index, axis=1)), kept_per_event):
+        # a jet right at the threshold was rounded the other way by fastjet: take every jet instead
+        index, kept = clustered.sequence.constituent_index(0.0), np.ones(len(jet_pt), dtype=bool)
+        kept_per_event = n_jets.astype(np.int64)
+    # each jet's position among the kept jets of its event
+    kept_before = np.concatenate([[0], np.cumsum(kept_per_event)[:-1]])
+    rank = np.cumsum(kept) - 1 - kept_before[event_of_jet]
+    first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
+    pairs = ak.from_regular(ak.Array(rank[first_jet[:, None] + ak.to_numpy(lead_index)]))  # jagged: per event
+    chosen = index[passed][pairs]  # n × 2 × particle indices within the event
+    counts = ak.to_numpy(ak.flatten(ak.num(chosen, axis=2), axis=None))
+    particle_start = np.concatenate([[0], np.cumsum(clustered.counts)[:-1]])[passed]
+    flat = ak.to_numpy(ak.flatten(chosen, axis=None)) + np.repeat(
+        particle_start, counts.reshape(-1, 2).sum(1)
+    )
+    momenta = {
+        name: getattr(clustered, attr)[flat]
+        for name, attr in (("px", "px"), ("py", "py"), ("pz", "pz"), ("E", "energy"))
+    }
+    return momenta, counts
 
 
 def _status(jet_pt: np.ndarray, jet_eta: np.ndarray, n_jets: np.ndarray, config: JetConfig) -> np.ndarray:
@@ -315,7 +363,6 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
     jet, jet_eta, n_jets = clustered.jet, clustered.jet_eta, clustered.n_jets
     status = _status(jet["pt"], jet_eta, n_jets, config)
     passed = status == PASS
-    constituents = clustered.sequence.constituents()
 
     event_of_jet = np.repeat(np.arange(n_events), n_jets)
     ht_jet = (jet["pt"] > config.ht_jet_pt_min) & (np.abs(jet_eta) < config.ht_jet_eta_max)
@@ -331,7 +378,22 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
     columns["ht"] = ht
     if passed.any():
         lead_index, lead = leading_jets(clustered, passed)
-        tau = nsubjettiness(constituents[passed][lead_index], config)  # (n, 2, 3) in pT order
+        if config.tau_convention == "kt":  # the one-pass τ on the leading jets' constituents alone
+            from radar.processors.substructure import kt_nsubjettiness
+
+            momenta, counts = leading_constituents(clustered, passed, lead_index, lead["pt"])
+            tau = kt_nsubjettiness(
+                momenta["px"],
+                momenta["py"],
+                momenta["pz"],
+                momenta["E"],
+                counts,
+                beta=config.tau_beta,
+                r0=config.r0,
+            ).reshape(-1, 2, 3)
+        else:
+            constituents = clustered.sequence.constituents()
+            tau = nsubjettiness(constituents[passed][lead_index], config)  # (n, 2, 3) in pT order
         dijet = {name: lead[name][:, 0] + lead[name][:, 1] for name in ("px", "py", "pz", "E")}
         mjj = np.sqrt(
             np.maximum(dijet["E"] ** 2 - dijet["px"] ** 2 - dijet["py"] ** 2 - dijet["pz"] ** 2, 0.0)

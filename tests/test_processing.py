@@ -716,3 +716,28 @@ def test_one_pass_nsubjettiness_on_hand_made_jets():
     assert taus[1, 0] > taus[1, 1]
     with pytest.raises(ValueError, match="4 constituents in counts, 3 given"):
         kt_nsubjettiness(px[:3], py[:3], pz[:3], e[:3], [1, 3], beta=1.0, r0=1.0)
+
+
+def test_leading_constituents_are_fastjets_for_the_two_leading_jets(tiny_events):
+    """The leading jets' constituents gathered with fastjet's min_pt (soft jets skipped) are exactly the
+    constituents fastjet gives for those jets, in the same order."""
+    from radar.processors.jets import (
+        PASS,
+        JetConfig,
+        _cluster,
+        _flat_kinematics,
+        _status,
+        leading_constituents,
+        leading_jets,
+    )
+
+    config = JetConfig()
+    clustered = _cluster(tiny_events.particles, config)
+    passed = _status(clustered.jet["pt"], clustered.jet_eta, clustered.n_jets, config) == PASS
+    lead_index, lead = leading_jets(clustered, passed)
+    momenta, counts = leading_constituents(clustered, passed, lead_index, lead["pt"])
+    reference = clustered.sequence.constituents()[passed][lead_index]
+    expected = _flat_kinematics(reference)
+    np.testing.assert_array_equal(counts, ak.to_numpy(ak.flatten(ak.num(reference, axis=2), axis=None)))
+    for name in ("px", "py", "pz", "E"):
+        np.testing.assert_allclose(momenta[name], expected[name], rtol=1e-12)
