@@ -235,13 +235,25 @@ def reference_flow_loop(
 
 
 def radar_flow(
-    x, m, x_val, m_val, *, batch: int, epochs: int, lr: float, seed: int, device: str, compile=False
+    x,
+    m,
+    x_val,
+    m_val,
+    *,
+    batch: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    device: str,
+    compile=False,
+    engine="auto",
 ):
     """radar's CATHODE flow (the same architecture and optimiser settings as the reference: MAF 15 × 128,
     Adam lr, weight decay 1e-6), through :class:`ConditionalFlow` with its preprocessing and validation."""
     flow = ConditionalFlow(
         x.shape[1],
         compile=compile,
+        engine=engine,
         weight_decay=1e-6,
         batch_size=batch,
         epochs=epochs,
@@ -436,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="also time radar's flow with torch.compile (steady state)"
     )
+    parser.add_argument(
+        "--nflows",
+        action="store_true",
+        help="also time radar's flow on the nflows engine (radar before its own)",
+    )
     parser.add_argument("--skip-classifier", action="store_true")
     parser.add_argument("--skip-kfold", action="store_true", help="skip batched k-fold ensemble vs k fits")
     parser.add_argument("--k-folds", type=int, default=5)
@@ -524,6 +541,28 @@ def main(argv: list[str] | None = None) -> int:
             if failed:
                 print(f"  ({failed} radar flow trainings hit a non-finite loss and were restarted)")
             report("flow MAF 15x128", batch, lr, ref, (t_radar, nll_radar), "NLL")
+            if args.nflows:
+                # radar's flow before its own engine: the same ConditionalFlow on nflows' transforms
+                t_nf, nll_nf, _, _ = radar_flow(
+                    x, m, x_val, m_val, device=args.device, engine="nflows", **common
+                )
+                results.append(
+                    dict(
+                        model="flow MAF 15x128 (nflows engine)",
+                        batch=batch,
+                        measure=measure,
+                        nflows_s_per_epoch=t_nf[key],
+                        radar_s_per_epoch=t_radar[key],
+                        speedup_over_nflows=t_nf[key] / t_radar[key],
+                        nflows_val=nll_nf,
+                    )
+                )
+                print(
+                    f"flow MAF 15x128 on nflows batch {batch:5d}: {t_nf[key]:7.2f} s/epoch ({measure}); radar's "
+                    f"engine {t_radar[key]:.2f}: {t_nf[key] / t_radar[key]:.2f}x faster; val NLL nflows "
+                    f"{nll_nf:.4f}",
+                    flush=True,
+                )
             if args.compile:
                 # compiled: one more epoch (the first one pays the compilation); steady state = the median
                 # of the later epochs' wall time, compared with the reference's wall time per epoch

@@ -67,16 +67,13 @@ def _kernel():
         return best, best_d
 
     @numba.njit(cache=True, error_model="numpy")
-    def cluster_axes(jpx, jpy, jpz, je, axes_y, axes_phi):
-        """kt-cluster the n pseudojets in place down to one, writing the rapidity and φ of the jets left
+    def cluster_axes(jpx, jpy, jpz, je, y, phi, axes_y, axes_phi):
+        """kt-cluster the n pseudojets (momenta, rapidity y, φ: all modified in place) down to one, writing
+        the rapidity and φ of the jets left
         when 3, 2 and 1 remain into axes_*[N - 1, :N]. The live jets are kept in slots 0 … na-1 (a
         merged-away jet's slot takes the last live jet), so every scan shrinks with the clustering."""
         n = len(jpx)
         kt2 = jpx * jpx + jpy * jpy
-        y = np.empty(n)
-        phi = np.empty(n)
-        for k in range(n):
-            y[k], phi[k] = rap_phi(jpx[k], jpy[k], jpz[k], je[k])
         nn = np.empty(n, dtype=np.int64)
         nn_d = np.empty(n)
         need = np.zeros(n, dtype=np.bool_)
@@ -149,9 +146,15 @@ def _kernel():
             n = stop - start
             if n == 0:
                 continue
+            p_y = np.empty(n)
+            p_phi = np.empty(n)
+            p_pt = np.empty(n)
             norm = 0.0
-            for p in range(start, stop):
-                norm += math.sqrt(px[p] * px[p] + py[p] * py[p])
+            for p in range(n):
+                q = start + p
+                p_y[p], p_phi[p] = rap_phi(px[q], py[q], pz[q], e[q])
+                p_pt[p] = math.sqrt(px[q] * px[q] + py[q] * py[q])
+                norm += p_pt[p]
             norm *= r0**beta
             if norm <= 0.0:
                 continue
@@ -160,20 +163,20 @@ def _kernel():
                 py[start:stop].copy(),
                 pz[start:stop].copy(),
                 e[start:stop].copy(),
+                p_y.copy(),
+                p_phi.copy(),
                 axes_y,
                 axes_phi,
             )
             totals = np.zeros(3)
-            for p in range(start, stop):
-                p_y, p_phi = rap_phi(px[p], py[p], pz[p], e[p])
-                pt = math.sqrt(px[p] * px[p] + py[p] * py[p])
+            for p in range(n):
                 for n_axes in range(1, min(n, 3) + 1):  # τN = 0 for jets with fewer than N constituents
                     best = np.inf
                     for a in range(n_axes):
-                        d = delta_r2(p_y, p_phi, axes_y[n_axes - 1, a], axes_phi[n_axes - 1, a])
+                        d = delta_r2(p_y[p], p_phi[p], axes_y[n_axes - 1, a], axes_phi[n_axes - 1, a])
                         if d < best:
                             best = d
-                    totals[n_axes - 1] += pt * (math.sqrt(best) if beta == 1.0 else best ** (0.5 * beta))
+                    totals[n_axes - 1] += p_pt[p] * (math.sqrt(best) if beta == 1.0 else best ** (0.5 * beta))
             for n_axes in range(min(n, 3)):
                 taus[jet, n_axes] = totals[n_axes] / norm
         return taus
