@@ -12,8 +12,9 @@ GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
 - ``kind="maf"`` (default, CATHODE's architecture): ``n_blocks`` × [MADE (two hidden layers of
   ``hidden`` units, affine) → batch norm → feature reversal], Adam with ``lr = 1e-4``.
   ``kind="rqs"``: the same stack with rational-quadratic spline MADEs (``n_bins`` bins, linear tails).
-- ``engine``: ``"radar"`` computes the MAF with radar's own module (:mod:`radar.models.maf`, the
-  reference's function in fewer operations: about 2× faster per epoch on a CPU), ``"nflows"`` with
+- ``engine``: ``"radar"`` computes the MAF with radar's own module (:mod:`radar.models.maf`: the function
+  of nflows' MAF in far fewer operations, about twice the CATHODE reference's speed per epoch on a CPU,
+  ``benchmarks/training.py``), ``"nflows"`` with
   nflows' transforms (the engine of flows saved before radar had its own; RQS always uses it);
   ``"auto"`` (default) picks radar's for ``maf``. ``compile=True`` compiles the training step of radar's
   engine with ``torch.compile`` (falling back to eager execution where compiling fails); off by default:
@@ -264,7 +265,8 @@ class ConditionalFlow:
         if wrong:
             raise ValueError(
                 "ConditionalFlow.fit: the warm-start weights do not fit this flow's architecture "
-                f"(kind {self.config['kind']}, {self.config['n_blocks']} blocks x {self.config['hidden']}, "
+                f"(kind {self.config['kind']} on the {self.config['engine']} engine, "
+                f"{self.config['n_blocks']} blocks x {self.config['hidden']}, "
                 f"{self.n_features} features, {self.config['context_features']} context); "
                 f"mismatched: {wrong[:4]}{' ...' if len(wrong) > 4 else ''}"
             )

@@ -427,3 +427,10 @@ def test_compiled_training_matches_eager_and_falls_back_when_compiling_fails(dat
     assert not fallback.history["compiled"]
     assert "torch.compile failed (RuntimeError: no C++ compiler here)" in caplog.text
     np.testing.assert_array_equal(fallback.log_prob(x, m), eager.log_prob(x, m))
+
+
+def test_warm_start_across_engines_is_refused_with_the_engine_named(data):
+    x, m = data
+    source = ConditionalFlow(3, engine="nflows", **TINY).fit(x, m)
+    with pytest.raises(ValueError, match="on the radar engine"):
+        ConditionalFlow(3, **TINY).fit(x, m, init=source.warm_start_weights())
