@@ -19,13 +19,17 @@ def _on_cuda(module: torch.nn.Module) -> bool:
     return all(p.device.type == "cuda" for p in module.parameters())
 
 
-def test_flow_trains_and_samples_on_cuda():
+@pytest.mark.parametrize("engine, compile", [("radar", False), ("radar", True), ("nflows", False)])
+def test_flow_trains_and_samples_on_cuda(engine, compile):
     from radar.models.flows import ConditionalFlow
 
     rng = np.random.default_rng(0)
     m = rng.uniform(3000.0, 4000.0, 2000)
     x = np.column_stack([m / 40.0 + rng.normal(0, 5, 2000), rng.beta(3, 3, 2000)])
-    flow = ConditionalFlow(2, n_blocks=2, hidden=16, epochs=2, device="cuda").fit(x, m)
+    flow = ConditionalFlow(
+        2, n_blocks=2, hidden=16, epochs=2, device="cuda", engine=engine, compile=compile
+    ).fit(x, m)
+    assert flow.history["compiled"] == compile
     assert all(_on_cuda(member) for member in flow.members)
     assert np.isfinite(flow.log_prob(x[:100], m[:100])).all()
     assert flow.sample(m[:100], seed=0).shape == (100, 2)
