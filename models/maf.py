@@ -65,6 +65,8 @@ def _uniform(bound: float, *shape: int) -> torch.Tensor:
 
 #: the scale's floor (nflows' ``MaskedAffineAutoregressiveTransform``)
 _MIN_SCALE = 1e-3
+#: inputs up to this many rows get the conditional's terms of all blocks in one product
+_FUSED_ROWS = 4096
 
 
 class MaskedAutoregressiveFlow(nn.Module):
@@ -126,9 +128,19 @@ class MaskedAutoregressiveFlow(nn.Module):
             (self.w2 * self.mask2).unbind(0),
             (self.w3 * self.mask3).unbind(0),
         )
-        # every block's first-layer term from the conditional: ReLU(Wc c + bc) + b1, one product for all
-        conditional = torch.addmm(self.bc, context, self.wc.t()).relu_().view(n, self.n_blocks, self.hidden)
-        return weights, (conditional + self.b1).unbind(1)
+        # every block's first-layer term from the conditional: ReLU(Wc c + bc) + b1 — one product for all
+        # blocks on a training batch; on large inputs one contiguous product per block (the strided slices
+        # of the all-block product would be copied by every first layer)
+        if n <= _FUSED_ROWS:
+            conditional = (
+                torch.addmm(self.bc, context, self.wc.t()).relu_().view(n, self.n_blocks, self.hidden)
+            )
+            return weights, (conditional + self.b1).unbind(1)
+        wc = self.wc.view(self.n_blocks, self.hidden, -1)
+        bc = self.bc.view(self.n_blocks, self.hidden)
+        return weights, [
+            torch.addmm(bc[k], context, wc[k].t()).relu() + self.b1[k] for k in range(self.n_blocks)
+        ]
 
     def _norm_scale(self) -> torch.Tensor:
         return torch.nn.functional.softplus(self.norm_raw) + self.eps
