@@ -226,27 +226,15 @@ class ConditionalFlow:
     # -- helpers -----------------------------------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
         c = self.config
+        shape = dict(n_blocks=c["n_blocks"], hidden=c["hidden"], context_features=c["context_features"])
         if c["engine"] == "radar":
             from radar.models.maf import MaskedAutoregressiveFlow
 
-            model = MaskedAutoregressiveFlow(
-                self.n_features,
-                n_blocks=c["n_blocks"],
-                hidden=c["hidden"],
-                context_features=c["context_features"],
+            model = MaskedAutoregressiveFlow(self.n_features, **shape)
+        else:
+            model = build_flow(
+                self.n_features, kind=c["kind"], n_bins=c["n_bins"], tail_bound=c["tail_bound"], **shape
             )
-            if self._init is not None:
-                model.load_state_dict(self._init)
-            return model.to(self.device)
-        model = build_flow(
-            self.n_features,
-            kind=c["kind"],
-            n_blocks=c["n_blocks"],
-            hidden=c["hidden"],
-            n_bins=c["n_bins"],
-            tail_bound=c["tail_bound"],
-            context_features=c["context_features"],
-        )
         if self._init is not None:
             model.load_state_dict(self._init)
         return model.to(self.device)

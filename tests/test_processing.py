@@ -666,23 +666,23 @@ def test_a_missing_feature_table_is_named_as_missing(tmp_path, name):
         read_feature_table(tmp_path / name)
 
 
+def _leading_jets_of(events):
+    """Default JetConfig, the chunk's clustering, the passed mask and the leading jets of ``events``."""
+    from radar.processors.jets import PASS, JetConfig, _cluster, _status, leading_jets
+
+    config = JetConfig()
+    clustered = _cluster(events.particles, config)
+    passed = _status(clustered.jet["pt"], clustered.jet_eta, clustered.n_jets, config) == PASS
+    lead_index, lead = leading_jets(clustered, passed)
+    return config, clustered, passed, lead_index, lead
+
+
 def test_one_pass_nsubjettiness_equals_the_fastjet_reclustering(tiny_events):
     """The compiled one-pass τ (radar.processors.substructure) equals the exclusive-kt axes of a second
     fastjet clustering for both leading jets of all 1000 real events (to rounding)."""
-    from radar.processors.jets import (
-        PASS,
-        JetConfig,
-        _cluster,
-        _status,
-        _tau_columnar,
-        _tau_one_pass,
-        leading_jets,
-    )
+    from radar.processors.jets import _tau_columnar, _tau_one_pass
 
-    config = JetConfig()
-    clustered = _cluster(tiny_events.particles, config)
-    passed = _status(clustered.jet["pt"], clustered.jet_eta, clustered.n_jets, config) == PASS
-    lead_index, _ = leading_jets(clustered, passed)
+    config, clustered, passed, lead_index, _ = _leading_jets_of(tiny_events)
     constituents = clustered.sequence.constituents()[passed][lead_index]
     ours = _tau_one_pass(constituents, config)
     reference = _tau_columnar(constituents, config)
@@ -721,20 +721,9 @@ def test_one_pass_nsubjettiness_on_hand_made_jets():
 def test_leading_constituents_are_fastjets_for_the_two_leading_jets(tiny_events):
     """The leading jets' constituents gathered with fastjet's min_pt (soft jets skipped) are exactly the
     constituents fastjet gives for those jets, in the same order."""
-    from radar.processors.jets import (
-        PASS,
-        JetConfig,
-        _cluster,
-        _flat_kinematics,
-        _status,
-        leading_constituents,
-        leading_jets,
-    )
+    from radar.processors.jets import _flat_kinematics, leading_constituents
 
-    config = JetConfig()
-    clustered = _cluster(tiny_events.particles, config)
-    passed = _status(clustered.jet["pt"], clustered.jet_eta, clustered.n_jets, config) == PASS
-    lead_index, lead = leading_jets(clustered, passed)
+    _, clustered, passed, lead_index, lead = _leading_jets_of(tiny_events)
     momenta, counts = leading_constituents(clustered, passed, lead_index, lead["pt"])
     reference = clustered.sequence.constituents()[passed][lead_index]
     expected = _flat_kinematics(reference)
