@@ -153,14 +153,17 @@ class MaskedAutoregressiveFlow(nn.Module):
     # -- nflows-like interface ---------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise u (N, D) and log|det ∂u/∂z| (N,) of inputs z (N, D) given the context (N, C)."""
+        return self._blocks(inputs, context, self.training)[:2]
+
+    def _blocks(self, inputs: torch.Tensor, context: torch.Tensor, batch_statistics: bool):
+        """Every block on inputs (N, D): noise, log|det|, and each block's batch-norm mean and variance —
+        of this batch with ``batch_statistics`` (training), the stored ones otherwise (evaluation)."""
         context = context.reshape(len(inputs), -1)
-        n = len(inputs)
-        weights, per_block = self._prepare(context, n)
-        training = self.training
+        weights, per_block = self._prepare(context, len(inputs))
         norm_scale = self._norm_scale()
-        if training:
+        if batch_statistics:
             gamma, beta = norm_scale.unbind(0), self.norm_shift.unbind(0)
-            variances = []
+            means, variances = [], []
         else:
             scale_eval, shift_eval = (t.unbind(0) for t in self._eval_affine())
         made_scales = []
@@ -169,31 +172,28 @@ class MaskedAutoregressiveFlow(nn.Module):
             scale, shift = self._made(k, x, per_block[k], weights)
             u = torch.addcmul(shift, x, scale)
             made_scales.append(scale)
-            if training:
+            if batch_statistics:
                 var, mean = torch.var_mean(u, 0)
+                means.append(mean)
                 variances.append(var)
                 x = torch.addcmul(beta[k], u - mean, gamma[k] * torch.rsqrt(var + self.eps))
             else:
                 x = torch.addcmul(shift_eval[k], u, scale_eval[k])
+        if batch_statistics:
+            mean, var = torch.stack(means), torch.stack(variances)
+        else:
+            mean, var = self.running_mean, self.running_var
         logdet = torch.cat(made_scales, 1).log().sum(1)
-        var = torch.stack(variances) if training else self.running_var
-        return x, logdet + (norm_scale.log().sum() - 0.5 * torch.log(var + self.eps).sum())
+        return x, logdet + (norm_scale.log().sum() - 0.5 * torch.log(var + self.eps).sum()), mean, var
 
     @torch.no_grad()
     def set_batch_statistics(self, inputs: torch.Tensor, context: torch.Tensor) -> None:
         """Set every block's batch-norm statistics to the mean and (unbiased) variance of its inputs when
         ``inputs`` (N, D) with ``context`` (N, C) go through the network as one training batch: after
         this, evaluation mode gives these events exactly the training-mode transform."""
-        context = context.reshape(len(inputs), -1)
-        weights, per_block = self._prepare(context, len(inputs))
-        norm_scale = self._norm_scale()
-        x = inputs
-        for k in range(self.n_blocks):
-            scale, shift = self._made(k, x, per_block[k], weights)
-            u = torch.addcmul(shift, x, scale)
-            var, mean = torch.var_mean(u, 0)
-            self.running_mean[k], self.running_var[k] = mean, var
-            x = (u - mean) * (norm_scale[k] * torch.rsqrt(var + self.eps)) + self.norm_shift[k]
+        _, _, mean, var = self._blocks(inputs, context, batch_statistics=True)
+        self.running_mean.copy_(mean)
+        self.running_var.copy_(var)
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """log p(z | c), shape (N,)."""

@@ -164,7 +164,7 @@ def _tau_columnar(constituents: ak.Array, config: JetConfig) -> np.ndarray:
         kin = _flat_kinematics(axes)
         a_long = _longitudinal(kin, metric)
         # (n_jets, n) tables of axis coordinates; missing axes are +inf away
-        first = np.concatenate([[0], np.cumsum(n_axes)[:-1]])
+        first = _starts(n_axes)
         long_table = np.full((n_jets, n), np.inf)
         phi_table = np.zeros((n_jets, n))
         for k in range(n):
@@ -273,23 +273,24 @@ def _cluster(particles: ak.Array, config: JetConfig) -> _Clustered:
 
 def leading_jets(clustered: _Clustered, passed: np.ndarray) -> tuple[ak.Array, dict[str, np.ndarray]]:
     """The two leading-pT jets of each ``passed`` event: their indices within the event's jets ((n, 2) jagged,
-    for the constituents) and their kinematics, (n, 2) arrays ``px, py, pz, E, pt, phi, eta, m`` in pT order."""
+    for the constituents) and their kinematics, (n, 2) arrays ``px, py, pz, E, pt, phi, eta, m`` in pT order, with
+    ``jet`` their indices into the chunk's flat jet arrays."""
     jet, n_jets = clustered.jet, clustered.n_jets
     order = ak.argsort(ak.unflatten(jet["pt"], n_jets), axis=1, ascending=False, stable=True)
     lead_index = order[passed][:, :2]
-    first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
-    flat_index = first_jet[:, None] + ak.to_numpy(lead_index)  # (n, 2) into the flat jet arrays
+    flat_index = _starts(n_jets)[passed][:, None] + ak.to_numpy(lead_index)  # (n, 2) into the flat jet arrays
     lead = {name: values[flat_index] for name, values in jet.items()}
     lead["eta"] = clustered.jet_eta[flat_index]
     lead["m"] = np.sqrt(np.maximum(lead["E"] ** 2 - lead["px"] ** 2 - lead["py"] ** 2 - lead["pz"] ** 2, 0.0))
+    lead["jet"] = flat_index
     return lead_index, lead
 
 
 def leading_constituents(
-    clustered: _Clustered, passed: np.ndarray, lead_index: ak.Array, lead_pt: np.ndarray
+    clustered: _Clustered, passed: np.ndarray, lead: dict[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Flat ``px, py, pz, E`` of the constituents of the two leading jets of each ``passed`` event (jets in
-    the order of ``lead_index``; ``lead_pt`` their pT) and the constituent count of each of those jets.
+    """Flat ``px, py, pz, E`` of the constituents of the two leading jets of each ``passed`` event (``lead`` of
+    :func:`leading_jets`, jets in its order) and the constituent count of each of those jets.
 
     Only jets at least as hard as the softest leading jet are asked from fastjet (its ``min_pt``), so the
     soft jets' constituents are never copied out; the momenta are gathered from the chunk's own flat arrays.
@@ -297,7 +298,7 @@ def leading_constituents(
     jet_pt, n_jets = clustered.jet["pt"], clustered.n_jets
     n_events = len(n_jets)
     event_of_jet = np.repeat(np.arange(n_events), n_jets)
-    threshold = float(np.min(lead_pt)) * (1.0 - 1e-9) if lead_pt.size else 0.0
+    threshold = float(np.min(lead["pt"])) * (1.0 - 1e-9) if lead["pt"].size else 0.0
     index = clustered.sequence.constituent_index(threshold)
     kept = jet_pt * jet_pt >= threshold * threshold
     kept_per_event = np.bincount(event_of_jet, weights=kept, minlength=n_events).astype(np.int64)
@@ -305,22 +306,23 @@ def leading_constituents(
         # a jet right at the threshold was rounded the other way by fastjet: take every jet instead
         index, kept = clustered.sequence.constituent_index(0.0), np.ones(len(jet_pt), dtype=bool)
         kept_per_event = n_jets.astype(np.int64)
-    # each jet's position among the kept jets of its event
-    kept_before = np.concatenate([[0], np.cumsum(kept_per_event)[:-1]])
-    rank = np.cumsum(kept) - 1 - kept_before[event_of_jet]
-    first_jet = np.concatenate([[0], np.cumsum(n_jets)[:-1]])[passed]
-    pairs = ak.from_regular(ak.Array(rank[first_jet[:, None] + ak.to_numpy(lead_index)]))  # jagged: per event
+    rank = np.cumsum(kept) - 1 - _starts(kept_per_event)[event_of_jet]  # position among its event's kept jets
+    pairs = ak.from_regular(ak.Array(rank[lead["jet"]]))  # jagged (one list per event) for per-event indexing
     chosen = index[passed][pairs]  # n × 2 × particle indices within the event
     counts = ak.to_numpy(ak.flatten(ak.num(chosen, axis=2), axis=None))
-    particle_start = np.concatenate([[0], np.cumsum(clustered.counts)[:-1]])[passed]
     flat = ak.to_numpy(ak.flatten(chosen, axis=None)) + np.repeat(
-        particle_start, counts.reshape(-1, 2).sum(1)
+        _starts(clustered.counts)[passed], counts.reshape(-1, 2).sum(1)
     )
     momenta = {
         name: getattr(clustered, attr)[flat]
         for name, attr in (("px", "px"), ("py", "py"), ("pz", "pz"), ("E", "energy"))
     }
     return momenta, counts
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each of consecutive groups of ``counts`` elements starts in the flat array."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
 def _status(jet_pt: np.ndarray, jet_eta: np.ndarray, n_jets: np.ndarray, config: JetConfig) -> np.ndarray:
@@ -381,7 +383,7 @@ def cluster_chunk(particles: ak.Array, config: JetConfig = JetConfig()) -> ak.Ar
         if config.tau_convention == "kt":  # the one-pass τ on the leading jets' constituents alone
             from radar.processors.substructure import kt_nsubjettiness
 
-            momenta, counts = leading_constituents(clustered, passed, lead_index, lead["pt"])
+            momenta, counts = leading_constituents(clustered, passed, lead)
             tau = kt_nsubjettiness(
                 momenta["px"],
                 momenta["py"],

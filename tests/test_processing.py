@@ -724,7 +724,7 @@ def test_leading_constituents_are_fastjets_for_the_two_leading_jets(tiny_events)
     from radar.processors.jets import _flat_kinematics, leading_constituents
 
     _, clustered, passed, lead_index, lead = _leading_jets_of(tiny_events)
-    momenta, counts = leading_constituents(clustered, passed, lead_index, lead["pt"])
+    momenta, counts = leading_constituents(clustered, passed, lead)
     reference = clustered.sequence.constituents()[passed][lead_index]
     expected = _flat_kinematics(reference)
     np.testing.assert_array_equal(counts, ak.to_numpy(ak.flatten(ak.num(reference, axis=2), axis=None)))
