@@ -41,6 +41,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="Y -> q qbar g instead of q qbar",
     )
     parser.add_argument(
+        "--decay-angles",
+        choices=["longitudinal", "isotropic"],
+        default=None,
+        help="resonance: sin²θ decays of Z' -> X Y and X, Y -> q qbar (default, as the R&D signal) or "
+        "Pythia's own (isotropic X, Y decays; radar's samples before)",
+    )
+    parser.add_argument(
         "--dark-scale",
         type=float,
         default=None,
@@ -61,7 +68,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=None,
-        help="YAML with GeneratorConfig fields (command-line options win)",
+        help="YAML with GeneratorConfig fields (command-line options win); e.g. radar's detector before the "
+        "e-flow model: 'detector_config: {eflow: false, hcal_cell: 0.0174}'",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -121,6 +129,7 @@ def _config(args: argparse.Namespace, process: str):
         "mx": args.mx,
         "my": args.my,
         "three_prong_y": args.three_prong_y,
+        "decay_angles": args.decay_angles,
         "detector": args.detector,
         "pthat_min": args.pthat_min,
         "dark_scale": args.dark_scale,

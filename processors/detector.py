@@ -9,22 +9,30 @@ files), which shifts jet masses and τ21. :func:`detector_response` imitates the
    pT > ``track_pt_min`` (1 GeV) are reconstructed with efficiency ``track_eff_low`` (pT < 1 GeV) or
    ``track_eff_high`` (0.95, pT ≥ 1 GeV) — times ``track_eff_forward_factor`` (0.9) for |η| > 1.5 —
    and pT resolution σ(pT)/pT = ``track_res_const`` (1 %) ⊕ ``track_res_slope`` (1.5e-4/GeV) · pT.
-2. **Calorimeters**: every other visible particle (photons, neutral hadrons, untracked charged
-   particles) with |η| < ``calo_eta`` (5) deposits its energy in a cell of a calorimeter: e/γ in the
-   ECAL, hadrons in the HCAL (both for |η| < ``central_calo_eta`` = 3, cells ``ecal_cell`` /
-   ``hcal_cell`` = 0.0174 in η and φ), everything at 3 < |η| < 5 in a forward calorimeter (cells
-   ``forward_cell`` = 0.175). Cell energies are smeared with σ/E = a/√E ⊕ c (ECAL 5 % ⊕ 1 %, HCAL
-   150 % ⊕ 5 %, forward 270 % ⊕ 13 %: the Delphes CMS card's values), Gaussian clipped at zero, and
-   dropped below ``ecal_threshold`` (1 GeV), ``hcal_threshold`` (2 GeV), ``forward_threshold``
-   (30 GeV). The tower direction is drawn uniformly inside the cell (Delphes' ``SmearTowerCenter``).
+2. **Calorimeters**: e/γ deposit in the ECAL, hadrons in the HCAL (both for |η| < ``central_calo_eta``
+   = 3; cells ``ecal_cell`` = 0.0174 and ``hcal_cell`` = 0.087 in η and φ, the Delphes CMS card's
+   granularity), everything at 3 < |η| < 5 in a forward calorimeter (cells ``forward_cell`` = 0.175).
+   Resolution σ(E) = √(c² E² + a² E) (ECAL 5 % ⊕ 1 %, HCAL 150 % ⊕ 5 %, forward 270 % ⊕ 13 %: the CMS
+   card's values). The tower direction is drawn uniformly inside the cell (Delphes' ``SmearTowerCenter``).
+3. **Energy flow** (``eflow``, the default; Delphes' ``SimpleCalorimeter``): *every* visible particle but
+   muons deposits in its cell, tracked or not; the cell's sum is smeared (log-normal, ``lognormal``) and
+   kept above ``*_threshold`` (ECAL 1, HCAL 2, forward 30 GeV) and ``*_significance`` σ (ECAL 2, HCAL and
+   forward 1: the CMS card's); the neutral excess over the tracks' energy becomes a neutral tower when it
+   exceeds the threshold and ``significance`` × √(σ²_tracks + σ²); otherwise the cell's tracks are
+   rescaled to the combined track + calorimeter estimate. So the calorimeter's fluctuations of charged
+   hadrons reach the jets, as in the R&D's Delphes. ``eflow=False`` is radar's model before (only untracked
+   particles in the calorimeter, Gaussian smearing clipped at zero, no significance cut; with it radar
+   used ``hcal_cell=0.0174``).
 
-How the defaults were chosen: against the 93 signal events of the real R&D file (Delphes 3.4.1):
-objects per event 190 (real 133, generator level 480), median lighter / heavier jet mass 109 / 491 GeV
-(real 109 / 497, generator level 119 / 499), median τ21 0.37 / 0.22 (real 0.36 / 0.20). The real
-files have almost no objects below 1 GeV and few beyond |η| = 3, hence the 1 GeV track threshold
-and the high forward threshold; with CMS's coarser 0.087 HCAL cells and randomised tower centres
-τ21 of the lighter jet rose to 0.44, so the HCAL here has the ECAL granularity. This is a tuning to
-the LHCO files' objects, not a detector simulation.
+How the defaults were chosen. First against the 93 signal events of the real R&D file: objects per event
+(real 133, generator level 480), the 1 GeV track threshold and the high forward threshold (the real files
+have almost no objects below 1 GeV and few beyond |η| = 3). Then against the first 100k real R&D events
+over the whole m_JJ range (``benchmarks/detector_tuning.py``: the same Pythia events through every
+variant, KS against the real QCD and signal; numbers in docs/processing.md): the e-flow with the CMS card's
+0.087 HCAL cells brings QCD τ21 / τ32 of the lighter jet from KS 0.095 / 0.098 to 0.039 / 0.026 and
+the signal's heavier-jet mass from 0.21 to 0.13 (0.06 with the resonance's decay angles,
+:mod:`radar.processors.generate`); without the e-flow the 0.087 cells made τ21 worse, which is why radar
+had 0.0174 HCAL cells before. This is a tuning to the LHCO files' objects, not a detector simulation.
 Everything is whole-chunk numpy; the only randomness comes from the ``rng`` passed in.
 """
 
@@ -60,7 +68,7 @@ class DetectorConfig:
     central_calo_eta: float = 3.0
     calo_eta: float = 5.0
     ecal_cell: float = 0.0174
-    hcal_cell: float = 0.0174
+    hcal_cell: float = 0.087
     forward_cell: float = 0.175
     ecal_stochastic: float = 0.05
     ecal_const: float = 0.01
@@ -72,6 +80,11 @@ class DetectorConfig:
     hcal_threshold: float = 2.0
     forward_threshold: float = 30.0
     smear_tower_center: bool = True
+    eflow: bool = True
+    ecal_significance: float = 2.0
+    hcal_significance: float = 1.0
+    forward_significance: float = 1.0
+    lognormal: bool = True
 
     def __post_init__(self) -> None:
         for name in ("tracker_eta", "calo_eta", "central_calo_eta", "ecal_cell", "hcal_cell", "forward_cell"):
@@ -80,6 +93,9 @@ class DetectorConfig:
         for name in ("track_eff_low", "track_eff_high", "track_eff_forward_factor"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"detector {name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("ecal_significance", "hcal_significance", "forward_significance"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"detector {name} must be >= 0, got {getattr(self, name)}")
 
 
 def detector_response(
@@ -116,51 +132,185 @@ def detector_response(
     track_pt = pt_f * (1.0 + resolution * rng.standard_normal(len(pt_f)))
     tracked &= track_pt > config.track_pt_min
 
-    # calorimeters: everything visible and not tracked; part 0 ECAL, 1 HCAL, 2 forward (|η| > central)
-    in_calo = visible & ~tracked & (abs_eta < config.calo_eta)
-    part = np.where(np.isin(aid, ELECTROMAGNETIC), 0, 1)
-    part = np.where(abs_eta >= config.central_calo_eta, 2, part)[in_calo]
-    sizes = np.array([config.ecal_cell, config.hcal_cell, config.forward_cell])
-    n_phi_part = np.round(2 * np.pi / sizes).astype(np.int64)
-    n_eta_max = int(np.ceil(2 * config.calo_eta / sizes.min())) + 1
-    n_phi_max = int(n_phi_part.max())
-    size = sizes[part]
-    cell_phi_size = 2 * np.pi / n_phi_part[part]
-    c_eta, c_phi = eta_f[in_calo], phi_f[in_calo]
-    i_eta = np.floor((c_eta + config.calo_eta) / size).astype(np.int64)
-    i_phi = np.clip(
-        np.floor(np.mod(c_phi + np.pi, 2 * np.pi) / cell_phi_size).astype(np.int64), 0, n_phi_part[part] - 1
-    )
-    key = ((event[in_calo] * 3 + part) * n_eta_max + i_eta) * n_phi_max + i_phi
-    cells, inverse = np.unique(key, return_inverse=True)
-    energy = np.bincount(inverse, weights=pt_f[in_calo] * np.cosh(c_eta), minlength=len(cells))
-    cell_ieta = (cells // n_phi_max) % n_eta_max
-    cell_iphi = cells % n_phi_max
-    cell_part = (cells // (n_phi_max * n_eta_max)) % 3
-    cell_event = cells // (3 * n_phi_max * n_eta_max)
-    stochastic = np.array([config.ecal_stochastic, config.hcal_stochastic, config.forward_stochastic])[
-        cell_part
-    ]
-    constant = np.array([config.ecal_const, config.hcal_const, config.forward_const])[cell_part]
-    threshold = np.array([config.ecal_threshold, config.hcal_threshold, config.forward_threshold])[cell_part]
-    sigma = energy * np.hypot(stochastic / np.sqrt(np.maximum(energy, 1e-9)), constant)
-    energy = np.maximum(energy + sigma * rng.standard_normal(len(cells)), 0.0)
-    n_cells = len(cells)
-    offset = rng.random((n_cells, 2)) if config.smear_tower_center else np.full((n_cells, 2), 0.5)
-    low_edge = -config.calo_eta + cell_ieta * sizes[cell_part]
-    high_edge = np.minimum(low_edge + sizes[cell_part], config.calo_eta)  # the last cell may be partial
-    tower_eta = low_edge + offset[:, 0] * (high_edge - low_edge)
-    tower_phi = -np.pi + (cell_iphi + offset[:, 1]) * (2 * np.pi / n_phi_part[cell_part])
-    tower_pt = energy / np.cosh(tower_eta)
-    keep_tower = (energy > threshold) & (energy > 0)
+    geometry = _CaloGeometry(config)
+    if config.eflow:
+        towers, track_pt = _eflow_towers(
+            geometry, config, event, aid, visible, tracked, track_pt, resolution, pt_f, eta_f, phi_f, rng
+        )
+    else:
+        towers = _plain_towers(geometry, config, event, aid, visible, tracked, pt_f, eta_f, phi_f, rng)
+    cell_event, tower_pt, tower_eta, tower_phi = towers
 
     # merge: per event, tracks then towers (stable sort by event keeps each group's order)
-    obj_event = np.concatenate([event[tracked], cell_event[keep_tower]])
-    obj_pt = np.concatenate([track_pt[tracked], tower_pt[keep_tower]])
-    obj_eta = np.concatenate([eta_f[tracked], tower_eta[keep_tower]])
-    obj_phi = np.concatenate([phi_f[tracked], tower_phi[keep_tower]])
+    obj_event = np.concatenate([event[tracked], cell_event])
+    obj_pt = np.concatenate([track_pt[tracked], tower_pt])
+    obj_eta = np.concatenate([eta_f[tracked], tower_eta])
+    obj_phi = np.concatenate([phi_f[tracked], tower_phi])
     order = np.argsort(obj_event, kind="stable")
     n_per_event = np.bincount(obj_event, minlength=n_events)
     return ak.unflatten(
         ak.zip({"pt": obj_pt[order], "eta": obj_eta[order], "phi": obj_phi[order]}), n_per_event
     )
+
+
+class _CaloGeometry:
+    """The cells of the three calorimeter parts (0 ECAL, 1 HCAL, 2 forward) and per-part constants."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self.sizes = np.array([config.ecal_cell, config.hcal_cell, config.forward_cell])
+        self.n_phi = np.round(2 * np.pi / self.sizes).astype(np.int64)
+        self.n_eta_max = int(np.ceil(2 * config.calo_eta / self.sizes.min())) + 1
+        self.n_phi_max = int(self.n_phi.max())
+        self.stochastic = np.array(
+            [config.ecal_stochastic, config.hcal_stochastic, config.forward_stochastic]
+        )
+        self.constant = np.array([config.ecal_const, config.hcal_const, config.forward_const])
+        self.threshold = np.array([config.ecal_threshold, config.hcal_threshold, config.forward_threshold])
+        self.significance = np.array(
+            [config.ecal_significance, config.hcal_significance, config.forward_significance]
+        )
+
+    def part(self, aid: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        part = np.where(np.isin(aid, ELECTROMAGNETIC), 0, 1)
+        return np.where(abs_eta >= self.config.central_calo_eta, 2, part)
+
+    def cells(
+        self, event: np.ndarray, part: np.ndarray, eta: np.ndarray, phi: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(cell keys, the cell index of every deposit): one key per (event, part, η cell, φ cell)."""
+        size = self.sizes[part]
+        cell_phi_size = 2 * np.pi / self.n_phi[part]
+        i_eta = np.floor((eta + self.config.calo_eta) / size).astype(np.int64)
+        i_phi = np.clip(
+            np.floor(np.mod(phi + np.pi, 2 * np.pi) / cell_phi_size).astype(np.int64), 0, self.n_phi[part] - 1
+        )
+        key = ((event * 3 + part) * self.n_eta_max + i_eta) * self.n_phi_max + i_phi
+        return np.unique(key, return_inverse=True)
+
+    def decode(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(event, part, η index, φ index) of cell keys."""
+        n_eta, n_phi = self.n_eta_max, self.n_phi_max
+        return (
+            cells // (3 * n_phi * n_eta),
+            (cells // (n_phi * n_eta)) % 3,
+            (cells // n_phi) % n_eta,
+            cells % n_phi,
+        )
+
+    def sigma(self, energy: np.ndarray, part: np.ndarray) -> np.ndarray:
+        """Energy resolution σ(E) = √(c² E² + a² E) of the cells' parts."""
+        e = np.maximum(energy, 0.0)
+        return np.sqrt((self.constant[part] * e) ** 2 + self.stochastic[part] ** 2 * e)
+
+    def positions(
+        self, ieta: np.ndarray, iphi: np.ndarray, part: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(η, φ) of towers: uniform inside the cell (Delphes' ``SmearTowerCenter``) or its centre."""
+        n = len(ieta)
+        offset = rng.random((n, 2)) if self.config.smear_tower_center else np.full((n, 2), 0.5)
+        low_edge = -self.config.calo_eta + ieta * self.sizes[part]
+        high_edge = np.minimum(
+            low_edge + self.sizes[part], self.config.calo_eta
+        )  # the last cell may be partial
+        tower_eta = low_edge + offset[:, 0] * (high_edge - low_edge)
+        tower_phi = -np.pi + (iphi + offset[:, 1]) * (2 * np.pi / self.n_phi[part])
+        return tower_eta, tower_phi
+
+
+def _plain_towers(
+    geometry: _CaloGeometry,
+    config: DetectorConfig,
+    event: np.ndarray,
+    aid: np.ndarray,
+    visible: np.ndarray,
+    tracked: np.ndarray,
+    pt_f: np.ndarray,
+    eta_f: np.ndarray,
+    phi_f: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``eflow=False`` (radar before the e-flow model): every visible particle that is not a track deposits
+    in a cell; cell energies Gaussian-smeared (clipped at zero) and kept above the part's threshold."""
+    in_calo = visible & ~tracked & (np.abs(eta_f) < config.calo_eta)
+    part = geometry.part(aid[in_calo], np.abs(eta_f[in_calo]))
+    c_eta = eta_f[in_calo]
+    cells, inverse = geometry.cells(event[in_calo], part, c_eta, phi_f[in_calo])
+    energy = np.bincount(inverse, weights=pt_f[in_calo] * np.cosh(c_eta), minlength=len(cells))
+    cell_event, cell_part, cell_ieta, cell_iphi = geometry.decode(cells)
+    sigma = energy * np.hypot(
+        geometry.stochastic[cell_part] / np.sqrt(np.maximum(energy, 1e-9)), geometry.constant[cell_part]
+    )
+    energy = np.maximum(energy + sigma * rng.standard_normal(len(cells)), 0.0)
+    tower_eta, tower_phi = geometry.positions(cell_ieta, cell_iphi, cell_part, rng)
+    keep = (energy > geometry.threshold[cell_part]) & (energy > 0)
+    return cell_event[keep], (energy / np.cosh(tower_eta))[keep], tower_eta[keep], tower_phi[keep]
+
+
+def _eflow_towers(
+    geometry: _CaloGeometry,
+    config: DetectorConfig,
+    event: np.ndarray,
+    aid: np.ndarray,
+    visible: np.ndarray,
+    tracked: np.ndarray,
+    track_pt: np.ndarray,
+    track_resolution: np.ndarray,
+    pt_f: np.ndarray,
+    eta_f: np.ndarray,
+    phi_f: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """The e-flow model (the default): ((tower event, pT, η, φ), track pT after the e-flow).
+
+    Every visible particle but muons deposits its energy in a cell, tracked or not (a track's energy is
+    in the calorimeter too). Per cell: E = the smeared sum (log-normal with σ(E), as Delphes 3.4), zeroed
+    below the part's ``threshold`` or below ``significance`` σ; the tracks' measured energy E_trk and
+    variance σ²_trk; the neutral excess E - E_trk becomes a neutral tower when it exceeds the threshold and
+    ``significance`` × √(σ²_trk + σ²); otherwise the cell's tracks are rescaled to the combined estimate
+    (E_trk/σ²_trk + E/σ²)/(1/σ²_trk + 1/σ²). So the calorimeter's fluctuations of charged hadrons reach
+    the jets (fake neutral towers, rescaled tracks), as in Delphes' ``SimpleCalorimeter`` e-flow.
+    """
+    cosh = np.cosh(eta_f)
+    in_calo = visible & (aid != 13) & (np.abs(eta_f) < config.calo_eta)
+    part = geometry.part(aid[in_calo], np.abs(eta_f[in_calo]))
+    cells, inverse = geometry.cells(event[in_calo], part, eta_f[in_calo], phi_f[in_calo])
+    n_cells = len(cells)
+    energy = np.bincount(inverse, weights=pt_f[in_calo] * cosh[in_calo], minlength=n_cells)
+    trk = tracked[in_calo]
+    track_e = (track_pt * cosh)[in_calo][trk]
+    e_trk = np.bincount(inverse[trk], weights=track_e, minlength=n_cells).astype("float64")
+    var_trk = np.bincount(
+        inverse[trk], weights=(track_resolution[in_calo][trk] * track_e) ** 2, minlength=n_cells
+    ).astype("float64")
+    cell_event, cell_part, cell_ieta, cell_iphi = geometry.decode(cells)
+    sigma = geometry.sigma(energy, cell_part)
+    noise = rng.standard_normal(n_cells)
+    if config.lognormal:
+        b = np.sqrt(np.log1p((sigma / energy) ** 2))
+        measured = np.exp(np.log(energy) - 0.5 * b * b + b * noise)
+    else:
+        measured = np.maximum(energy + sigma * noise, 0.0)
+    sigma_m = geometry.sigma(measured, cell_part)
+    threshold, significance = geometry.threshold[cell_part], geometry.significance[cell_part]
+    measured = np.where((measured < threshold) | (measured < significance * sigma_m), 0.0, measured)
+    neutral = np.maximum(measured - e_trk, 0.0)
+    significant = (neutral > threshold) & (neutral > significance * np.sqrt(var_trk + sigma_m**2))
+    w_trk = np.divide(1.0, var_trk, out=np.zeros(n_cells), where=var_trk > 0)
+    w_calo = np.divide(1.0, sigma_m**2, out=np.zeros(n_cells), where=sigma_m > 0)
+    best = np.divide(
+        w_trk * e_trk + w_calo * measured, w_trk + w_calo, out=e_trk.copy(), where=w_trk + w_calo > 0
+    )
+    rescale = np.ones(n_cells)
+    fix = ~significant & (e_trk > 0)
+    rescale[fix] = best[fix] / e_trk[fix]
+    scale = np.ones(len(pt_f))
+    scale[np.flatnonzero(in_calo)[trk]] = rescale[inverse[trk]]
+    tower_eta, tower_phi = geometry.positions(cell_ieta, cell_iphi, cell_part, rng)
+    towers = (
+        cell_event[significant],
+        (neutral / np.cosh(tower_eta))[significant],
+        tower_eta[significant],
+        tower_phi[significant],
+    )
+    return towers, track_pt * scale

@@ -169,6 +169,91 @@ def test_detector_response_is_seeded_visible_and_coarser():
     assert np.all(np.abs(ak.to_numpy(ratio) - 1) < 0.3)
 
 
+def _single_particle_events(pid: int, pt: float, eta: float, n: int) -> tuple[ak.Array, ...]:
+    one = lambda value: ak.Array(np.full((n, 1), value))  # noqa: E731
+    return one(pid), one(pt), one(eta), one(0.3)
+
+
+def test_eflow_neutral_hadron_makes_one_unbiased_tower():
+    """A lone 50 GeV K_L: one neutral tower per event (its 1σ significance is always met), the
+    log-normal smearing keeps the mean energy and has the HCAL's resolution."""
+    events = _single_particle_events(130, 50.0, 0.4, 4000)
+    out = detector_response(*events, np.random.default_rng(3))
+    assert (ak.to_numpy(ak.num(out)) == 1).all()
+    energy = ak.to_numpy(ak.flatten(out.pt * np.cosh(out.eta)))
+    e_true = 50.0 * np.cosh(0.4)
+    sigma = np.sqrt((0.05 * e_true) ** 2 + 1.5**2 * e_true)
+    assert abs(energy.mean() / e_true - 1) < 0.01
+    assert abs(energy.std() / sigma - 1) < 0.05
+    assert abs(ak.to_numpy(ak.flatten(out.eta)).mean() - 0.4) < 0.087  # inside its 0.087 cell
+
+
+def test_eflow_charged_hadron_calorimeter_fluctuations_reach_the_jet():
+    """A lone 100 GeV π+: always its track; in the calorimeter its energy fluctuates, and an upward
+    fluctuation above 1σ of √(σ²_track + σ²_calo) becomes a fake neutral tower (then the track keeps its
+    measured pT, here exact: resolution 0); otherwise the track is rescaled to the combined estimate."""
+    config = DetectorConfig(track_res_const=0.0, track_res_slope=1e-9, track_eff_high=1.0)
+    events = _single_particle_events(211, 100.0, 0.2, 4000)
+    out = detector_response(*events, np.random.default_rng(5), config)
+    n = ak.to_numpy(ak.num(out))
+    assert set(np.unique(n)) == {1, 2}
+    fake = n == 2
+    # P(log-normal upward fluctuation > 1σ) ≈ 0.15 for a 100 GeV hadron in a 150 %/√E calorimeter
+    assert 0.08 < fake.mean() < 0.25
+    track_pt = ak.to_numpy(out.pt[:, 0])
+    np.testing.assert_allclose(track_pt[fake], 100.0, rtol=1e-6)
+    # without a significant excess the track is pulled to the calorimeter only by its tiny weight
+    assert np.abs(track_pt[~fake] / 100.0 - 1).max() < 1e-3
+    # the old model: the tracked pion never reaches the calorimeter
+    plain = detector_response(*events, np.random.default_rng(5), DetectorConfig(eflow=False, **_no_res()))
+    assert (ak.to_numpy(ak.num(plain)) == 1).all()
+
+
+def _no_res() -> dict:
+    return {"track_res_const": 0.0, "track_res_slope": 1e-9, "track_eff_high": 1.0}
+
+
+def test_eflow_rescales_a_poorly_measured_track_and_ignores_muons():
+    """With a track resolution as poor as the calorimeter's, cells without a significant excess average the
+    two measurements: the track pT moves toward the calorimeter. Muons never deposit."""
+    events = _single_particle_events(211, 100.0, 0.2, 2000)
+    poor = DetectorConfig(track_res_const=0.3, track_res_slope=1e-9, track_eff_high=1.0)
+    out = detector_response(*events, np.random.default_rng(7), poor)
+    single = ak.to_numpy(ak.num(out)) == 1
+    rescaled = ak.to_numpy(out.pt[:, 0])[single]
+    # the track alone has σ = 30 GeV, the calorimeter ≈ 16 GeV, their combination 14.1 GeV
+    assert np.std(rescaled) < 15.0 and abs(np.mean(rescaled) / 100.0 - 1) < 0.05
+    muons = detector_response(*_single_particle_events(13, 50.0, 3.5, 200), np.random.default_rng(1))
+    assert ak.sum(ak.num(muons)) == 0  # outside the tracker and never in a calorimeter
+    old = DetectorConfig(eflow=False)
+    plain = detector_response(*_single_particle_events(13, 50.0, 3.5, 200), np.random.default_rng(1), old)
+    assert ak.sum(ak.num(plain)) > 0  # radar's old model put untracked muons in the forward calorimeter
+
+
+def test_longitudinal_decay_angles_are_sin2_and_isotropic_is_pythias():
+    """Pythia decays Z_R → X Y as 1 + cos²θ and X, Y isotropically; the default reshaping gives sin²θ for
+    all three (⟨cos²θ⟩ = 1/5), and generate_events applies it reproducibly, counting the rejected events."""
+    pythia = make_pythia(GeneratorConfig(process="resonance", decay_angles="isotropic"), 11)
+    cos = {k: [] for k in ("zprime", "x", "y")}
+    for _ in range(6):
+        for k, v in gen.decay_cos_theta(pythia.nextBatch(200).prt).items():
+            cos[k].append(v)
+    cos = {k: np.concatenate(v) for k, v in cos.items()}
+    assert not any(np.isnan(v).any() for v in cos.values())
+    assert abs(np.mean(cos["zprime"] ** 2) - 0.4) < 0.03 and abs(np.mean(cos["x"] ** 2) - 1 / 3) < 0.03
+    keep = np.random.default_rng(0).random(len(cos["x"])) < gen.longitudinal_weight(cos)
+    for k in cos:
+        assert abs(np.mean(cos[k][keep] ** 2) - 0.2) < 0.035, k
+    weight_3prong = gen.longitudinal_weight(cos, three_prong_y=True)
+    assert (weight_3prong >= gen.longitudinal_weight(cos)).all()
+    config = GeneratorConfig(process="resonance", batch_size=50, detector=False)
+    a, b = generate_events(config, 5, 30), generate_events(config, 5, 30)
+    assert a.n_rejected > 0 and a.n_rejected == b.n_rejected
+    assert ak.to_list(a.particles[:3]) == ak.to_list(b.particles[:3])
+    with pytest.raises(ValueError, match="decay_angles"):
+        GeneratorConfig(process="resonance", decay_angles="transverse").validate()
+
+
 def test_simulation_variant_uses_other_settings():
     nominal = GeneratorConfig(process="qcd").pythia_settings(1)
     simulation = GeneratorConfig(process="simulation").pythia_settings(1)
