@@ -133,12 +133,11 @@ def detector_response(
     tracked &= track_pt > config.track_pt_min
 
     geometry = _CaloGeometry(config)
+    flat = _Flat(event, aid, visible, tracked, pt_f, eta_f, phi_f)
     if config.eflow:
-        towers, track_pt = _eflow_towers(
-            geometry, config, event, aid, visible, tracked, track_pt, resolution, pt_f, eta_f, phi_f, rng
-        )
+        towers, track_pt = _eflow_towers(geometry, flat, track_pt, resolution, rng)
     else:
-        towers = _plain_towers(geometry, config, event, aid, visible, tracked, pt_f, eta_f, phi_f, rng)
+        towers = _plain_towers(geometry, flat, rng)
     cell_event, tower_pt, tower_eta, tower_phi = towers
 
     # merge: per event, tracks then towers (stable sort by event keeps each group's order)
@@ -210,33 +209,36 @@ class _CaloGeometry:
         n = len(ieta)
         offset = rng.random((n, 2)) if self.config.smear_tower_center else np.full((n, 2), 0.5)
         low_edge = -self.config.calo_eta + ieta * self.sizes[part]
-        high_edge = np.minimum(
-            low_edge + self.sizes[part], self.config.calo_eta
-        )  # the last cell may be partial
+        # the last cell may be partial
+        high_edge = np.minimum(low_edge + self.sizes[part], self.config.calo_eta)
         tower_eta = low_edge + offset[:, 0] * (high_edge - low_edge)
         tower_phi = -np.pi + (iphi + offset[:, 1]) * (2 * np.pi / self.n_phi[part])
         return tower_eta, tower_phi
 
 
+@dataclasses.dataclass
+class _Flat:
+    """A chunk's particles as flat arrays: event index, |PDG id|, visible and tracked masks, pT, η, φ."""
+
+    event: np.ndarray
+    aid: np.ndarray
+    visible: np.ndarray
+    tracked: np.ndarray
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+
+
 def _plain_towers(
-    geometry: _CaloGeometry,
-    config: DetectorConfig,
-    event: np.ndarray,
-    aid: np.ndarray,
-    visible: np.ndarray,
-    tracked: np.ndarray,
-    pt_f: np.ndarray,
-    eta_f: np.ndarray,
-    phi_f: np.ndarray,
-    rng: np.random.Generator,
+    geometry: _CaloGeometry, flat: _Flat, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``eflow=False`` (radar before the e-flow model): every visible particle that is not a track deposits
     in a cell; cell energies Gaussian-smeared (clipped at zero) and kept above the part's threshold."""
-    in_calo = visible & ~tracked & (np.abs(eta_f) < config.calo_eta)
-    part = geometry.part(aid[in_calo], np.abs(eta_f[in_calo]))
-    c_eta = eta_f[in_calo]
-    cells, inverse = geometry.cells(event[in_calo], part, c_eta, phi_f[in_calo])
-    energy = np.bincount(inverse, weights=pt_f[in_calo] * np.cosh(c_eta), minlength=len(cells))
+    in_calo = flat.visible & ~flat.tracked & (np.abs(flat.eta) < geometry.config.calo_eta)
+    part = geometry.part(flat.aid[in_calo], np.abs(flat.eta[in_calo]))
+    c_eta = flat.eta[in_calo]
+    cells, inverse = geometry.cells(flat.event[in_calo], part, c_eta, flat.phi[in_calo])
+    energy = np.bincount(inverse, weights=flat.pt[in_calo] * np.cosh(c_eta), minlength=len(cells))
     cell_event, cell_part, cell_ieta, cell_iphi = geometry.decode(cells)
     sigma = energy * np.hypot(
         geometry.stochastic[cell_part] / np.sqrt(np.maximum(energy, 1e-9)), geometry.constant[cell_part]
@@ -249,16 +251,9 @@ def _plain_towers(
 
 def _eflow_towers(
     geometry: _CaloGeometry,
-    config: DetectorConfig,
-    event: np.ndarray,
-    aid: np.ndarray,
-    visible: np.ndarray,
-    tracked: np.ndarray,
+    flat: _Flat,
     track_pt: np.ndarray,
     track_resolution: np.ndarray,
-    pt_f: np.ndarray,
-    eta_f: np.ndarray,
-    phi_f: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """The e-flow model (the default): ((tower event, pT, η, φ), track pT after the e-flow).
@@ -271,13 +266,14 @@ def _eflow_towers(
     (E_trk/σ²_trk + E/σ²)/(1/σ²_trk + 1/σ²). So the calorimeter's fluctuations of charged hadrons reach
     the jets (fake neutral towers, rescaled tracks), as in Delphes' ``SimpleCalorimeter`` e-flow.
     """
-    cosh = np.cosh(eta_f)
-    in_calo = visible & (aid != 13) & (np.abs(eta_f) < config.calo_eta)
-    part = geometry.part(aid[in_calo], np.abs(eta_f[in_calo]))
-    cells, inverse = geometry.cells(event[in_calo], part, eta_f[in_calo], phi_f[in_calo])
+    config = geometry.config
+    cosh = np.cosh(flat.eta)
+    in_calo = flat.visible & (flat.aid != 13) & (np.abs(flat.eta) < config.calo_eta)
+    part = geometry.part(flat.aid[in_calo], np.abs(flat.eta[in_calo]))
+    cells, inverse = geometry.cells(flat.event[in_calo], part, flat.eta[in_calo], flat.phi[in_calo])
     n_cells = len(cells)
-    energy = np.bincount(inverse, weights=pt_f[in_calo] * cosh[in_calo], minlength=n_cells)
-    trk = tracked[in_calo]
+    energy = np.bincount(inverse, weights=flat.pt[in_calo] * cosh[in_calo], minlength=n_cells)
+    trk = flat.tracked[in_calo]
     track_e = (track_pt * cosh)[in_calo][trk]
     e_trk = np.bincount(inverse[trk], weights=track_e, minlength=n_cells).astype("float64")
     var_trk = np.bincount(
@@ -304,7 +300,7 @@ def _eflow_towers(
     rescale = np.ones(n_cells)
     fix = ~significant & (e_trk > 0)
     rescale[fix] = best[fix] / e_trk[fix]
-    scale = np.ones(len(pt_f))
+    scale = np.ones(len(flat.pt))
     scale[np.flatnonzero(in_calo)[trk]] = rescale[inverse[trk]]
     tower_eta, tower_phi = geometry.positions(cell_ieta, cell_iphi, cell_part, rng)
     towers = (

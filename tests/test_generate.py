@@ -230,6 +230,23 @@ def test_eflow_rescales_a_poorly_measured_track_and_ignores_muons():
     assert ak.sum(ak.num(plain)) > 0  # radar's old model put untracked muons in the forward calorimeter
 
 
+def test_detector_before_the_eflow_is_reproduced():
+    """``eflow=False, hcal_cell=0.0174`` is radar's detector before the e-flow model, draw for draw: the
+    numbers below were produced by that code (commit c47f23a) on these synthetic events."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(50, 400, 200)
+    total = int(counts.sum())
+    pids = rng.choice([211, -211, 22, 130, 2112, 321, 11, 13, 12, 2212], total)
+    pt, eta = rng.exponential(8, total) + 0.2, rng.normal(0, 2, total)
+    phi = rng.uniform(-np.pi, np.pi, total)
+    jag = [ak.unflatten(x, counts) for x in (pids, pt, eta, phi)]
+    old = DetectorConfig(eflow=False, hcal_cell=0.0174)
+    out = detector_response(*jag, np.random.default_rng(1), old)
+    assert int(ak.sum(ak.num(out))) == 35699
+    assert float(ak.sum(out.pt)) == pytest.approx(323976.1786526245, rel=1e-12)
+    assert float(ak.sum(out.pt * out.eta)) == pytest.approx(1666.2105453880845, rel=1e-9)
+
+
 def test_longitudinal_decay_angles_are_sin2_and_isotropic_is_pythias():
     """Pythia decays Z_R → X Y as 1 + cos²θ and X, Y isotropically; the default reshaping gives sin²θ for
     all three (⟨cos²θ⟩ = 1/5), and generate_events applies it reproducibly, counting the rejected events."""
