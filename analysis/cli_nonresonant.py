@@ -9,10 +9,13 @@ Config (paths relative to the YAML file; unknown keys are errors)::
     input:
       data: qcd.parquet              # "data" (labels only for evaluation; label-1 events are dropped)
       mc: qcd_simulation.parquet     # the background simulation that guides the extrapolation
+                                     # (optional: without it generate samples at the SR data's
+                                     # contexts -- context mjj + an mjj interval = the resonant CATHODE)
       signal: svj.parquet            # pool: half injected, half for the test set and supervised
       truth: null                    # independent background (ideal template, test set);
                                      # default: a random half of the data's background
     regions: {ht: [800, null], met: [75, null]}      # SR: every cut holds; CR: the rest
+    range: {}                        # optional analysed range, e.g. {mjj: [1500, 6500]}
     features: [mjj, tau21_j1, tau32_j1, tau21_j2, tau32_j2]
     classify_on: null                # classifier inputs; default: features + context
     methods: [reweight, generate, morph, ideal, supervised]
@@ -44,7 +47,12 @@ class _Strict(BaseModel):
 
 class NonresonantInput(_Strict):
     data: str = Field(description="data feature table (labels used only for evaluation)")
-    mc: str = Field(description="background simulation feature table")
+    mc: str | None = Field(
+        None,
+        description="background simulation feature table; without one only generate (at the SR data's own "
+        "contexts: with context m_JJ and an m_JJ interval as the SR, the resonant CATHODE), ideal and "
+        "supervised run",
+    )
     signal: str | None = Field(None, description="signal pool (injections, test set, supervised)")
     truth: str | None = Field(None, description="independent background; default: half of the data's")
 
@@ -59,6 +67,11 @@ class NonresonantConfig(_Strict):
     output: str = "runs/nonresonant"
     input: NonresonantInput
     regions: dict[str, tuple[float | None, float | None]]
+    range: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict,
+        description="the analysed range: events outside these cuts are dropped from every input (e.g. "
+        "{mjj: [1500, 6500]} for a resonant search, whose CR is then the sidebands inside it)",
+    )
     features: list[str] = Field(min_length=1)
     classify_on: list[str] | None = None
     methods: list[str] = Field(
@@ -115,6 +128,20 @@ def load_nonresonant_config(path: str | Path) -> NonresonantConfig:
         ContextRegions(dict(cfg.regions))
     except ValueError as error:
         raise ValueError(f"{path}: regions: {error}") from None
+    if cfg.input.mc is None:
+        needs_mc = sorted(set(cfg.methods) - {"generate", "ideal", "supervised"})
+        if needs_mc:
+            raise ValueError(
+                f"{path}: methods {needs_mc} need a background simulation (input.mc); without one only "
+                "generate (the SR data's own contexts), ideal and supervised run"
+            )
+        if cfg.simulation_transform != "none":
+            raise ValueError(
+                f"{path}: simulation_transform needs input.mc (there is no simulation to transform)"
+            )
+    for name, (lo, hi) in cfg.range.items():
+        if (lo is None and hi is None) or (lo is not None and hi is not None and not lo < hi):
+            raise ValueError(f"{path}: range: {name} needs lo < hi (null: open), got [{lo}, {hi}]")
     if any(n > 0 for n in cfg.injections) and cfg.input.signal is None:
         raise ValueError(f"{path}: injections {cfg.injections} need input.signal (the signal pool)")
     return cfg
@@ -148,6 +175,15 @@ def read_table(path: Path, needed: list[str], what: str):
     return table
 
 
+def in_range(table, cuts: dict):
+    """The events of ``table`` inside every ``(lo, hi)`` cut (``None``: open), as the regions' cuts."""
+    if not cuts:
+        return table
+    from radar.analysis.nonresonant import ContextRegions
+
+    return table[ContextRegions(dict(cuts)).signal_region(table)].reset_index(drop=True)
+
+
 def prepare_samples(cfg: NonresonantConfig, tables: dict, injection: int) -> dict:
     """The ``data`` / ``mc`` / ``truth`` / ``signal`` tables of one injection (seed ``data_seed``)."""
     import numpy as np
@@ -167,7 +203,7 @@ def prepare_samples(cfg: NonresonantConfig, tables: dict, injection: int) -> dic
         truth = background.iloc[order[:half]].reset_index(drop=True)
         background = background.iloc[order[half:]].reset_index(drop=True)
     mc = tables["mc"]
-    if cfg.simulation_transform == "hand_tuned":
+    if mc is not None and cfg.simulation_transform == "hand_tuned":
         mc = hand_tuned_simulation(mc)
     pool = signal_pool(tables["signal"], cfg.input.signal)
     evaluation = pool
@@ -201,6 +237,7 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
         ContextRegions,
         apply_template,
         closure_check,
+        context_source,
         fit_template,
         run_method,
         summary_markdown,
@@ -210,9 +247,9 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
     out = Path(output) if output is not None else cfg.path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     regions = ContextRegions(dict(cfg.regions))
-    needed = sorted(set(cfg.features) | set(regions.context) | set(cfg.classify_on or []))
+    needed = sorted(set(cfg.features) | set(regions.context) | set(cfg.classify_on or []) | set(cfg.range))
     tables = {
-        key: read_table(cfg.path(getattr(cfg.input, key)), needed, f"input.{key}")
+        key: in_range(read_table(cfg.path(getattr(cfg.input, key)), needed, f"input.{key}"), cfg.range)
         if getattr(cfg.input, key)
         else None
         for key in ("data", "mc", "signal", "truth")
@@ -250,9 +287,9 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
                     seed=seed,
                     settings=cfg.template_settings.get(method),
                 )
-                mc = samples["mc"]
+                source = context_source(samples)
                 templates[key] = apply_template(
-                    maker, mc[regions.signal_region(mc)], cfg.features, regions.context
+                    maker, source[regions.signal_region(source)], cfg.features, regions.context
                 )
                 template_seconds[key] = time.perf_counter() - start
                 if clean_cr and seed == cfg.seeds[0] and method not in closures:

@@ -54,6 +54,7 @@ __all__ = [
     "ReweightTemplate",
     "apply_template",
     "closure_check",
+    "context_source",
     "cut_excess",
     "fit_template",
     "hand_tuned_simulation",
@@ -221,7 +222,12 @@ class ReweightTemplate:
 @dataclass
 class GenerateTemplate:
     """A flow p_data(x | context) on CR data, sampled at SR MC contexts weighted by w(c) (CR classifier on
-    the context alone)."""
+    the context alone).
+
+    Without a simulation (``mc`` None in :meth:`fit`) it is sampled at the contexts of the SR *data*
+    themselves, unweighted: with context (m_JJ) and an m_JJ interval as the SR this is CATHODE (a flow of
+    the sidebands' features given m_JJ, sampled at the SR's m_JJ values), the resonant search as the special
+    case of this code path (docs/nonresonant.md)."""
 
     features: list[str]
     context: list[str]
@@ -232,7 +238,9 @@ class GenerateTemplate:
     oversampling: int = 1
     clip: float = 20.0
 
-    def fit(self, data_cr: pd.DataFrame, mc: pd.DataFrame, mc_cr: pd.DataFrame) -> GenerateTemplate:
+    def fit(
+        self, data_cr: pd.DataFrame, mc: pd.DataFrame | None, mc_cr: pd.DataFrame | None
+    ) -> GenerateTemplate:
         from radar.models.flows import ConditionalFlow
 
         self.flow_ = ConditionalFlow(
@@ -242,21 +250,21 @@ class GenerateTemplate:
             feature_matrix(data_cr, self.features, "generate: CR data"),
             _context(feature_matrix(data_cr, self.context, "generate: CR data context")),
         )
-        self.ratio_ = _density_ratio(
-            feature_matrix(data_cr, self.context, "generate: CR data context"),
-            feature_matrix(mc_cr, self.context, "generate: CR MC context"),
-            classifier=self.classifier,
-            seed=self.seed + 1,
-            settings=self.settings,
-        )
+        self.ratio_ = None  # no simulation: the contexts are the data's own, w = 1
+        if mc_cr is not None:
+            self.ratio_ = _density_ratio(
+                feature_matrix(data_cr, self.context, "generate: CR data context"),
+                feature_matrix(mc_cr, self.context, "generate: CR MC context"),
+                classifier=self.classifier,
+                seed=self.seed + 1,
+                settings=self.settings,
+            )
         return self
 
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        c = np.repeat(
-            feature_matrix(mc_sr, self.context, "generate: SR MC context"), self.oversampling, axis=0
-        )
+        c = np.repeat(feature_matrix(mc_sr, self.context, "generate: SR contexts"), self.oversampling, axis=0)
         x = self.flow_.sample(_context(c), seed=self.seed + 2)
-        w = _ratio_weights(self.ratio_, c, self.clip)
+        w = np.ones(len(c)) if self.ratio_ is None else _ratio_weights(self.ratio_, c, self.clip)
         table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context)
         return table, w
 
@@ -354,10 +362,17 @@ def fit_template(
     ``template(mc_part)`` predicts the data in any part of the MC: the SR (the template) or the CR (its
     closure, to be compared with the CR data)."""
     if method == "mc":
+        if samples.get("mc") is None:
+            raise ValueError("'mc' (the simulation as it is) needs a background simulation (input.mc)")
         return None
     if method not in TEMPLATES:
         raise ValueError(f"no template for method {method!r}; templates: {sorted(TEMPLATES)} and 'mc'")
-    data, mc = samples["data"], samples["mc"]
+    data, mc = samples["data"], samples.get("mc")
+    if mc is None and method != "generate":
+        raise ValueError(
+            f"{method!r} needs a background simulation (input.mc); without one only 'generate' (CATHODE's "
+            "way: the SR data's own contexts), 'ideal' and 'supervised' run"
+        )
     maker = TEMPLATES[method](features=list(features), context=regions.context, seed=seed, **(settings or {}))
     data_cr = data[regions.control_region(data)]
     if "label" in data_cr and (data_cr["label"] == 1).any():
@@ -366,7 +381,13 @@ def fit_template(
             method,
             int((data_cr["label"] == 1).sum()),
         )
-    return maker.fit(data_cr, mc, mc[regions.control_region(mc)])
+    return maker.fit(data_cr, mc, None if mc is None else mc[regions.control_region(mc)])
+
+
+def context_source(samples: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The events whose contexts a template is built at: the simulation, or without one the data."""
+    mc = samples.get("mc")
+    return samples["data"] if mc is None else mc
 
 
 def apply_template(
@@ -392,8 +413,8 @@ def make_template(
     MC unchanged) from ``samples["data"]`` (CR part) and ``samples["mc"]``: (table of features and
     context, event weights). ``fit``: ``seed`` and ``settings`` of :func:`fit_template`."""
     maker = fit_template(method, samples, regions=regions, features=features, **fit)
-    mc = samples["mc"]
-    return apply_template(maker, mc[regions.signal_region(mc)], features, regions.context)
+    source = context_source(samples)
+    return apply_template(maker, source[regions.signal_region(source)], features, regions.context)
 
 
 def ks_test(
@@ -425,7 +446,7 @@ def closure_check(
     predicted table and weights, the reference table and the weighted KS distance and p-value of every
     feature and context variable."""
     variables = list(features) + regions.context
-    data, mc, truth = samples["data"], samples["mc"], samples["truth"]
+    data, mc, truth = samples["data"], context_source(samples), samples["truth"]
     out: dict[str, dict[str, Any]] = {}
     for region, mask_of, reference in (
         ("cr", regions.control_region, data[regions.control_region(data)]),
@@ -512,7 +533,7 @@ def run_method(
     context = regions.context
     cols = list(classify_on) if classify_on is not None else features + context
     settings = dict(classifier_settings or {})
-    data, mc, truth, signal = (samples[k] for k in ("data", "mc", "truth", "signal"))
+    data, truth, signal = (samples[k] for k in ("data", "truth", "signal"))
     sr_data = data[regions.signal_region(data)].reset_index(drop=True)
     truth_sr = truth[regions.signal_region(truth)].reset_index(drop=True)
     half = len(truth_sr) // 2
