@@ -487,6 +487,7 @@ def test_svj_settings_are_checked_and_the_cli_uses_the_seeds_benchmarks():
         mx=None,
         my=None,
         three_prong_y=None,
+        decay_angles=None,
         detector=None,
         pthat_min=None,
         dark_scale=None,
@@ -499,3 +500,6 @@ def test_svj_settings_are_checked_and_the_cli_uses_the_seeds_benchmarks():
     args.mres = None
     config = _config(args, "svj")
     assert (config.mres, config.dark_scale, config.dark_quark_mass) == (3000.0, 300.0, 150.0)
+    assert _config(args, "resonance").decay_angles == "longitudinal"  # the default
+    args.decay_angles = "isotropic"
+    assert _config(args, "resonance").decay_angles == "isotropic"
