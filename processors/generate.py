@@ -17,15 +17,15 @@ Processes (13 TeV pp, Monash 2013 tune = Pythia's default, MPI and hadronisation
   branching fractions, among the flavours above threshold). ``three_prong_y`` makes Y → q q̄ g
   (isotropic three-body phase space), a three-prong Y. Pythia's own Z' with only an X Y channel has zero
   cross-section; the Z_R keeps its left-right-model production and only its decay is replaced.
-  ``decay_angles`` (default ``"longitudinal"``): Pythia decays the user channels isotropically; the
-  default reshapes the three two-body decays (Z' → X Y against the beam axis, X → q q̄ and Y → q q̄
+  ``decay_angles`` (default ``"longitudinal"``): Pythia decays the Z_R into X Y as 1 + cos²θ and X, Y
+  isotropically; the default reshapes the three two-body decays (Z' → X Y against the beam axis, X → q q̄ and Y → q q̄
   against their flight directions, each in the decaying particle's rest frame) to sin²θ by accept-reject
   on the event record — the angular distributions of a vector resonance decaying into longitudinally
   polarised vectors that decay to quarks (a W' → W_L Z_L-like chain). Against the real R&D signal events
   (benchmarks/detector_tuning.py, docs/processing.md) this is what the R&D sample shows: with isotropic
   decays the heavier jet loses the X's second quark twice as often (m_J2 < 300 GeV in 17 % of the events
-  against 8.6 %), τ21 of both jets is too high and ΔR_JJ too wide (KS 0.10 / 0.09 / 0.14 → 0.02 / 0.02 /
-  0.06 with sin²θ). ``"isotropic"`` gives radar's samples before this choice. Y → q q̄ g (``three_prong_y``)
+  against 8.6 %), τ21 of both jets is too high and ΔR_JJ too wide (KS 0.10 / 0.09 / 0.14 → 0.025 / 0.017
+  / 0.024 with sin²θ). ``"isotropic"`` gives radar's samples before this choice. Y → q q̄ g (``three_prong_y``)
   keeps its phase-space decay.
 - ``simulation``: QCD with a different parton shower and hadronisation setup, standing in for the
   Herwig sample of SALAD/FETA: weaker final-state shower (``TimeShower:alphaSvalue`` 0.110 vs 0.1365),
@@ -80,9 +80,9 @@ X_ID, Y_ID, ZR_ID = 6000001, 6000002, 9900023
 ZV_ID, QV_ID, DARK_MESONS, DARK_INVISIBLE = 4900023, 4900101, (4900111, 4900113, 4900211, 4900213), 51
 _QUARK_MASSES = {1: 0.33, 2: 0.33, 3: 0.5, 4: 1.5, 5: 4.8}  # Pythia's default constituent/pole masses
 MIN_SCALAR_MASS = 10.0
-DECAY_ANGLES = ("longitudinal", "isotropic")
 """X and Y must be heavier than this (GeV): above the b b̄ threshold, where a resonance decay to a quark
 pair followed by showering and hadronisation is meaningful."""
+DECAY_ANGLES = ("longitudinal", "isotropic")
 
 #: the "simulation" variant's settings (see the module docstring), on top of the QCD settings
 SIMULATION_SETTINGS: tuple[str, ...] = (
@@ -362,8 +362,8 @@ def decay_cos_theta(prt: ak.Array) -> dict[str, np.ndarray]:
         last = np.unique(event_of[where][::-1], return_index=True)[1]
         return events, where[first], where[::-1][last]
 
-    ev_x, first_x, last_x = copies(6000001)
-    ev_y, first_y, last_y = copies(6000002)
+    ev_x, first_x, last_x = copies(X_ID)
+    ev_y, first_y, last_y = copies(Y_ID)
     both, in_x, in_y = np.intersect1d(ev_x, ev_y, return_indices=True)
     if len(both):
         x, y = p4[first_x[in_x]], p4[first_y[in_y]]
