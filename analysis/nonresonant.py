@@ -237,19 +237,28 @@ class GenerateTemplate:
     seed: int = 0
     oversampling: int = 1
     clip: float = 20.0
+    #: flows trained on bootstrap resamples of the CR: their spread is the template's own fit error, which
+    #: :func:`cut_excess` adds to the statistical one (``_member`` column of the template)
+    n_flows: int = 1
 
     def fit(
         self, data_cr: pd.DataFrame, mc: pd.DataFrame | None, mc_cr: pd.DataFrame | None
     ) -> GenerateTemplate:
         from radar.models.flows import ConditionalFlow
 
-        self.flow_ = ConditionalFlow(
-            len(self.features), context_features=len(self.context), seed=self.seed, **self.flow
-        )
-        self.flow_.fit(
-            feature_matrix(data_cr, self.features, "generate: CR data"),
-            _context(feature_matrix(data_cr, self.context, "generate: CR data context")),
-        )
+        if self.n_flows < 1:
+            raise ValueError(f"generate: n_flows must be >= 1, got {self.n_flows}")
+        x = feature_matrix(data_cr, self.features, "generate: CR data")
+        c = _context(feature_matrix(data_cr, self.context, "generate: CR data context"))
+        rng = np.random.default_rng([self.seed, 7])
+        self.flows_ = []
+        for k in range(self.n_flows):
+            rows = rng.integers(0, len(x), len(x)) if self.n_flows > 1 else np.arange(len(x))
+            flow = ConditionalFlow(
+                len(self.features), context_features=len(self.context), seed=self.seed + 1000 * k, **self.flow
+            )
+            self.flows_.append(flow.fit(x[rows], c[rows]))
+        self.flow_ = self.flows_[0]
         self.ratio_ = None  # no simulation: the contexts are the data's own, w = 1
         if mc_cr is not None:
             self.ratio_ = _density_ratio(
@@ -263,10 +272,13 @@ class GenerateTemplate:
 
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         c = np.repeat(feature_matrix(mc_sr, self.context, "generate: SR contexts"), self.oversampling, axis=0)
-        x = self.flow_.sample(_context(c), seed=self.seed + 2)
         w = np.ones(len(c)) if self.ratio_ is None else _ratio_weights(self.ratio_, c, self.clip)
-        table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context)
-        return table, w
+        tables = []
+        for k, flow in enumerate(self.flows_):
+            x = flow.sample(_context(c), seed=self.seed + 2 + 1000 * k)
+            table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context)
+            tables.append(table.assign(_member=k) if len(self.flows_) > 1 else table)
+        return pd.concat(tables, ignore_index=True), np.tile(w, len(self.flows_))
 
 
 @dataclass
@@ -466,12 +478,18 @@ def closure_check(
 
 # -- the chain: template, CWoLa classifier, metrics, null check -----------------------------------------
 def cut_excess(
-    scores_data: np.ndarray, scores_template: np.ndarray, w_template: np.ndarray, efficiency: float
+    scores_data: np.ndarray,
+    scores_template: np.ndarray,
+    w_template: np.ndarray,
+    efficiency: float,
+    members: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The null check of a trained chain: cut the out-of-fold scores of the SR data at their top
     ``efficiency`` quantile; the template (normalised to the SR data count) predicts how many pass.
     Z = (n_obs - n_exp) / sqrt(n_exp + σ_template²); near N(0, 1) on background-only data, large with a
-    signal the classifier found."""
+    signal the classifier found. ``members``: which of several independently trained templates (e.g.
+    flows on bootstrap resamples) each template event comes from; the spread of their passing fractions is
+    the template's own fit error, added to σ_template² (``sigma_fit``)."""
     scores_data, scores_template = np.asarray(scores_data), np.asarray(scores_template)
     w = np.asarray(w_template, dtype="float64")
     threshold = np.quantile(scores_data, 1.0 - efficiency)
@@ -484,12 +502,13 @@ def cut_excess(
     if not passes.any():  # no template event passes: its estimate 0 carries the error of one event
         var_frac = (w.mean() / w.sum()) ** 2
     sigma2 = n_exp + (len(scores_data) ** 2) * var_frac
-    return {
-        "efficiency": float(efficiency),
-        "n_obs": n_obs,
-        "n_exp": float(n_exp),
-        "z": float((n_obs - n_exp) / math.sqrt(sigma2)) if sigma2 > 0 else float("nan"),
-    }
+    out = {"efficiency": float(efficiency), "n_obs": n_obs, "n_exp": float(n_exp)}
+    if members is not None and len(np.unique(members)) > 1:
+        fractions = [w[passes & (members == m)].sum() / w[members == m].sum() for m in np.unique(members)]
+        out["sigma_fit"] = float(len(scores_data) * np.std(fractions, ddof=1))
+        sigma2 += out["sigma_fit"] ** 2
+    out["z"] = float((n_obs - n_exp) / math.sqrt(sigma2)) if sigma2 > 0 else float("nan")
+    return out
 
 
 def run_method(
@@ -573,7 +592,12 @@ def run_method(
         "test": classifier_metrics(y_test, result.scores_mean, rejection=rejection),
     }
     if method != "supervised":
-        out["cut_excess"] = [cut_excess(result.scores1, result.scores0, w0, eff) for eff in efficiencies]
+        members = (
+            template[0]["_member"].to_numpy() if template is not None and "_member" in template[0] else None
+        )
+        out["cut_excess"] = [
+            cut_excess(result.scores1, result.scores0, w0, eff, members) for eff in efficiencies
+        ]
         # template vs the true SR background (test half), by a fresh k-fold classifier
         X_truth = feature_matrix(test_bkg, cols, "true SR background")
         closure = kfold_scores(

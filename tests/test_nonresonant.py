@@ -307,3 +307,21 @@ def test_resonant_search_is_generate_with_context_mjj_and_no_simulation():
     for method in ("reweight", "morph", "mc"):
         with pytest.raises(ValueError, match="needs a background simulation"):
             fit_template(method, toy, regions=RESONANT, features=["x", "y"], seed=0)
+
+
+def test_cut_excess_adds_the_spread_of_independently_trained_templates():
+    """Three template members that disagree on how many events pass a cut: their spread is the template's fit
+    error, added to the statistical one; with one member (or none given) only the statistical error counts."""
+    from radar.analysis.nonresonant import cut_excess
+
+    rng = np.random.default_rng(0)
+    data = rng.random(10_000)
+    template = np.concatenate([rng.random(10_000) ** p for p in (1.0, 0.9, 1.1)])  # members pass 10 % ± ~1 %
+    members = np.repeat([0, 1, 2], 10_000)
+    w = np.ones(len(template))
+    plain = cut_excess(data, template, w, 0.1)
+    with_fit = cut_excess(data, template, w, 0.1, members)
+    fractions = [(template[members == m] > np.quantile(data, 0.9)).mean() for m in range(3)]
+    assert with_fit["sigma_fit"] == pytest.approx(10_000 * np.std(fractions, ddof=1))
+    assert with_fit["n_exp"] == plain["n_exp"] and abs(with_fit["z"]) < abs(plain["z"])
+    assert "sigma_fit" not in cut_excess(data, template, w, 0.1, np.zeros(len(template)))
