@@ -253,7 +253,7 @@ class GenerateTemplate:
         rng = np.random.default_rng([self.seed, 7])
         self.flows_ = []
         for k in range(self.n_flows):
-            rows = rng.integers(0, len(x), len(x)) if self.n_flows > 1 else np.arange(len(x))
+            rows = rng.integers(0, len(x), len(x)) if self.n_flows > 1 else slice(None)  # bootstrap or all
             flow = ConditionalFlow(
                 len(self.features), context_features=len(self.context), seed=self.seed + 1000 * k, **self.flow
             )

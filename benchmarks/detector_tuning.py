@@ -9,7 +9,7 @@ region (``benchmarks/fidelity.py``). One run answers "which detector setting is 
 without the generator's own fluctuations between variants.
 
     python benchmarks/detector_tuning.py --process resonance --events 3000 --output runs/dettune_sig \
-        --variants '{"plain": {"eflow": false}, "eflow": {}}'
+        --variants '{"before": {"eflow": false, "hcal_cell": 0.0174}, "default": {"_accept": "zprime,x,y"}}'
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity import FEATURES, PEER_DIR, compare  # noqa: E402
 
 log = logging.getLogger("detector_tuning")
-DEFAULT_VARIANTS = {"plain": {"eflow": False}, "eflow": {}}
+#: radar's detector before the e-flow model, and the default (with the resonance's sin²θ decays)
+DEFAULT_VARIANTS = {"before": {"eflow": False, "hcal_cell": 0.0174}, "default": {"_accept": "zprime,x,y"}}
 
 
 def generate_particles(process: str, n_events: int, seed: int, cache: Path, pthat_min: float) -> ak.Array:
