@@ -186,6 +186,17 @@ def _density_ratio(
     return get_classifier(classifier, seed=seed, **settings).fit(X, y)
 
 
+def _context_ratio(maker: Any, data_cr: pd.DataFrame, mc_cr: pd.DataFrame, seed: int, what: str) -> Any:
+    """w(c) = p_data(c)/p_MC(c) of ``generate`` and ``morph``: a classifier on the CR context alone."""
+    return _density_ratio(
+        feature_matrix(data_cr, maker.context, f"{what}: CR data context"),
+        feature_matrix(mc_cr, maker.context, f"{what}: CR MC context"),
+        classifier=maker.classifier,
+        seed=seed,
+        settings=maker.settings,
+    )
+
+
 def _ratio_weights(clf: Any, X: np.ndarray, clip: float) -> np.ndarray:
     f = np.clip(clf.predict_proba(X), 1e-6, 1 - 1e-6)
     return np.clip(f / (1.0 - f), 0.0, clip)
@@ -258,16 +269,10 @@ class GenerateTemplate:
                 len(self.features), context_features=len(self.context), seed=self.seed + 1000 * k, **self.flow
             )
             self.flows_.append(flow.fit(x[rows], c[rows]))
-        self.flow_ = self.flows_[0]
-        self.ratio_ = None  # no simulation: the contexts are the data's own, w = 1
-        if mc_cr is not None:
-            self.ratio_ = _density_ratio(
-                feature_matrix(data_cr, self.context, "generate: CR data context"),
-                feature_matrix(mc_cr, self.context, "generate: CR MC context"),
-                classifier=self.classifier,
-                seed=self.seed + 1,
-                settings=self.settings,
-            )
+        # no simulation: the contexts are the data's own, w = 1
+        self.ratio_ = (
+            None if mc_cr is None else _context_ratio(self, data_cr, mc_cr, self.seed + 1, "generate")
+        )
         return self
 
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -327,13 +332,7 @@ class MorphTemplate:
             self.base_.members, z, ctx, settings=settings, seed=self.seed + 1, what="morph transport flow"
         )
         self.transport_ = result.members[0]
-        self.ratio_ = _density_ratio(
-            feature_matrix(data_cr, self.context, "morph: CR data context"),
-            feature_matrix(mc_cr, self.context, "morph: CR MC context"),
-            classifier=self.classifier,
-            seed=self.seed + 2,
-            settings=self.settings,
-        )
+        self.ratio_ = _context_ratio(self, data_cr, mc_cr, self.seed + 2, "morph")
         return self
 
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
