@@ -376,6 +376,7 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     (``comparison/auc_vs_truth.{json,csv,md,png,pdf}``). Needs truth labels in the data; without them
     (real data) it writes nothing and says so. Returns {name: path}.
     """
+    from radar.analysis.context_methods import CONTEXT_TEMPLATE_METHODS
     from radar.analysis.methods import TEMPLATE_METHODS
     from radar.analysis.metrics import markdown_table, summarise
     from radar.analysis.preparation import load_inputs, prepare_data
@@ -387,7 +388,9 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
     out_root = run_dir / "comparison"
     features = list(cfg.features)
     regions = regions_for(cfg, "cathode")
-    templates_run = [m for m in cfg.methods if cfg.base_method(m) in TEMPLATE_METHODS]
+    templates_run = [
+        m for m in cfg.methods if cfg.base_method(m) in (*TEMPLATE_METHODS, *CONTEXT_TEMPLATE_METHODS)
+    ]
     written: dict[str, Path] = {}
     clf = classifier_settings(cfg)
     inputs = load_inputs(cfg)
@@ -395,7 +398,7 @@ def compare_run(run_dir: str | Path, cfg) -> dict[str, Path]:
         prepared = prepare_data(cfg, injection, inputs)
         data = prepared.data
         labels = data["label"].to_numpy()
-        sr = regions.signal_region(data["mjj"].to_numpy())
+        sr = regions.sr_mask(data)
         true_bkg = data[sr & (labels == 0)].reset_index(drop=True)
         if not len(true_bkg):
             log.info("comparison: injection %s: no truth-labelled SR background; studies skipped", injection)

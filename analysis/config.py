@@ -35,7 +35,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from radar.processors.features import LHCO_FEATURES
 
@@ -92,6 +92,41 @@ class RegionsConfig(_Section):
     cwola_sideband_width: PositiveFloat | None = Field(
         200.0, description="CWoLa Hunting's narrow sidebands (GeV)"
     )
+    context: dict[str, tuple[float | None, float | None]] | None = Field(
+        None,
+        description="the non-resonant search: the SR as cuts on context variables {NAME: [lo, hi]} (null: "
+        "open), e.g. {ht: [800, null], met: [75, null]}; the control region is the rest. Replaces sr, "
+        "mjj_range and the sidebands (radar.analysis.regions.ContextRegions)",
+    )
+    range: dict[str, tuple[float | None, float | None]] | None = Field(
+        None,
+        description="with context: the analysed range as cuts {NAME: [lo, hi]}; events outside are dropped",
+    )
+
+    #: the resonant-only keys, which mean nothing next to ``context``
+    RESONANT_KEYS: ClassVar[tuple[str, ...]] = ("sr", "mjj_range", "sideband_width", "cwola_sideband_width")
+
+    @model_validator(mode="after")
+    def _context_or_window(self) -> RegionsConfig:
+        if self.context is None:
+            if self.range is not None:
+                raise ValueError("range is the analysed range of context regions: give context too")
+            return self
+        clash = [k for k in self.RESONANT_KEYS if k in self.model_fields_set]
+        if clash:
+            raise ValueError(
+                f"{clash} describe an m_JJ window; with context the SR is the context cuts (give the "
+                "analysed range as range)"
+            )
+        from radar.analysis.regions import ContextRegions
+
+        ContextRegions(dict(self.context), dict(self.range or {}))  # raises on an empty or inverted cut
+        return self
+
+    @property
+    def resonant(self) -> bool:
+        """An m_JJ window (True) or context cuts (False)."""
+        return self.context is None
 
 
 class ClassifierConfig(_Section):
@@ -237,7 +272,13 @@ class SearchConfig(_Section):
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
+        d = self.model_dump()
+        # each kind of regions saved (and hashed) with its own keys only; a resonant search as before context
+        # regions existed, so its runs stay resumable
+        drop = ("context", "range") if d["regions"]["context"] is None else RegionsConfig.RESONANT_KEYS
+        for key in drop:
+            d["regions"].pop(key)
+        return d
 
     def digest(self) -> str:
         """sha256 of the resolved config minus execution settings (which do not change results)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radar.analysis.regions import Regions
+from radar.analysis.regions import Regions, SearchRegions
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def inject_signal(
     *,
     n_sig: int | None = None,
     s_over_b: float | None = None,
-    regions: Regions | None = None,
+    regions: SearchRegions | None = None,
     seed: int = 0,
 ) -> Injection:
     """Add signal events drawn at random (without replacement) from ``signal`` to ``background``.
@@ -124,8 +124,8 @@ def inject_signal(
         raise ValueError("inject_signal: give exactly one of n_sig or s_over_b")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(signal))
-    sig_in_sr = regions.signal_region(signal["mjj"].to_numpy())
-    n_bkg_sr = int(regions.signal_region(background["mjj"].to_numpy()).sum())
+    sig_in_sr = regions.sr_mask(signal)
+    n_bkg_sr = int(regions.sr_mask(background).sum())
     if n_sig is not None:
         if n_sig < 0 or n_sig > len(signal):
             raise ValueError(f"n_sig={n_sig} but the signal pool holds {len(signal)} events")
@@ -145,10 +145,10 @@ def inject_signal(
     table = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
     n_sig_sr = int(sig_in_sr[used].sum())
     log.info(
-        "injected %d signal events (%d in the SR %s GeV; S/B_SR = %.3g%%)",
+        "injected %d signal events (%d in the %s; S/B_SR = %.3g%%)",
         len(used),
         n_sig_sr,
-        regions.sr,
+        regions.describe(),
         100 * n_sig_sr / max(n_bkg_sr, 1),
     )
     return Injection(

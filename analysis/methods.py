@@ -30,7 +30,7 @@ from radar.analysis.units import (
 log = logging.getLogger(__name__)
 
 
-@register_method("iad", sidebands="none", truth_labels=True, settings=False)
+@register_method("iad", sidebands="none", truth_labels=True, settings=False, context_regions=True)
 def idealized_ad(ctx: UnitContext) -> MethodOutput:
     """Idealized AD: a perfect SR background template (truth labels) vs SR data.
 
@@ -38,7 +38,7 @@ def idealized_ad(ctx: UnitContext) -> MethodOutput:
     seeds) of the data's SR background, removed from the data side.
     """
     data = ctx.prepared.data
-    sr_rows = np.flatnonzero(ctx.regions.signal_region(data["mjj"].to_numpy()))
+    sr_rows = np.flatnonzero(ctx.regions.sr_mask(data))
     if ctx.prepared.iad_template is not None:
         template = ctx.prepared.iad_template
         X0 = feature_matrix(template, ctx.features, "input.iad_template")
@@ -69,7 +69,7 @@ def idealized_ad(ctx: UnitContext) -> MethodOutput:
     )
 
 
-@register_method("supervised", sidebands="none", truth_labels=True, settings=False)
+@register_method("supervised", sidebands="none", truth_labels=True, settings=False, context_regions=True)
 def supervised(ctx: UnitContext) -> MethodOutput:
     """Supervised upper bound: SR background of the data (truth label 0) vs held-out SR signal."""
     data, sig = ctx.prepared.data, ctx.prepared.signal_supervised
@@ -77,7 +77,7 @@ def supervised(ctx: UnitContext) -> MethodOutput:
         raise ValueError(
             "supervised: needs input.signal with SR events in the supervised share of signal_split"
         )
-    sr = ctx.regions.signal_region(data["mjj"].to_numpy())
+    sr = ctx.regions.sr_mask(data)
     rows0 = np.flatnonzero(sr & (data["label"].to_numpy() == 0))
     return _classify(
         ctx,
@@ -117,7 +117,7 @@ def _flow_settings(ctx: UnitContext) -> dict[str, Any]:
 TEMPLATE_METHODS = ("cathode", "salad", "curtains", "feta", "combined_events")
 #: methods made after the units from other methods' scores (analysis.combine), not trained
 SCORE_COMBINATIONS = ("combined_scores",)
-register_info("combined_scores", kind="combination", sidebands="none")
+register_info("combined_scores", kind="combination", sidebands="none", context_regions=True)
 
 
 def _method_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
@@ -243,15 +243,16 @@ def _members_seconds(ctx: UnitContext, members) -> float:
 
 
 def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.ndarray]]) -> None:
-    """Write the unit's per-fold templates (features, mjj, weight, fold) next to its scores, for
-    combinations and studies."""
+    """Write the unit's per-fold templates (m_JJ where the template has it, the context variables, the
+    features, weight, fold) next to its scores, for combinations and studies."""
     from radar.processors.io import atomic_output
 
     if ctx.run_dir is None or ctx.replica:  # the unit's saved template is replica 0's (its folds)
         return
     parts = []
     for f, (samples, weights) in enumerate(folds):
-        frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in ["mjj", *ctx.features]})
+        columns = list(dict.fromkeys(["mjj", *ctx.regions.context, *ctx.features]))  # m_JJ, context, features
+        frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in columns if c in samples})
         frame["weight"] = weights
         frame["fold"] = np.full(len(frame), f, dtype=np.int64)
         parts.append(frame)
@@ -508,9 +509,8 @@ def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
         # the negative phase's epochs null-checked through the chain and measured on real events
         # (docs/outliers.md); Autoencoder's own default (30) costs ~15x more per fold
         settings.setdefault("epochs", NAE_SEARCH_EPOCHS)
-    mjj = data["mjj"].to_numpy()
     regions = ctx.regions
-    usable = regions.in_range(mjj) & (regions.sideband(mjj) if train_on == "sidebands" else True)
+    usable = regions.range_mask(data) & (regions.cr_mask(data) if train_on == "sidebands" else True)
     k = ctx.cfg.k_folds
     fold = _data_folds(ctx, None, None)  # the search's one balanced fold assignment over the data
     X = feature_matrix(data, ctx.features, "data")
@@ -537,13 +537,16 @@ def _outlier_method(ctx: UnitContext, nae: bool) -> MethodOutput:
     )
 
 
-@register_method("autoencoder", kind="outlier", sidebands="none")
+@register_method("autoencoder", kind="outlier", sidebands="none", context_regions=True)
 def autoencoder(ctx: UnitContext) -> MethodOutput:
     """Autoencoder (reconstruction error) trained on the data without labels, k-fold scored."""
     return _outlier_method(ctx, nae=False)
 
 
-@register_method("nae", kind="outlier", sidebands="none")
+@register_method("nae", kind="outlier", sidebands="none", context_regions=True)
 def nae(ctx: UnitContext) -> MethodOutput:
     """Normalized autoencoder (Dillon et al., arXiv:2206.14225) trained on the data, k-fold scored."""
     return _outlier_method(ctx, nae=True)
+
+
+import radar.analysis.context_methods  # noqa: E402,F401  (registers generate, reweight, morph, mc)

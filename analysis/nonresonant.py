@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from radar.analysis.datasets import feature_matrix
+from radar.analysis.regions import ContextRegions
 
 log = logging.getLogger(__name__)
 
@@ -64,45 +65,6 @@ __all__ = [
     "summary_markdown",
     "toy_samples",
 ]
-
-
-# -- regions ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ContextRegions:
-    """The SR as cuts on context variables: ``cuts = {"ht": (800, None), "met": (75, None)}`` means
-    HT >= 800 and MET >= 75 (``None``: open); an event is in the SR when every cut holds, else in the CR.
-    """
-
-    cuts: dict[str, tuple[float | None, float | None]]
-
-    def __post_init__(self) -> None:
-        if not self.cuts:
-            raise ValueError("ContextRegions: give at least one cut, e.g. {'met': (75, None)}")
-        for name, (lo, hi) in self.cuts.items():
-            if lo is None and hi is None:
-                raise ValueError(f"ContextRegions: the cut on {name!r} has neither a lower nor an upper edge")
-            if lo is not None and hi is not None and not lo < hi:
-                raise ValueError(f"ContextRegions: the cut on {name!r} needs lo < hi, got ({lo}, {hi})")
-
-    @property
-    def context(self) -> list[str]:
-        return list(self.cuts)
-
-    def signal_region(self, table: pd.DataFrame) -> np.ndarray:
-        missing = [name for name in self.cuts if name not in table]
-        if missing:
-            raise ValueError(f"ContextRegions: the table has no column {missing} (columns: {list(table)})")
-        mask = np.ones(len(table), bool)
-        for name, (lo, hi) in self.cuts.items():
-            values = table[name].to_numpy(dtype="float64")
-            if lo is not None:
-                mask &= values >= lo
-            if hi is not None:
-                mask &= values < hi
-        return mask
-
-    def control_region(self, table: pd.DataFrame) -> np.ndarray:
-        return ~self.signal_region(table)
 
 
 # -- the seed's hand-tuned simulation and the toy --------------------------------------------------------
@@ -238,7 +200,8 @@ class GenerateTemplate:
     Without a simulation (``mc`` None in :meth:`fit`) it is sampled at the contexts of the SR *data*
     themselves, unweighted: with context (m_JJ) and an m_JJ interval as the SR this is CATHODE (a flow of
     the sidebands' features given m_JJ, sampled at the SR's m_JJ values), the resonant search as the special
-    case of this code path (docs/nonresonant.md)."""
+    case of this code path (docs/nonresonant.md). The template's ``_row`` column: the context event each
+    template event was sampled at (``oversampling`` per event and flow)."""
 
     features: list[str]
     context: list[str]
@@ -278,10 +241,13 @@ class GenerateTemplate:
     def template(self, mc_sr: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         c = np.repeat(feature_matrix(mc_sr, self.context, "generate: SR contexts"), self.oversampling, axis=0)
         w = np.ones(len(c)) if self.ratio_ is None else _ratio_weights(self.ratio_, c, self.clip)
+        rows = np.repeat(np.arange(len(mc_sr)), self.oversampling)
         tables = []
         for k, flow in enumerate(self.flows_):
             x = flow.sample(_context(c), seed=self.seed + 2 + 1000 * k)
-            table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context)
+            table = pd.DataFrame(np.column_stack([x, c]), columns=self.features + self.context).assign(
+                _row=rows
+            )
             tables.append(table.assign(_member=k) if len(self.flows_) > 1 else table)
         return pd.concat(tables, ignore_index=True), np.tile(w, len(self.flows_))
 
@@ -476,35 +442,60 @@ def closure_check(
 
 
 # -- the chain: template, CWoLa classifier, metrics, null check -----------------------------------------
+def _passing_fraction(passes: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Weighted fraction of template events passing a cut and its statistical variance (Kish)."""
+    total = w.sum()
+    frac = w[passes].sum() / total
+    var = (w[passes] ** 2).sum() / total**2 + frac**2 * (w**2).sum() / total**2
+    if not passes.any():  # no template event passes: its estimate 0 carries the error of one event
+        var = (w.mean() / total) ** 2
+    return float(frac), float(var)
+
+
 def cut_excess(
     scores_data: np.ndarray,
     scores_template: np.ndarray,
     w_template: np.ndarray,
     efficiency: float,
     members: np.ndarray | None = None,
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """The null check of a trained chain: cut the out-of-fold scores of the SR data at their top
     ``efficiency`` quantile; the template (normalised to the SR data count) predicts how many pass.
     Z = (n_obs - n_exp) / sqrt(n_exp + σ_template²); near N(0, 1) on background-only data, large with a
     signal the classifier found. ``members``: which of several independently trained templates (e.g.
-    flows on bootstrap resamples) each template event comes from; the spread of their passing fractions is
-    the template's own fit error, added to σ_template² (``sigma_fit``)."""
+    flows on bootstrap resamples) each template event comes from; the spread of their predictions is the
+    template's own fit error, added to σ_template² (``sigma_fit``). ``groups``: (group of each data event,
+    group of each template event) — scores made by different classifiers (k folds) are compared within a
+    group only: n_exp = Σ_g n_data,g × (template fraction passing in g), as each classifier has its own
+    calibration."""
     scores_data, scores_template = np.asarray(scores_data), np.asarray(scores_template)
     w = np.asarray(w_template, dtype="float64")
+    data_groups, template_groups = (
+        (np.zeros(len(scores_data), int), np.zeros(len(w), int))
+        if groups is None
+        else map(np.asarray, groups)
+    )
     threshold = np.quantile(scores_data, 1.0 - efficiency)
     n_obs = float((scores_data > threshold).sum())
     passes = scores_template > threshold
-    frac = w[passes].sum() / w.sum()
-    n_exp = frac * len(scores_data)
-    # the template's own statistical error on the fraction (effective number of events)
-    var_frac = (w[passes] ** 2).sum() / w.sum() ** 2 + frac**2 * (w**2).sum() / w.sum() ** 2
-    if not passes.any():  # no template event passes: its estimate 0 carries the error of one event
-        var_frac = (w.mean() / w.sum()) ** 2
-    sigma2 = n_exp + (len(scores_data) ** 2) * var_frac
+
+    def expected(select: np.ndarray) -> tuple[float, float]:
+        n_exp, var = 0.0, 0.0
+        for g in np.unique(data_groups):
+            mine = select & (template_groups == g)
+            if not mine.any():
+                raise ValueError(f"cut_excess: no template events of group {g}")
+            frac, var_frac = _passing_fraction(passes[mine], w[mine])
+            n_g = float((data_groups == g).sum())
+            n_exp, var = n_exp + n_g * frac, var + n_g**2 * var_frac
+        return n_exp, var
+
+    n_exp, var_template = expected(np.ones(len(w), bool))
+    sigma2 = n_exp + var_template
     out = {"efficiency": float(efficiency), "n_obs": n_obs, "n_exp": float(n_exp)}
     if members is not None and len(np.unique(members)) > 1:
-        fractions = [w[passes & (members == m)].sum() / w[members == m].sum() for m in np.unique(members)]
-        out["sigma_fit"] = float(len(scores_data) * np.std(fractions, ddof=1))
+        out["sigma_fit"] = float(np.std([expected(members == m)[0] for m in np.unique(members)], ddof=1))
         sigma2 += out["sigma_fit"] ** 2
     out["z"] = float((n_obs - n_exp) / math.sqrt(sigma2)) if sigma2 > 0 else float("nan")
     return out

@@ -13,7 +13,7 @@ import pandas as pd
 
 from radar.analysis.config import SearchConfig
 from radar.analysis.datasets import drop_shared_events, inject_signal, split_indices
-from radar.analysis.regions import Regions
+from radar.analysis.regions import ContextRegions, Regions, SearchRegions
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def _read(paths: list[Path]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def _base_regions(cfg: SearchConfig) -> Regions:
+def _base_regions(cfg: SearchConfig) -> SearchRegions:
+    if not cfg.regions.resonant:
+        return ContextRegions(dict(cfg.regions.context), dict(cfg.regions.range or {}))
     return Regions(
         sr=tuple(cfg.regions.sr),
         mjj_range=tuple(cfg.regions.mjj_range),
@@ -100,7 +102,7 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
     inputs = inputs or load_inputs(cfg)
     regions = _base_regions(cfg)
     data = inputs["data"]
-    data = data[regions.in_range(data["mjj"].to_numpy())].reset_index(drop=True)
+    data = data[regions.range_mask(data)].reset_index(drop=True)
     signal = inputs["signal"]
     if injection is not None and cfg.input.drop_data_signal and (data["label"] == 1).any():
         log.info(
@@ -112,7 +114,7 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
     f_inj, f_test, f_sup = cfg.signal_split
     if inputs["test"] is not None:
         test = inputs["test"]
-        test = test[regions.signal_region(test["mjj"].to_numpy())].reset_index(drop=True)
+        test = test[regions.sr_mask(test)].reset_index(drop=True)
         signal = drop_shared_events(signal, inputs["test"], "input.signal")
         data = drop_shared_events(data, inputs["test"], "input.data")
         sig_parts = split_indices(len(signal), (f_inj, 0.0, f_sup), seed) if signal is not None else None
@@ -121,18 +123,18 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
         keep = np.ones(len(data), bool)
         keep[held] = False
         test = data.iloc[held]
-        test = test[regions.signal_region(test["mjj"].to_numpy())]
+        test = test[regions.sr_mask(test)]
         data = data[keep].reset_index(drop=True)
         sig_parts = split_indices(len(signal), (f_inj, f_test, f_sup), seed) if signal is not None else None
         if signal is not None:
             sig_test = signal.iloc[sig_parts[1]]
-            test = pd.concat([test, sig_test[regions.signal_region(sig_test["mjj"].to_numpy())]])
+            test = pd.concat([test, sig_test[regions.sr_mask(sig_test)]])
         test = test.reset_index(drop=True)
     signal_supervised = None
     if signal is not None:
         sup = signal.iloc[sig_parts[2]]
-        signal_supervised = sup[regions.signal_region(sup["mjj"].to_numpy())].reset_index(drop=True)
-    in_sr = regions.signal_region(data["mjj"].to_numpy())
+        signal_supervised = sup[regions.sr_mask(sup)].reset_index(drop=True)
+    in_sr = regions.sr_mask(data)
     if injection is None:
         info = {
             "injection": None,
@@ -144,7 +146,7 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
         pool = signal.iloc[sig_parts[0]]
         # only signal inside the search's m_JJ range: an event outside it would enter the scores (and the bump
         # hunt's spectrum) although the data there were cut away
-        pool = pool[regions.in_range(pool["mjj"].to_numpy())].reset_index(drop=True)
+        pool = pool[regions.range_mask(pool)].reset_index(drop=True)
         if cfg.injection_mode == "n_sig":
             inj = inject_signal(data, pool, n_sig=int(injection), regions=regions, seed=seed)
         else:
@@ -159,13 +161,18 @@ def prepare_data(cfg: SearchConfig, injection: float | None, inputs: dict | None
     info["s_over_b_sr"] = info["n_sig_sr"] / max(info["n_bkg_sr"], 1)
     template = inputs["iad_template"]
     if template is not None:
-        template = template[regions.signal_region(template["mjj"].to_numpy()) & (template["label"] != 1)]
+        template = template[regions.sr_mask(template) & (template["label"] != 1)]
         template = template.reset_index(drop=True)
+    simulation = inputs["simulation"]
+    if simulation is not None and not cfg.regions.resonant:
+        # context regions: the simulation guides the extrapolation inside the analysed range only (the
+        # resonant templates, SALAD and FETA, select their own simulation events by m_JJ)
+        simulation = simulation[regions.range_mask(simulation)].reset_index(drop=True)
     prepared = PreparedData(
         data=data,
         test=test,
         signal_supervised=signal_supervised,
-        simulation=inputs["simulation"],
+        simulation=simulation,
         iad_template=template,
         injection=info,
     )

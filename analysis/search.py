@@ -172,7 +172,7 @@ def run_unit(
     data, test = prepared.data, prepared.test
     if len(output.scores) != len(data) or not np.isfinite(output.scores).all():
         raise RuntimeError(f"{method}: expected a finite score for each of {len(data)} data events")
-    in_sr = ctx.regions.signal_region(data["mjj"].to_numpy())
+    in_sr = ctx.regions.sr_mask(data)
     scores = pd.DataFrame(
         {
             "mjj": data["mjj"].to_numpy(),

@@ -17,7 +17,7 @@ import pandas as pd
 from radar.analysis.config import SearchConfig
 from radar.analysis.datasets import feature_matrix
 from radar.analysis.preparation import PreparedData
-from radar.analysis.regions import Regions
+from radar.analysis.regions import ContextRegions, Regions, SearchRegions
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ class MethodOutput:
     #: the unsafe pre-fix scores (rows outside the training classes scored by the mean of the k fold
     #: models), written as ``score_fold_mean`` for the closure benchmark; never hunted
     diagnostic_scores: np.ndarray | None = None
+    #: per-fold template events (folds in order) scored by a classifier that never saw them — fold f's
+    #: held-out events by classifier f, else fold f's template by classifier f+1 (:func:`_classify_per_fold`);
+    #: not written, for a method's own checks
+    template_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -57,7 +61,7 @@ class UnitContext:
         return self.seed - REPLICA_SEED_STEP * self.replica
 
     @property
-    def regions(self) -> Regions:
+    def regions(self) -> SearchRegions:
         return regions_for(self.cfg, self.method)
 
     @property
@@ -88,7 +92,8 @@ class MethodInfo:
     (``regions.cwola_sideband_width`` on each side) or ``none`` (learns from the SR only). needs_simulation:
     ``input.simulation`` is required. truth_labels: learns from the data's truth labels (idealized and
     supervised references). signal_region_setting: its constructor takes the SR from the config.
-    settings: takes ``method_settings``. event_weights: trains with the events' ``weight`` column (a method
+    context_regions: runs with context regions (``regions.context``, the non-resonant search) as well as with
+    an m_JJ window; the others need m_JJ sidebands. settings: takes ``method_settings``. event_weights: trains with the events' ``weight`` column (a method
     that cannot is refused before training when the inputs carry non-unit weights).
     """
 
@@ -98,6 +103,7 @@ class MethodInfo:
     needs_simulation: bool = False
     truth_labels: bool = False
     signal_region_setting: bool = False
+    context_regions: bool = False
     settings: bool = True
     event_weights: bool = True
 
@@ -124,8 +130,11 @@ def register_info(name: str, **info: Any) -> MethodInfo:
     return _INFO[name]
 
 
-def regions_for(cfg: SearchConfig, method: str) -> Regions:
-    """The SR and sidebands of ``method`` (or a variant of it): narrow sidebands where its record says so."""
+def regions_for(cfg: SearchConfig, method: str) -> SearchRegions:
+    """The SR and sidebands of ``method`` (or a variant of it): narrow sidebands where its record says so;
+    with ``regions.context`` the context cuts and their control region (:class:`ContextRegions`)."""
+    if not cfg.regions.resonant:
+        return ContextRegions(dict(cfg.regions.context), dict(cfg.regions.range or {}))
     narrow = method_info(cfg.base_method(method)).sidebands == "narrow"
     width = cfg.regions.cwola_sideband_width if narrow else cfg.regions.sideband_width
     return Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range), sideband_width=width)
@@ -312,7 +321,9 @@ def _data_folds(ctx: UnitContext, rows0: np.ndarray | None, rows1: np.ndarray | 
 
 
 #: what one fold of a per-fold method trains on: the class-0 inputs (N0, F) and weights, and the
-#: classifier inputs of data events (``embed(table, what)``; None: the features)
+#: classifier inputs of data events (``embed(table, what)``; None: the features); optionally a fourth
+#: element, held-out class-0 events (inputs, weights) of fold f that classifier f never saw (a template
+#: whose events recur in every fold, e.g. the same simulation events, can only be checked on those)
 FoldInputs = tuple[np.ndarray, np.ndarray | None, Callable[[pd.DataFrame, str], np.ndarray] | None]
 
 
@@ -352,10 +363,12 @@ def _classify_per_fold(
     settings = classifier_settings(cfg)
     weights = data_weights(data)
     held_template: list[tuple[np.ndarray, np.ndarray]] = []
+    held_out: list[tuple[np.ndarray, np.ndarray] | None] = []
     embeds, inputs, training_sets = [], [], []
     for f in range(k):
         train = folds != f
-        X0, w0, embed = fold_inputs(f, train)
+        X0, w0, embed, *held = fold_inputs(f, train)
+        held_out.append(held[0] if held else None)
         embed = embed or (lambda table, what: feature_matrix(table, ctx.features, what))
         w0 = np.ones(len(X0)) if w0 is None else np.asarray(w0, dtype="float64")
         Z = embed(data, "data")  # every data row's classifier inputs for this fold, computed once
@@ -395,13 +408,15 @@ def _classify_per_fold(
         )
     inputs.clear()
     training_sets.clear()
-    # classification AUC: SR data out of fold; fold f's template scored by the next fold's classifier,
-    # which never trained on it
-    for f, (X0, w0) in enumerate(held_template):
-        auc_s.append(models[(f + 1) % k].predict_proba(X0))
+    # classification AUC: SR data out of fold; fold f's held-out template events scored by classifier f, or
+    # without them fold f's template scored by the next fold's classifier, which never trained on it
+    own = all(h is not None for h in held_out)
+    for f, (X0, w0) in enumerate(held_out if own else held_template):
+        auc_s.append(models[f if own else (f + 1) % k].predict_proba(X0))
         auc_y.append(np.zeros(len(X0)))
-        auc_w.append(w0)
-    n0 = sum(len(y) for y in auc_y) // k
+        auc_w.append(np.ones(len(X0)) if w0 is None else np.asarray(w0, dtype="float64"))
+    # class-0 events per comparison: one fold's template, or every held-out event (each scored once)
+    n0 = sum(len(y) for y in auc_y) // (1 if own else k)
     auc_s.append(scores[rows1])
     auc_y.append(np.ones(len(rows1)))
     auc_w.append(weights[rows1])
@@ -417,4 +432,5 @@ def _classify_per_fold(
         classification_auc_sigma=auc_null_sigma(len(rows1), n0),
         extra={"n_class0": n0, "n_class1": len(rows1), "template_folds": k},
         diagnostic_scores=fold_mean,
+        template_scores=np.concatenate(auc_s[:k]),
     )

@@ -109,14 +109,32 @@ def validate_config(cfg: SearchConfig) -> None:
         raise ValueError(
             f"classifier.name {cfg.classifier.name!r} unknown; available: {classifiers_available()}"
         )
-    bad = [f for f in cfg.features if f not in FEATURE_COLUMNS or f in ("mjj", "label", "weight")]
+    # the resonant search never classifies on m_JJ (it would learn the SR); with context regions every
+    # feature-table column may be a classifier input, the context variables too
+    refused = ("label", "weight") if not cfg.regions.resonant else ("mjj", "label", "weight")
+    bad = [f for f in cfg.features if f not in FEATURE_COLUMNS or f in refused]
     if bad or not cfg.features:
-        raise ValueError(f"features: {bad or 'empty'} not usable; choose from {list(FEATURE_COLUMNS[1:15])}")
-    Regions(
-        sr=tuple(cfg.regions.sr),
-        mjj_range=tuple(cfg.regions.mjj_range),
-        sideband_width=cfg.regions.sideband_width,
-    )  # raises on SR outside mjj_range
+        usable = [c for c in FEATURE_COLUMNS if c not in refused]
+        raise ValueError(f"features: {bad or 'empty'} not usable; choose from {usable}")
+    if cfg.regions.resonant:
+        Regions(
+            sr=tuple(cfg.regions.sr),
+            mjj_range=tuple(cfg.regions.mjj_range),
+            sideband_width=cfg.regions.sideband_width,
+        )  # raises on SR outside mjj_range
+    else:
+        unknown = [v for v in [*cfg.regions.context, *(cfg.regions.range or {})] if v not in FEATURE_COLUMNS]
+        if unknown:
+            raise ValueError(f"regions: context variables {unknown} are no feature-table columns")
+        resonant_only = [m for m in cfg.methods if not method_info(cfg.base_method(m)).context_regions]
+        if resonant_only:
+            runnable = [m for m in available_methods() if method_info(m).context_regions]
+            raise ValueError(
+                f"methods {resonant_only} need an m_JJ window with sidebands; with regions.context "
+                f"(the SR as cuts on {list(cfg.regions.context)}) the methods are {runnable}"
+            )
+        if cfg.warm_start is not None:
+            raise ValueError("warm_start: the flows of an m_JJ scan; not with regions.context")
     check_settings(cfg)
     if any(i is not None for i in cfg.injections) and not cfg.input.signal:
         raise ValueError("injections given but input.signal (the signal pool) is not set")
@@ -191,6 +209,17 @@ def _method_accepts(method: str) -> set[str] | None:
         return _accepted(ConditionalFlow.__init__)
     if method == "combined_scores":
         return {"members"}
+    if method in ("generate", "reweight", "morph", "mc"):
+        from dataclasses import fields
+
+        from radar.analysis.nonresonant import TEMPLATES
+
+        # the maker's own fields; features, context and seed come from the search
+        return (
+            set()
+            if method == "mc"
+            else {f.name for f in fields(TEMPLATES[method])} - {"features", "context", "seed"}
+        )
     if method in ("autoencoder", "nae"):
         from radar.models.autoencoder import AutoencoderSettings
 
@@ -223,28 +252,36 @@ def validate_data(cfg: SearchConfig, data, signal=None, test=None) -> None:
     and in the sidebands each method needs, finite features. Raises ValueError naming the problem."""
     from radar.analysis.datasets import check_features
 
+    if "mjj" not in data:
+        raise ValueError(
+            "input.data: no mjj column (every search writes m_JJ with its scores, for the bump hunt)"
+        )
     mjj = data["mjj"].to_numpy()
     lo, hi = float(np.nanmin(mjj)), float(np.nanmax(mjj))
-    sr = cfg.regions.sr
-    slack = 0.05 * (sr[1] - sr[0])  # SR-only inputs fill the SR up to (not exactly at) its edges
-    if sr[0] < lo - slack or sr[1] > hi + slack:
-        raise ValueError(f"signal region {sr} GeV lies outside the data's m_JJ range {lo:.0f}-{hi:.0f} GeV")
+    if cfg.regions.resonant:
+        sr = cfg.regions.sr
+        slack = 0.05 * (sr[1] - sr[0])  # SR-only inputs fill the SR up to (not exactly at) its edges
+        if sr[0] < lo - slack or sr[1] > hi + slack:
+            raise ValueError(
+                f"signal region {sr} GeV lies outside the data's m_JJ range {lo:.0f}-{hi:.0f} GeV"
+            )
     for method in cfg.methods:
         regions = regions_for(cfg, method)
-        in_range = regions.in_range(mjj)
-        n_sr = int(regions.signal_region(mjj).sum())
+        in_range = regions.range_mask(data)
+        n_sr = int(regions.sr_mask(data).sum())
         if n_sr < cfg.min_events:
             raise ValueError(
-                f"method {method}: only {n_sr} data events in the SR {sr} GeV (min_events = {cfg.min_events})"
+                f"method {method}: only {n_sr} data events in the {regions.describe()} "
+                f"(min_events = {cfg.min_events})"
             )
         if method_info(cfg.base_method(method)).sidebands != "none":  # learns from sidebands
-            n_sb = int(regions.sideband(mjj).sum())
+            n_sb = int(regions.cr_mask(data).sum())
             if n_sb < cfg.min_events:
+                where = f"sidebands {regions.sidebands} GeV" if cfg.regions.resonant else "control region"
                 raise ValueError(
-                    f"method {method}: only {n_sb} data events in the sidebands "
-                    f"{regions.sidebands} GeV (min_events = {cfg.min_events})"
+                    f"method {method}: only {n_sb} data events in the {where} (min_events = {cfg.min_events})"
                 )
-        check_features(data[in_range], cfg.features, "input.data (in the m_JJ range)")
+        check_features(data[in_range], cfg.features, "input.data (in the analysed range)")
     if signal is not None:
         check_features(signal, cfg.features, "input.signal")
     if test is not None:

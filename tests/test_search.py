@@ -337,7 +337,14 @@ def test_config_round_trip():
         "lacathode",  # issue 10
         "autoencoder",
         "nae",  # issue 16
+        "generate",
+        "reweight",
+        "morph",
+        "mc",  # issue 15: the context templates
     }
+    # a context-region config round-trips with its own keys (no m_JJ window saved next to it)
+    ctx = config_from_dict({"input": {"data": "x.parquet"}, "regions": {"context": {"met": [75, None]}}})
+    assert "sr" not in ctx.to_dict()["regions"] and config_from_dict(ctx.to_dict()).digest() == ctx.digest()
 
 
 def _flow_kwargs(kind):
@@ -416,7 +423,25 @@ def test_every_method_has_one_record_of_its_properties():
     names = available_methods()
     kinds = {m: method_info(m).kind for m in names}
     assert set(kinds.values()) <= {"classifier", "template", "density", "combination", "outlier"}
-    assert {m for m in names if method_info(m).needs_simulation} == {"salad", "feta"}
+    assert {m for m in names if method_info(m).needs_simulation} == {
+        "salad",
+        "feta",
+        "reweight",
+        "morph",
+        "mc",
+    }
+    context = {
+        "iad",
+        "supervised",
+        "autoencoder",
+        "nae",
+        "combined_scores",
+        "generate",
+        "reweight",
+        "morph",
+        "mc",
+    }
+    assert {m for m in names if method_info(m).context_regions} == context
     assert {m for m in names if method_info(m).sidebands == "narrow"} == {"cwola_hunting"}
     assert {m for m in names if method_info(m).truth_labels} == {"iad", "supervised"}
     assert kinds["combined_scores"] == "combination" and kinds["anode"] == kinds["ranode"] == "density"
