@@ -68,7 +68,14 @@ class InputConfig(_Section):
         default_factory=list, description="data/background feature tables (one path or a list)"
     )
     signal: str | None = Field(None, description="signal pool for injections")
-    simulation: str | None = Field(None, description="simulated background (SALAD, FETA)")
+    simulation: str | None = Field(
+        None, description="simulated background (SALAD, FETA; reweight, morph, mc and generate's contexts)"
+    )
+    simulation_transform: Literal["none", "hand_tuned"] = Field(
+        "none",
+        description="hand_tuned: the non-resonant seed's deliberately worse simulation, applied to "
+        "input.simulation (MET (1 + MET/500 GeV), m_JJ (1 + m_JJ/6000 GeV), tau^1.1)",
+    )
     test: str | None = Field(None, description="labelled SR test set; default: held out from data and signal")
     iad_template: str | None = Field(None, description="perfect SR background template for iad")
     drop_data_signal: bool = Field(
@@ -278,6 +285,10 @@ class SearchConfig(_Section):
         drop = ("context", "range") if d["regions"]["context"] is None else RegionsConfig.RESONANT_KEYS
         for key in drop:
             d["regions"].pop(key)
+        if (
+            d["input"]["simulation_transform"] == "none"
+        ):  # the default: saved (and hashed) as before it existed
+            d["input"].pop("simulation_transform")
         return d
 
     def digest(self) -> str:

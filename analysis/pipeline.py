@@ -108,6 +108,12 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     for forbidden in ("input", "output", "name"):
         if forbidden in config.search:
             raise ValueError(f"{path}: search.{forbidden} is set by the pipeline; remove it")
+    if isinstance(config.search.get("regions"), dict) and config.search["regions"].get("context") is not None:
+        raise ValueError(
+            f"{path}: search.regions.context: a non-resonant search has no m_JJ bump to hunt, and radar run "
+            "ends in the bump hunt (or scans m_JJ windows); run radar process, then radar search with these "
+            "regions"
+        )
     return config
 
 

@@ -66,10 +66,16 @@ def load_inputs(cfg: SearchConfig) -> dict[str, pd.DataFrame | None]:
     def read_one(value: str | None) -> pd.DataFrame | None:
         return _read([cfg.path(value)]) if value else None
 
+    simulation = read_one(cfg.input.simulation)
+    if simulation is not None and cfg.input.simulation_transform == "hand_tuned":
+        from radar.analysis.nonresonant import hand_tuned_simulation
+
+        simulation = hand_tuned_simulation(simulation)
+        log.info("input.simulation: the hand-tuned transform applied (MET, m_JJ, tau ratios)")
     return {
         "data": _read([cfg.path(p) for p in cfg.input.data]),
         "signal": signal_pool(read_one(cfg.input.signal), cfg.input.signal),
-        "simulation": read_one(cfg.input.simulation),
+        "simulation": simulation,
         "test": read_one(cfg.input.test),
         "iad_template": read_one(cfg.input.iad_template),
     }

@@ -103,6 +103,8 @@ def validate_config(cfg: SearchConfig) -> None:
                 f"not run: {missing})"
             )
     needs_simulation = [m for m in cfg.methods if method_info(cfg.base_method(m)).needs_simulation]
+    if cfg.input.simulation_transform != "none" and cfg.input.simulation is None:
+        raise ValueError("input.simulation_transform: there is no input.simulation to transform")
     if needs_simulation and cfg.input.simulation is None:
         raise ValueError(f"methods {needs_simulation} need a simulation sample: set input.simulation")
     if cfg.classifier.name not in classifiers_available():

@@ -95,3 +95,7 @@ def test_run_config_errors(tmp_path):
         load_run_config(bad)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_run_config(tmp_path / "missing.yaml")
+    context = {"generate": {"qcd": {"events": 1}}, "search": {"regions": {"context": {"met": [75, None]}}}}
+    bad.write_text(yaml.safe_dump(context))
+    with pytest.raises(ValueError, match="no m_JJ bump to hunt"):
+        load_run_config(bad)

@@ -183,3 +183,23 @@ def test_cut_excess_compares_each_classifier_with_its_own_template_events():
     # with the template of group 0 only (the other classifier's calibration) the prediction is off
     shifted = cut_excess(data, template[: 2 * n], np.ones(2 * n), 0.1)
     assert abs(shifted["n_exp"] - shifted["n_obs"]) > 0.3 * shifted["n_obs"]
+
+
+def test_the_hand_tuned_simulation_is_an_input_option(tmp_path):
+    from radar.analysis.preparation import load_inputs
+
+    table = toy_lhco_like(500, 0, seed=2)
+    write_feature_table(table, tmp_path / "sim.parquet")
+    raw = {"input": {"data": str(tmp_path / "sim.parquet"), "simulation": str(tmp_path / "sim.parquet")}}
+    tuned = {"input": {**raw["input"], "simulation_transform": "hand_tuned"}}
+    assert "simulation_transform" not in config_from_dict(raw).to_dict()["input"]  # old runs keep their hash
+    sim = load_inputs(config_from_dict(tuned))["simulation"]
+    assert np.allclose(sim["met"], table["met"] * (1 + table["met"] / 500.0))
+    assert np.allclose(sim["tau21_j1"], table["tau21_j1"] ** 1.1) and np.allclose(sim["ht"], table["ht"])
+    assert np.allclose(load_inputs(config_from_dict(tuned))["data"]["met"], table["met"])  # data untouched
+    with pytest.raises(ValueError, match="no input.simulation to transform"):
+        validate_config(
+            config_from_dict(
+                {"input": {**raw["input"], "simulation": None, "simulation_transform": "hand_tuned"}}
+            )
+        )
