@@ -477,8 +477,11 @@ def cut_excess(
         else map(np.asarray, groups)
     )
     threshold = np.quantile(scores_data, 1.0 - efficiency)
-    n_obs = float((scores_data > threshold).sum())
-    passes = scores_template > threshold
+    # score > threshold; where the top scores tie (a boosted-tree classifier's scores are discrete) and
+    # nothing would pass, score >= threshold: the same rule for data and template either way
+    cut = np.greater if (scores_data > threshold).any() else np.greater_equal
+    n_obs = float(cut(scores_data, threshold).sum())
+    passes = cut(scores_template, threshold)
 
     def expected(select: np.ndarray) -> tuple[float, float]:
         n_exp, var = 0.0, 0.0

@@ -203,3 +203,11 @@ def test_the_hand_tuned_simulation_is_an_input_option(tmp_path):
                 {"input": {**raw["input"], "simulation": None, "simulation_transform": "hand_tuned"}}
             )
         )
+
+
+def test_cut_excess_counts_tied_top_scores():
+    """Discrete scores whose top 1 % is one tied value: the cut keeps the tie instead of passing nothing."""
+    data = np.concatenate([np.full(50, 0.9), np.linspace(0.0, 0.5, 950)])
+    template = np.concatenate([np.full(100, 0.9), np.linspace(0.0, 0.5, 1900)])
+    check = cut_excess(data, template, np.ones(len(template)), 0.01)
+    assert check["n_obs"] == 50 and abs(check["n_exp"] - 50) < 1e-9 and abs(check["z"]) < 1e-9
