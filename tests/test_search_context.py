@@ -211,3 +211,18 @@ def test_cut_excess_counts_tied_top_scores():
     template = np.concatenate([np.full(100, 0.9), np.linspace(0.0, 0.5, 1900)])
     check = cut_excess(data, template, np.ones(len(template)), 0.01)
     assert check["n_obs"] == 50 and abs(check["n_exp"] - 50) < 1e-9 and abs(check["z"]) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["search_svj_context", "study_peer_real_generate"])
+def test_the_shipped_context_configs_are_valid_search_configs(name):
+    """The two configs of the context-template studies parse as search configs (their inputs are study
+    samples: checked by their runs, not here)."""
+    from pathlib import Path
+
+    from radar.analysis.units import method_info
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    assert {"generate"} <= set(cfg.methods)
+    if not cfg.regions.resonant:
+        assert all(method_info(m).context_regions for m in cfg.methods)
