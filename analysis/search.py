@@ -315,6 +315,11 @@ def metrics_table(run_dir: Path, cfg: SearchConfig) -> list[dict]:
             fractions = [u["signal_fraction"] for u in units if u.get("signal_fraction") is not None]
             if fractions:
                 row["signal_fraction_median"] = float(np.median(fractions))
+            checks = [u["cut_excess"] for u in units if u.get("cut_excess")]
+            for i, check in enumerate(checks[0] if checks else []):  # the context templates' null check
+                z = [c[i]["z"] for c in checks if len(c) > i]
+                name = f"cut_excess_z_top{100 * check['efficiency']:g}pct"
+                row[f"{name}_median"], row[f"{name}_max"] = float(np.median(z)), float(np.max(z))
             rows.append(row)
     return rows
 
@@ -337,6 +342,19 @@ def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> 
             return f"{int(r['flow_trainings_failed'])}/{int(r['flow_trainings'])}"
         return str(int(r["flow_trainings_failed"]))
 
+    def cut_excess(r: dict) -> str:
+        """The null check of a context template's trained chain: median (max) Z over seeds per cut."""
+        prefix = "cut_excess_z_top"
+        cuts = [
+            k[len(prefix) : -len("pct_median")] for k in r if k.startswith(prefix) and k.endswith("_median")
+        ]
+        cuts = sorted((c for c in cuts if not pd.isna(r[f"{prefix}{c}pct_median"])), key=lambda c: -float(c))
+        if not cuts:
+            return ""
+        medians = " / ".join(f"{r[f'{prefix}{c}pct_median']:.2f}" for c in cuts)
+        maxima = " / ".join(f"{r[f'{prefix}{c}pct_max']:.2f}" for c in cuts)
+        return f"{medians} (max {maxima}; top {' / '.join(cuts)} %)"
+
     pretty = []
     for r in rows:
         seconds = f"{r['seconds_median']:.0f}"
@@ -355,8 +373,12 @@ def _write_table(run_dir: Path, rows: list[dict], rejection: float = 1000.0) -> 
                 "template-vs-data AUC": band(r, "classification_auc"),
                 "s/unit": seconds,
                 "failed trainings": failures(r),
+                "cut-excess Z": cut_excess(r),
             }
         )
+    if not any(p["cut-excess Z"] for p in pretty):
+        for p in pretty:
+            del p["cut-excess Z"]
     with atomic_output(run_dir / "metrics_table.md") as tmp:
         tmp.write_text(markdown_table(pretty))
 

@@ -97,6 +97,8 @@ def test_context_templates_find_an_injected_signal(context_run):
         assert m["test"]["max_sic"] > 3.0, (method, m["test"])
         if method != "iad":
             assert max(check["z"] for check in m["cut_excess"]) > 4.0, (method, m["cut_excess"])
+    table = (cfg.output_dir / "metrics_table.md").read_text()
+    assert "| cut-excess Z |" in table and "top 10 / 1 %" in table  # the null check in the run's table
     # the unit's saved template carries the context variables and the folds
     template = pd.read_parquet(unit_dir(cfg.output_dir, "reweight", 0, 0) / "template.parquet")
     assert {"ht", "met", "delta_r_jj", "weight", "fold"} <= set(template.columns)
