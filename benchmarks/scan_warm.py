@@ -9,6 +9,9 @@ cores; the ratio cold / warm is measured in this run.
 
     python benchmarks/null_surrogate.py --fit runs/null_surrogate              # once
     python benchmarks/scan_warm.py --surrogate runs/null_surrogate --events 500000 --output runs/scan_warm
+    # the warm start's sensitivity: the same with the real R&D signal injected (blind: no labels written)
+    python benchmarks/scan_warm.py --surrogate runs/null_surrogate --events 500000 --output runs/scan_warm_sig \
+        --signal ../shared/data/lhco/peer_reclustering --n-signal 1000
 
 Writes ``OUT/summary.json`` and ``OUT/summary.md`` (per mode: wall time, unit seconds per method, windows
 warm-started; per window: local Z and AUC cold vs warm).
@@ -68,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="cold,warm")
     parser.add_argument("--toys", type=int, default=50)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--signal",
+        type=Path,
+        default=None,
+        help="a feature table (or the peer-reclustering directory: its label-1 events) to inject from",
+    )
+    parser.add_argument(
+        "--n-signal", type=int, default=0, help="signal events injected (inside --draw-range)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -77,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         table = Surrogate.load(args.surrogate).draw(
             args.events, seed=args.data_seed, mjj_range=tuple(args.draw_range)
         )
+        if args.n_signal:
+            table = _with_signal(table, args)
         write_feature_table(table.drop(columns=["label"], errors="ignore"), data)
     methods = tuple(m for m in args.methods.split(",") if m)
     flow_method = next((m for m in methods if m in ("cathode", "lacathode")), None)
@@ -85,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         "classifier": {"settings": {"n_models": 3}},
         "execution": {"workers": args.workers} if args.workers else {},
     }
-    summary: dict = {"events": args.events, "draw_range": list(args.draw_range), "modes": {}}
+    summary: dict = {
+        "events": args.events,
+        "draw_range": list(args.draw_range),
+        "n_signal": args.n_signal,
+        "signal": None if args.signal is None else str(args.signal),
+        "modes": {},
+    }
     for mode in [m for m in args.modes.split(",") if m]:
         settings = ScanSettings(
             methods=methods,
@@ -128,10 +148,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _with_signal(table, args):
+    """``table`` (the surrogate's background) plus ``--n-signal`` events drawn (seed ``--data-seed``) from the
+    label-1 events of ``--signal`` inside ``--draw-range``; the data stay blind (no labels are written)."""
+    import pandas as pd
+
+    from radar.analysis.preparation import signal_pool
+    from radar.processors.features import read_feature_table
+
+    if args.signal is None:
+        raise SystemExit("--n-signal needs --signal (a feature table or the peer-reclustering directory)")
+    pool = signal_pool(read_feature_table(args.signal), str(args.signal))
+    lo, hi = args.draw_range
+    pool = pool[(pool["mjj"] >= lo) & (pool["mjj"] < hi)].reset_index(drop=True)
+    if args.n_signal > len(pool):
+        raise SystemExit(
+            f"--n-signal {args.n_signal}: {args.signal} has {len(pool)} signal events in the range"
+        )
+    rows = np.random.default_rng([args.data_seed, 17]).choice(len(pool), args.n_signal, replace=False)
+    signal = pool.iloc[rows][list(table.columns.intersection(pool.columns))]
+    log.info("injected %d signal events (m_JJ median %.0f GeV)", len(signal), float(signal["mjj"].median()))
+    return pd.concat([table, signal], ignore_index=True)
+
+
 def _markdown(summary: dict, methods: tuple[str, ...], flow_method: str | None) -> str:
     modes = summary["modes"]
+    what = (
+        f"{summary['events']} background events + {summary['n_signal']} signal events from {summary['signal']}"
+        if summary.get("n_signal")
+        else f"{summary['events']} background-only events"
+    )
     lines = [
-        f"# Blind scan, cold vs warm-started flows ({summary['events']} background-only events)",
+        f"# Blind scan, cold vs warm-started flows ({what})",
         "",
         "| mode | wall s | " + " | ".join(f"{m} unit s" for m in methods) + " | warm windows | max local Z |",
         "|---|---|" + "---|" * len(methods) + "---|---|",
