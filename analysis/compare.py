@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from radar.analysis.metrics import effective_size
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -40,14 +42,6 @@ __all__ = [
 ]
 
 Sample = tuple[pd.DataFrame, np.ndarray | None]
-
-
-def effective_size(weights: np.ndarray | None, n: int) -> float:
-    """Kish effective number of events (sum w)^2 / sum w^2 (n for unit weights)."""
-    if weights is None:
-        return float(n)
-    w = np.asarray(weights, dtype=np.float64)
-    return float(w.sum() ** 2 / np.sum(w * w)) if np.sum(w * w) > 0 else 0.0
 
 
 def _check_sample(

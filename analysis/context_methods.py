@@ -38,7 +38,16 @@ import pandas as pd
 
 from radar.analysis.cwola import fold_assignment
 from radar.analysis.datasets import feature_matrix
-from radar.analysis.units import FoldInputs, MethodOutput, UnitContext, _classify_per_fold, register_method
+from radar.analysis.units import (
+    FoldInputs,
+    MethodOutput,
+    UnitContext,
+    _classify_per_fold,
+    _flow_settings,
+    _method_settings,
+    _save_template_sample,
+    register_method,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +61,6 @@ CUT_EXCESS_EFFICIENCIES = (0.1, 0.01)
 def _maker_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
     """``method_settings[name]`` (``flow``, ``transport``, ``classifier``, ``settings``, ``clip``,
     ``oversampling``, ``n_flows``) with the search's flow settings and device under the maker's ``flow``."""
-    from radar.analysis.methods import _flow_settings, _method_settings
-
     settings = _method_settings(ctx, name)
     if name in ("generate", "morph"):
         settings["flow"] = {**_flow_settings(ctx), **settings.get("flow", {})}
@@ -70,7 +77,6 @@ def modelled_features(ctx: UnitContext) -> list[str]:
 
 def _context_template_method(ctx: UnitContext, name: str) -> MethodOutput:
     """Any context template (``generate``, ``reweight``, ``morph``, ``mc``) vs SR data, per fold."""
-    from radar.analysis.methods import _save_template_sample
     from radar.analysis.metrics import ks_per_feature
     from radar.analysis.nonresonant import TEMPLATES, apply_template
 

@@ -252,3 +252,18 @@ def toy_lhco_like(
     table["ht"] = table["pt_j1"] + table["pt_j2"]
     table["met"] = rng.exponential(50.0, len(table))
     return conform(table.iloc[rng.permutation(len(table))].reset_index(drop=True), "toy")
+
+
+def hand_tuned_simulation(table: pd.DataFrame) -> pd.DataFrame:
+    """The seed's hand-tuned (deliberately mismodelled) simulation of a feature table: HT unchanged,
+    MET → MET (1 + MET/500 GeV), m_JJ → m_JJ (1 + m_JJ/6000 GeV), every τ ratio (``tau*`` columns) → τ^1.1.
+    Columns that a table lacks are left out; returns a new table."""
+    out = table.copy()
+    if "met" in out:
+        out["met"] = out["met"] * (1.0 + out["met"] / 500.0)
+    if "mjj" in out:
+        out["mjj"] = out["mjj"] * (1.0 + out["mjj"] / 6000.0)
+    for name in out.columns:
+        if name.startswith("tau"):
+            out[name] = np.power(np.clip(out[name].to_numpy(dtype="float64"), 0.0, None), 1.1)
+    return out

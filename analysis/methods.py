@@ -13,7 +13,7 @@ import pandas as pd
 
 from radar.analysis.config import SearchConfig
 from radar.analysis.datasets import feature_matrix, split_indices
-from radar.analysis.rundir import TEMPLATE_SAMPLE, load_template_sample, unit_dir
+from radar.analysis.rundir import load_template_sample, unit_dir
 from radar.analysis.units import (
     FoldInputs,
     MethodOutput,
@@ -21,6 +21,9 @@ from radar.analysis.units import (
     _classify,
     _classify_per_fold,
     _data_folds,
+    _flow_settings,
+    _method_settings,
+    _save_template_sample,
     data_weights,
     method_info,
     register_info,
@@ -107,26 +110,11 @@ def cwola_hunting(ctx: UnitContext) -> MethodOutput:
     )
 
 
-def _flow_settings(ctx: UnitContext) -> dict[str, Any]:
-    settings = dict(ctx.cfg.flow)
-    settings.setdefault("device", ctx.cfg.execution.device)
-    return settings
-
-
 #: background templates (models/templates) selectable as methods: template vs SR data
 TEMPLATE_METHODS = ("cathode", "salad", "curtains", "feta", "combined_events")
 #: methods made after the units from other methods' scores (analysis.combine), not trained
 SCORE_COMBINATIONS = ("combined_scores",)
 register_info("combined_scores", kind="combination", sidebands="none", context_regions=True)
-
-
-def _method_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
-    """``method_settings[name]`` of the config: constructor keyword arguments of that method, with the
-    settings of the unit's variant on top when the unit runs a variant of ``name``."""
-    settings = dict(ctx.cfg.method_settings.get(name, {}))
-    if ctx.method != name and ctx.base_method == name:
-        settings.update(ctx.cfg.variants[ctx.method].get("settings") or {})
-    return settings
 
 
 def _template_kwargs(ctx: UnitContext, name: str) -> dict[str, Any]:
@@ -240,26 +228,6 @@ def _members_seconds(ctx: UnitContext, members) -> float:
         path = unit_dir(ctx.run_dir, member, ctx.injection, ctx.unit_seed) / "metrics.json"
         total += float(json.loads(path.read_text()).get("seconds", 0.0)) if path.exists() else 0.0
     return total
-
-
-def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.ndarray]]) -> None:
-    """Write the unit's per-fold templates (m_JJ where the template has it, the context variables, the
-    features, weight, fold) next to its scores, for combinations and studies."""
-    from radar.processors.io import atomic_output
-
-    if ctx.run_dir is None or ctx.replica:  # the unit's saved template is replica 0's (its folds)
-        return
-    parts = []
-    for f, (samples, weights) in enumerate(folds):
-        columns = list(dict.fromkeys(["mjj", *ctx.regions.context, *ctx.features]))  # m_JJ, context, features
-        frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in columns if c in samples})
-        frame["weight"] = weights
-        frame["fold"] = np.full(len(frame), f, dtype=np.int64)
-        parts.append(frame)
-    path = unit_dir(ctx.run_dir, ctx.method, ctx.injection, ctx.unit_seed) / TEMPLATE_SAMPLE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        pd.concat(parts, ignore_index=True).to_parquet(tmp, index=False)
 
 
 def _reused_member_templates(ctx: UnitContext, members) -> list[tuple[pd.DataFrame, np.ndarray]] | None:

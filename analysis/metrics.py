@@ -175,3 +175,11 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def effective_size(weights: np.ndarray | None, n: int) -> float:
+    """Kish effective number of events (sum w)^2 / sum w^2 (n for unit weights)."""
+    if weights is None:
+        return float(n)
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w.sum() ** 2 / np.sum(w * w)) if np.sum(w * w) > 0 else 0.0

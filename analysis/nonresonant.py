@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from radar.analysis.datasets import feature_matrix
+from radar.analysis.datasets import feature_matrix, hand_tuned_simulation
 from radar.analysis.regions import ContextRegions
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,6 @@ __all__ = [
 
 
 # -- the seed's hand-tuned simulation and the toy --------------------------------------------------------
-def hand_tuned_simulation(table: pd.DataFrame) -> pd.DataFrame:
-    """The seed's hand-tuned (deliberately mismodelled) simulation of a feature table: HT unchanged,
-    MET → MET (1 + MET/500 GeV), m_JJ → m_JJ (1 + m_JJ/6000 GeV), every τ ratio (``tau*`` columns) → τ^1.1.
-    Columns that a table lacks are left out; returns a new table."""
-    out = table.copy()
-    if "met" in out:
-        out["met"] = out["met"] * (1.0 + out["met"] / 500.0)
-    if "mjj" in out:
-        out["mjj"] = out["mjj"] * (1.0 + out["mjj"] / 6000.0)
-    for name in out.columns:
-        if name.startswith("tau"):
-            out[name] = np.power(np.clip(out[name].to_numpy(dtype="float64"), 0.0, None), 1.1)
-    return out
-
-
 #: the toy's SR: both context variables above 2.5
 TOY_REGIONS = ContextRegions({"m1": (2.5, None), "m2": (2.5, None)})
 
@@ -401,8 +386,7 @@ def ks_test(
     weighted samples (a template of weighted events counts for fewer events than it holds)."""
     from scipy.special import kolmogorov
 
-    from radar.analysis.compare import effective_size
-    from radar.analysis.metrics import weighted_ks
+    from radar.analysis.metrics import effective_size, weighted_ks
 
     d = weighted_ks(a, b, wa, wb)
     na, nb = effective_size(wa, len(a)), effective_size(wb, len(b))
@@ -534,9 +518,8 @@ def run_method(
     no injected signal when the signal lives in the SR, so one template serves every injection."""
     import time
 
-    from radar.analysis.compare import effective_size
     from radar.analysis.cwola import kfold_scores
-    from radar.analysis.metrics import auc, classifier_metrics
+    from radar.analysis.metrics import auc, classifier_metrics, effective_size
 
     if method not in METHODS:
         raise ValueError(f"unknown non-resonant method {method!r}; expected one of {METHODS}")

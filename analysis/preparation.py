@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from radar.analysis.config import SearchConfig
-from radar.analysis.datasets import drop_shared_events, inject_signal, split_indices
+from radar.analysis.datasets import drop_shared_events, hand_tuned_simulation, inject_signal, split_indices
 from radar.analysis.regions import ContextRegions, Regions, SearchRegions
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ def load_inputs(cfg: SearchConfig) -> dict[str, pd.DataFrame | None]:
 
     simulation = read_one(cfg.input.simulation)
     if simulation is not None and cfg.input.simulation_transform == "hand_tuned":
-        from radar.analysis.nonresonant import hand_tuned_simulation
-
         simulation = hand_tuned_simulation(simulation)
         log.info("input.simulation: the hand-tuned transform applied (MET, m_JJ, tau ratios)")
     return {

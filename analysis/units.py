@@ -434,3 +434,41 @@ def _classify_per_fold(
         diagnostic_scores=fold_mean,
         template_scores=np.concatenate(auc_s[:k]),
     )
+
+
+# -- what the method modules share (analysis.methods, analysis.context_methods) ---------------------------
+def _flow_settings(ctx: UnitContext) -> dict[str, Any]:
+    """The config's flow settings with the execution's device (every flow a method trains)."""
+    settings = dict(ctx.cfg.flow)
+    settings.setdefault("device", ctx.cfg.execution.device)
+    return settings
+
+
+def _method_settings(ctx: UnitContext, name: str) -> dict[str, Any]:
+    """``method_settings[name]`` of the config: constructor keyword arguments of that method, with the
+    settings of the unit's variant on top when the unit runs a variant of ``name``."""
+    settings = dict(ctx.cfg.method_settings.get(name, {}))
+    if ctx.method != name and ctx.base_method == name:
+        settings.update(ctx.cfg.variants[ctx.method].get("settings") or {})
+    return settings
+
+
+def _save_template_sample(ctx: UnitContext, folds: list[tuple[pd.DataFrame, np.ndarray]]) -> None:
+    """Write the unit's per-fold templates (m_JJ where the template has it, the context variables, the
+    features, weight, fold) next to its scores, for combinations and studies."""
+    from radar.analysis.rundir import TEMPLATE_SAMPLE, unit_dir
+    from radar.processors.io import atomic_output
+
+    if ctx.run_dir is None or ctx.replica:  # the unit's saved template is replica 0's (its folds)
+        return
+    parts = []
+    for f, (samples, weights) in enumerate(folds):
+        columns = list(dict.fromkeys(["mjj", *ctx.regions.context, *ctx.features]))  # m_JJ, context, features
+        frame = pd.DataFrame({c: samples[c].to_numpy(dtype="float64") for c in columns if c in samples})
+        frame["weight"] = weights
+        frame["fold"] = np.full(len(frame), f, dtype=np.int64)
+        parts.append(frame)
+    path = unit_dir(ctx.run_dir, ctx.method, ctx.injection, ctx.unit_seed) / TEMPLATE_SAMPLE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        pd.concat(parts, ignore_index=True).to_parquet(tmp, index=False)
