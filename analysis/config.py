@@ -285,9 +285,8 @@ class SearchConfig(_Section):
         drop = ("context", "range") if d["regions"]["context"] is None else RegionsConfig.RESONANT_KEYS
         for key in drop:
             d["regions"].pop(key)
-        if (
-            d["input"]["simulation_transform"] == "none"
-        ):  # the default: saved (and hashed) as before it existed
+        # the default transform: saved (and hashed) as before the option existed
+        if d["input"]["simulation_transform"] == "none":
             d["input"].pop("simulation_transform")
         return d
 

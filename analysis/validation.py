@@ -199,6 +199,7 @@ def _check_keys(where: str, settings: Any, accepted: set[str]) -> None:
 
 def _method_accepts(method: str) -> set[str] | None:
     """Settings keys of a registered method (None: any, e.g. the score combination's own keys)."""
+    from radar.analysis.context_methods import CONTEXT_TEMPLATE_METHODS
     from radar.models import densities, templates
     from radar.models.flows import ConditionalFlow
 
@@ -211,7 +212,7 @@ def _method_accepts(method: str) -> set[str] | None:
         return _accepted(ConditionalFlow.__init__)
     if method == "combined_scores":
         return {"members"}
-    if method in ("generate", "reweight", "morph", "mc"):
+    if method in CONTEXT_TEMPLATE_METHODS:
         from dataclasses import fields
 
         from radar.analysis.nonresonant import TEMPLATES
