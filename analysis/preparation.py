@@ -13,7 +13,7 @@ import pandas as pd
 
 from radar.analysis.config import SearchConfig
 from radar.analysis.datasets import drop_shared_events, hand_tuned_simulation, inject_signal, split_indices
-from radar.analysis.regions import ContextRegions, Regions, SearchRegions
+from radar.analysis.regions import SearchRegions, search_regions
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,7 @@ def _read(paths: list[Path]) -> pd.DataFrame:
 
 
 def _base_regions(cfg: SearchConfig) -> SearchRegions:
-    if not cfg.regions.resonant:
-        return ContextRegions(dict(cfg.regions.context), dict(cfg.regions.range or {}))
-    return Regions(
-        sr=tuple(cfg.regions.sr),
-        mjj_range=tuple(cfg.regions.mjj_range),
-        sideband_width=cfg.regions.sideband_width,
-    )
+    return search_regions(cfg.regions)
 
 
 def load_inputs(cfg: SearchConfig) -> dict[str, pd.DataFrame | None]:

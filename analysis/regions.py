@@ -17,7 +17,7 @@ Hunting uses narrow sidebands instead: ``sideband_width`` GeV on each side of th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -200,3 +200,13 @@ class ContextRegions:
 
     def to_dict(self) -> dict:
         return {"context": {k: list(v) for k, v in self.cuts.items()}, "range": dict(self.range or {})}
+
+
+def search_regions(config: Any, narrow: bool = False) -> SearchRegions:
+    """The regions of a search config's ``regions`` section (:class:`radar.analysis.config.RegionsConfig`):
+    its context cuts (:class:`ContextRegions`) or its m_JJ window (:class:`Regions`; ``narrow``: with CWoLa
+    Hunting's narrow sidebands, ``cwola_sideband_width``)."""
+    if config.context is not None:
+        return ContextRegions(dict(config.context), dict(config.range or {}))
+    width = config.cwola_sideband_width if narrow else config.sideband_width
+    return Regions(sr=tuple(config.sr), mjj_range=tuple(config.mjj_range), sideband_width=width)

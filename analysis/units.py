@@ -17,7 +17,7 @@ import pandas as pd
 from radar.analysis.config import SearchConfig
 from radar.analysis.datasets import feature_matrix
 from radar.analysis.preparation import PreparedData
-from radar.analysis.regions import ContextRegions, Regions, SearchRegions
+from radar.analysis.regions import SearchRegions, search_regions
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,7 @@ def register_info(name: str, **info: Any) -> MethodInfo:
 def regions_for(cfg: SearchConfig, method: str) -> SearchRegions:
     """The SR and sidebands of ``method`` (or a variant of it): narrow sidebands where its record says so;
     with ``regions.context`` the context cuts and their control region (:class:`ContextRegions`)."""
-    if not cfg.regions.resonant:
-        return ContextRegions(dict(cfg.regions.context), dict(cfg.regions.range or {}))
-    narrow = method_info(cfg.base_method(method)).sidebands == "narrow"
-    width = cfg.regions.cwola_sideband_width if narrow else cfg.regions.sideband_width
-    return Regions(sr=tuple(cfg.regions.sr), mjj_range=tuple(cfg.regions.mjj_range), sideband_width=width)
+    return search_regions(cfg.regions, narrow=method_info(cfg.base_method(method)).sidebands == "narrow")
 
 
 def method_info(name: str) -> MethodInfo:

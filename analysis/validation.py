@@ -45,7 +45,7 @@ def load_config(path: str | Path) -> SearchConfig:
 
 def validate_config(cfg: SearchConfig) -> None:
     """Checks that need no data. Raises ValueError naming the problem."""
-    from radar.analysis.regions import Regions
+    from radar.analysis.regions import search_regions
     from radar.models.classifiers import available as classifiers_available
     from radar.processors.features import FEATURE_COLUMNS
 
@@ -118,13 +118,8 @@ def validate_config(cfg: SearchConfig) -> None:
     if bad or not cfg.features:
         usable = [c for c in FEATURE_COLUMNS if c not in refused]
         raise ValueError(f"features: {bad or 'empty'} not usable; choose from {usable}")
-    if cfg.regions.resonant:
-        Regions(
-            sr=tuple(cfg.regions.sr),
-            mjj_range=tuple(cfg.regions.mjj_range),
-            sideband_width=cfg.regions.sideband_width,
-        )  # raises on SR outside mjj_range
-    else:
+    search_regions(cfg.regions)  # raises on an SR outside mjj_range (context cuts: checked by the config)
+    if not cfg.regions.resonant:
         unknown = [v for v in [*cfg.regions.context, *(cfg.regions.range or {})] if v not in FEATURE_COLUMNS]
         if unknown:
             raise ValueError(f"regions: context variables {unknown} are no feature-table columns")
