@@ -19,6 +19,10 @@ GeV, in the sklearn spirit: ``fit(x, m)``, ``log_prob(x, m)``, ``sample(m)``.
   ``"auto"`` (default) picks radar's for ``maf``. ``compile=True`` compiles the training step of radar's
   engine with ``torch.compile`` (falling back to eager execution where compiling fails); off by default:
   on this CPU it compiled in ≈ 27 s and then ran no faster than eager (``benchmarks/training.py``).
+- ``made`` (radar's engine): ``"nflows"`` (default; the MADE and batch norm radar's flows always had) or
+  ``"cathode"``: CATHODE's own block (exponential scale, the conditional summed into the first layer,
+  batch norm with the biased variance and log γ, orthogonal start) — the reference architecture, which
+  ``benchmarks/training.py`` times against the reference's training loop.
 - Early stopping on the validation loss (``patience`` epochs) and an ensemble of the ``n_best_epochs``
   epochs with the lowest validation loss: ``log_prob`` averages their probabilities, ``sample`` draws
   from that mixture.
@@ -165,6 +169,7 @@ class ConditionalFlow:
         context_features: int = 1,
         engine: str = "auto",
         compile: bool = False,
+        made: str = "nflows",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
@@ -174,6 +179,12 @@ class ConditionalFlow:
             engine = "radar" if kind == "maf" else "nflows"
         if engine == "radar" and kind != "maf":
             raise ValueError(f"engine 'radar' implements kind 'maf' only, not {kind!r}; use engine 'nflows'")
+        from radar.models.maf import MADES
+
+        if made not in MADES:
+            raise ValueError(f"unknown MADE variant made={made!r}; expected one of {MADES}")
+        if made != "nflows" and engine != "radar":
+            raise ValueError(f"made={made!r} needs the radar engine (kind 'maf'), not engine {engine!r}")
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be true or false, got {compile!r}")
         if not 0.0 < val_fraction < 1.0:
@@ -204,6 +215,7 @@ class ConditionalFlow:
             context_features=int(context_features),
             engine=engine,
             compile=compile,
+            made=made,
         )
         if self.config["context_features"] < 1:
             raise ValueError(f"context_features must be >= 1, got {context_features}")
@@ -230,7 +242,7 @@ class ConditionalFlow:
         if c["engine"] == "radar":
             from radar.models.maf import MaskedAutoregressiveFlow
 
-            model = MaskedAutoregressiveFlow(self.n_features, **shape)
+            model = MaskedAutoregressiveFlow(self.n_features, made=c["made"], **shape)
         else:
             model = build_flow(
                 self.n_features, kind=c["kind"], n_bins=c["n_bins"], tail_bound=c["tail_bound"], **shape
@@ -253,7 +265,8 @@ class ConditionalFlow:
         if wrong:
             raise ValueError(
                 "ConditionalFlow.fit: the warm-start weights do not fit this flow's architecture "
-                f"(kind {self.config['kind']} on the {self.config['engine']} engine, "
+                f"(kind {self.config['kind']} on the {self.config['engine']} engine, MADE "
+                f"{self.config['made']}, "
                 f"{self.config['n_blocks']} blocks x {self.config['hidden']}, "
                 f"{self.n_features} features, {self.config['context_features']} context); "
                 f"mismatched: {wrong[:4]}{' ...' if len(wrong) > 4 else ''}"
@@ -518,6 +531,7 @@ class ConditionalFlow:
         config = dict(state["config"])
         # flows saved before radar had its own MAF engine were nflows models
         config.setdefault("engine", "nflows")
+        config.setdefault("made", "nflows")  # and before it had the CATHODE variant
         config.setdefault("compile", False)
         if device is not None:
             config["device"] = device

@@ -9,6 +9,11 @@ shift``. The batch-norm layer normalises with the batch's mean and (unbiased) va
 stored statistics in evaluation, with a learnt scale (softplus, starting at 1) and shift. Weights start as
 torch's ``Linear`` defaults, as nflows'. (CATHODE's own MADE differs in two details that do not change the
 family of functions: an exponential scale and the conditional summed without its own ReLU.)
+``made="cathode"`` computes CATHODE's own block instead (its ``DE_MAF`` as read in
+HEPML-AnomalyDetection/CATHODE: ``u = (z − m)·exp(−a)``, the conditional added to the first layer by a
+bias-free linear map, batch norm with the batch's biased variance and ``γ = exp(log γ)``, orthogonal
+weights and zero biases at the start) — the reference architecture itself, for exact comparisons and for
+users who reproduce CATHODE.
 
 What makes it fast is only how the same function is computed:
 
@@ -18,6 +23,10 @@ What makes it fast is only how the same function is computed:
 - the feature reversal folded into the masks (odd blocks use the reversed autoregressive order: the same
   family of functions, the base density does not care about the order of its coordinates);
 - the log-determinants of all blocks summed once;
+- in training, ``log_prob`` is one autograd node (:class:`_TrainingLogProb`): the forward pass keeps what
+  the gradient needs and the backward pass is written out (the MADEs' matrix products, the batch-norm and
+  affine terms), instead of torch recording and replaying ~40 small operations per block — the same
+  gradient (tested against autograd), a third less time per step on small batches;
 - batch-norm statistics for evaluation set by :meth:`MaskedAutoregressiveFlow.set_batch_statistics` from
   a fixed subset of the training events before each validation, not updated on every batch (CATHODE's
   reference re-runs the whole training set through the network after every epoch to set them; a running
@@ -30,6 +39,7 @@ The module speaks the part of nflows' ``Flow`` interface radar uses: ``log_prob(
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -67,6 +77,12 @@ def _uniform(bound: float, *shape: int) -> torch.Tensor:
 _MIN_SCALE = 1e-3
 #: inputs up to this many rows get the conditional's terms of all blocks in one product
 _FUSED_ROWS = 4096
+#: the MADE and batch-norm variants (see the module docstring)
+MADES = ("nflows", "cathode")
+#: the parameters in the order :class:`_TrainingLogProb` takes and returns them (``bc`` is None for
+#: ``made="cathode"``: its conditional map has no bias)
+_PARAMETERS = ("w1", "b1", "wc", "bc", "w2", "b2", "w3", "b3", "norm_raw", "norm_shift")
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 class MaskedAutoregressiveFlow(nn.Module):
@@ -86,8 +102,11 @@ class MaskedAutoregressiveFlow(nn.Module):
         hidden: int = 128,
         context_features: int = 1,
         eps: float = 1e-5,
+        made: str = "nflows",
     ) -> None:
         super().__init__()
+        if made not in MADES:
+            raise ValueError(f"unknown MADE variant {made!r}; expected one of {MADES}")
         if n_features < 1 or n_blocks < 1 or hidden < 1 or context_features < 1:
             raise ValueError(
                 f"need n_features, n_blocks, hidden, context_features >= 1, got {n_features}, {n_blocks}, "
@@ -95,13 +114,15 @@ class MaskedAutoregressiveFlow(nn.Module):
             )
         d, h, b, c = n_features, hidden, n_blocks, context_features
         self.n_features, self.hidden, self.n_blocks, self.eps = d, h, b, float(eps)
+        self.made = made
+        self.cathode = made == "cathode"
         masks = [made_masks(d, h, reverse=k % 2 == 1) for k in range(b)]
         for i, name in enumerate(("mask1", "mask2", "mask3")):
             self.register_buffer(name, torch.stack([mk[i] for mk in masks]))
         self.w1 = nn.Parameter(_uniform(d**-0.5, b, h, d))
         self.b1 = nn.Parameter(_uniform(d**-0.5, b, h))
         self.wc = nn.Parameter(_uniform(c**-0.5, b * h, c))  # the conditional's own layer, all blocks
-        self.bc = nn.Parameter(_uniform(c**-0.5, b * h))
+        self.bc = None if self.cathode else nn.Parameter(_uniform(c**-0.5, b * h))
         self.w2 = nn.Parameter(_uniform(h**-0.5, b, h, h))
         self.b2 = nn.Parameter(_uniform(h**-0.5, b, h))
         self.w3 = nn.Parameter(_uniform(h**-0.5, b, 2 * d, h))  # rows: D unconstrained scales, D shifts
@@ -111,16 +132,35 @@ class MaskedAutoregressiveFlow(nn.Module):
         self.norm_shift = nn.Parameter(torch.zeros(b, d))
         self.register_buffer("running_mean", torch.zeros(b, d))
         self.register_buffer("running_var", torch.ones(b, d))
+        if self.cathode:  # CATHODE's start: orthogonal weights per block, zero biases, log γ = 0
+            with torch.no_grad():
+                for weight in (self.w1, self.w2, self.w3, self.wc.view(b, h, c)):
+                    for block in weight:
+                        nn.init.orthogonal_(block)
+                for bias in (self.b1, self.b2, self.b3, self.norm_raw):
+                    bias.zero_()
 
     # -- the MADE of block k ---------------------------------------------------------------------------
     def _made(self, k: int, x: torch.Tensor, context_k: torch.Tensor, weights) -> tuple[torch.Tensor, ...]:
-        """Scale (softplus(s) + 10⁻³) and shift of block k for inputs x (its conditional term given)."""
+        """Scale and shift of block k for inputs x (its conditional term given): u = x · scale + shift
+        with scale = softplus(s) + 10⁻³, shift = t (nflows), or scale = exp(s), shift = t · scale
+        (CATHODE's u = (x − m)·exp(−a) with s = −a, t = −m)."""
         w1, w2, w3 = weights
         hidden = torch.addmm(context_k, x, w1[k].t()).relu_()
         hidden = torch.addmm(self.b2[k], hidden, w2[k].t()).relu_()
         out = torch.addmm(self.b3[k], hidden, w3[k].t())
         d = self.n_features
+        if self.cathode:
+            scale = out[:, :d].exp()
+            return scale, out[:, d:] * scale
         return torch.nn.functional.softplus(out[:, :d]) + _MIN_SCALE, out[:, d:]
+
+    def _conditional(self, context: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None) -> torch.Tensor:
+        """The conditional's term of the first layer of the blocks whose ``wc`` rows are given: ReLU(Wc c +
+        bc) (nflows' context layer) or Wc c (CATHODE's bias-free map)."""
+        if self.cathode:
+            return context @ wc.t()
+        return torch.addmm(bc, context, wc.t()).relu_()
 
     def _prepare(self, context: torch.Tensor, n: int):
         weights = (
@@ -132,17 +172,15 @@ class MaskedAutoregressiveFlow(nn.Module):
         # blocks on a training batch; on large inputs one contiguous product per block (the strided slices
         # of the all-block product would be copied by every first layer)
         if n <= _FUSED_ROWS:
-            conditional = (
-                torch.addmm(self.bc, context, self.wc.t()).relu_().view(n, self.n_blocks, self.hidden)
-            )
+            conditional = self._conditional(context, self.wc, self.bc).view(n, self.n_blocks, self.hidden)
             return weights, (conditional + self.b1).unbind(1)
         wc = self.wc.view(self.n_blocks, self.hidden, -1)
-        bc = self.bc.view(self.n_blocks, self.hidden)
-        return weights, [
-            torch.addmm(bc[k], context, wc[k].t()).relu() + self.b1[k] for k in range(self.n_blocks)
-        ]
+        bc = [None] * self.n_blocks if self.bc is None else self.bc.view(self.n_blocks, self.hidden)
+        return weights, [self._conditional(context, wc[k], bc[k]) + self.b1[k] for k in range(self.n_blocks)]
 
     def _norm_scale(self) -> torch.Tensor:
+        if self.cathode:
+            return self.norm_raw.exp()
         return torch.nn.functional.softplus(self.norm_raw) + self.eps
 
     def _eval_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +211,7 @@ class MaskedAutoregressiveFlow(nn.Module):
             u = torch.addcmul(shift, x, scale)
             made_scales.append(scale)
             if batch_statistics:
-                var, mean = torch.var_mean(u, 0)
+                var, mean = torch.var_mean(u, 0, correction=0 if self.cathode else 1)
                 means.append(mean)
                 variances.append(var)
                 x = torch.addcmul(beta[k], u - mean, gamma[k] * torch.rsqrt(var + self.eps))
@@ -196,7 +234,16 @@ class MaskedAutoregressiveFlow(nn.Module):
         self.running_var.copy_(var)
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """log p(z | c), shape (N,)."""
+        """log p(z | c), shape (N,). In training with gradients on, one autograd node with a written-out
+        backward pass (:class:`_TrainingLogProb`); otherwise the module's forward pass."""
+        if (
+            self.training
+            and torch.is_grad_enabled()
+            and len(inputs) > 1
+            and not torch.compiler.is_compiling()
+        ):
+            context = context.reshape(len(inputs), -1)
+            return _TrainingLogProb.apply(self, inputs, context, *(getattr(self, n) for n in _PARAMETERS))
         u, logdet = self(inputs, context)
         return logdet - 0.5 * (u * u).sum(1) - 0.5 * self.n_features * math.log(2.0 * math.pi)
 
@@ -222,3 +269,120 @@ class MaskedAutoregressiveFlow(nn.Module):
             x = z
         logdet = logdet - scale_eval.log().sum()
         return x, logdet
+
+
+class _TrainingLogProb(torch.autograd.Function):
+    """log p(z | c) of :class:`MaskedAutoregressiveFlow` in training mode (batch-norm with the batch's
+    statistics) as one autograd node: the forward pass computes what ``_blocks`` computes and keeps each
+    block's activations; the backward pass applies the chain rule by hand. Per block k, with
+    ``h1 = ReLU(x W1ᵀ + a)``, ``h2 = ReLU(h1 W2ᵀ + b2)``, ``(s, t) = h2 W3ᵀ + b3``, ``σ = softplus(s) + 10⁻³``,
+    ``u = x σ + t``, ``x̂ = (u − μ)/√(v + ε)`` (μ, v the batch mean and unbiased variance), ``y = γ x̂ + β``,
+    and the log-determinant ``Σ log σ + Σ log γ − ½ Σ log(v + ε)``; for an upstream gradient g (N,) of
+    log p, ``G = Σ g``:
+
+    - ``∂/∂y`` of the base density's ``−½|y|²`` is ``−g y`` (last block) and each block's ``∂/∂x`` feeds the
+      block before it;
+    - batch norm: ``∂γ = Σ ∂y x̂ + G/γ``, ``∂β = Σ ∂y``, ``∂u = (∂x̂ − mean(∂x̂) − x̂ (Σ ∂x̂ x̂ + G)/(N − 1))/√(v + ε)``
+      with ``∂x̂ = γ ∂y`` (the G term is the log-determinant's ``−½ log(v + ε)``);
+    - affine: ``∂t = ∂u``, ``∂s = (∂u x + g/σ) sigmoid(s)``, ``∂x = ∂u σ`` plus the MADE's path;
+    - the MADE: the linear layers' usual products, ReLU as a mask on the activations, weight gradients
+      multiplied by the autoregressive masks.
+
+    Not twice differentiable (nothing in radar needs it)."""
+
+    @staticmethod
+    def forward(ctx, flow: MaskedAutoregressiveFlow, inputs, context, *params):
+        # the per-feature quantities are kept as (D, N): the skinny matrix products (D = a few features)
+        # run 3-5x faster in that layout than as (N, D) and the batch statistics reduce along rows
+        w1, b1, wc, bc, w2, b2, w3, b3, norm_raw, norm_shift = params
+        n, d = inputs.shape
+        nb, h, eps = flow.n_blocks, flow.hidden, flow.eps
+        cathode = flow.cathode
+        w1m, w2m, w3m = w1 * flow.mask1, w2 * flow.mask2, w3 * flow.mask3
+        wc_k = wc.view(nb, h, -1)
+        gamma = norm_raw.exp() if cathode else torch.nn.functional.softplus(norm_raw) + eps
+        saved, cond, logdet = [], [], None
+        x = inputs.t().contiguous()
+        for k in range(nb):
+            if cathode:
+                cond.append(torch.mm(context, wc_k[k].t()))
+            else:  # kept for its ReLU mask
+                cond.append(torch.addmm(bc[k * h : (k + 1) * h], context, wc_k[k].t()).relu_())
+            h1 = torch.addmm(cond[k], x.t(), w1m[k].t()).add_(b1[k]).relu_()
+            h2 = torch.addmm(b2[k], h1, w2m[k].t()).relu_()
+            out = torch.addmm(b3[k][:, None], w3m[k], h2.t())  # (2D, N): scales, shifts
+            s, t = out[:d], out[d:]
+            if cathode:
+                scale = s.exp()
+                u = (x + t) * scale
+                logs = s.sum(0)
+            else:
+                scale = torch.nn.functional.softplus(s) + _MIN_SCALE
+                u = torch.addcmul(t, x, scale)
+                logs = scale.log().sum(0)
+            var, mean = torch.var_mean(u, 1, keepdim=True, correction=0 if cathode else 1)
+            inv = torch.rsqrt(var + eps)
+            xhat = (u - mean) * inv
+            logdet = logs if logdet is None else logdet + logs
+            saved.append((x, h1, h2, s, scale, xhat, inv, u if cathode else None))
+            x = torch.addcmul(norm_shift[k][:, None], xhat, gamma[k][:, None])
+        constant = gamma.log().sum() + sum(block[6].log().sum() for block in saved)  # Σ log 1/√(v + ε)
+        log_prob = logdet + constant - 0.5 * (x * x).sum(0) - 0.5 * d * _LOG_2PI
+        ctx.flow, ctx.saved, ctx.cond, ctx.last = flow, saved, None if cathode else cond, x
+        ctx.save_for_backward(context, gamma, norm_raw, w1m, w2m, w3m, wc)
+        return log_prob
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        flow, saved, cond, y_last = ctx.flow, ctx.saved, ctx.cond, ctx.last
+        context, gamma, norm_raw, w1m, w2m, w3m, wc = ctx.saved_tensors
+        nb, n, h, cathode = flow.n_blocks, len(g), flow.hidden, flow.cathode
+        wc_k = wc.view(nb, h, -1)
+        big_g = g.sum()
+        g_row = g[None, :]
+        new = functools.partial(torch.empty, dtype=g.dtype, device=g.device)
+        gw1_t, gw2, gw3 = new(nb, w1m.shape[2], h), torch.empty_like(w2m), torch.empty_like(w3m)
+        gwc_t = new(nb, wc_k.shape[2], h)
+        gb1, gb2, gbc, gb3 = new(nb, h), new(nb, h), new(nb, h), new(w3m.shape[:2])
+        ggamma, gbeta = torch.empty_like(gamma), torch.empty_like(gamma)
+        g_context = torch.zeros_like(context.t()) if ctx.needs_input_grad[2] else None
+        gy = -g_row * y_last
+        for k in reversed(range(nb)):
+            x, h1, h2, s, scale, xhat, inv, u = saved[k]
+            torch.sum(gy, 1, out=gbeta[k])
+            ggamma[k] = (gy * xhat).sum(1) + big_g / gamma[k]
+            gxhat = gy * gamma[k][:, None]
+            proj = ((gxhat * xhat).sum(1, keepdim=True) + big_g) / (n if cathode else n - 1)
+            gu = (gxhat - gxhat.mean(1, keepdim=True) - xhat * proj) * inv
+            if cathode:  # u = (x + t)·exp(s), log-det s
+                gout = torch.cat([torch.addcmul(g_row, gu, u), gu * scale], 0)
+            else:  # u = x·σ + t, σ = softplus(s) + 10⁻³, log-det log σ
+                gs = torch.addcmul(g_row / scale, gu, x) * torch.sigmoid(s)
+                gout = torch.cat([gs, gu], 0)
+            torch.mm(gout, h2, out=gw3[k])
+            torch.sum(gout, 1, out=gb3[k])
+            gpre2 = gout.t() @ w3m[k]
+            torch.ops.aten.threshold_backward.grad_input(gpre2, h2, 0, grad_input=gpre2)
+            torch.mm(gpre2.t(), h1, out=gw2[k])
+            torch.sum(gpre2, 0, out=gb2[k])
+            gpre1 = gpre2 @ w2m[k]
+            torch.ops.aten.threshold_backward.grad_input(gpre1, h1, 0, grad_input=gpre1)
+            torch.mm(x, gpre1, out=gw1_t[k])
+            torch.sum(gpre1, 0, out=gb1[k])
+            gcond = gpre1 if cathode else torch.ops.aten.threshold_backward(gpre1, cond[k], 0)
+            torch.mm(context.t(), gcond, out=gwc_t[k])
+            if not cathode:
+                torch.sum(gcond, 0, out=gbc[k])
+            if g_context is not None:
+                g_context.addmm_(wc_k[k].t(), gcond.t())
+            gy = torch.addmm(gu * scale, w1m[k].t(), gpre1.t())
+        gw1 = gw1_t.transpose(1, 2).mul(flow.mask1)
+        gw2.mul_(flow.mask2)
+        gw3.mul_(flow.mask3)
+        g_inputs = gy.t() if ctx.needs_input_grad[1] else None
+        g_context = g_context.t() if g_context is not None else None
+        g_raw = ggamma * gamma if cathode else ggamma * torch.sigmoid(norm_raw)
+        gwc = gwc_t.transpose(1, 2).reshape(nb * h, -1)
+        gbc = None if cathode else gbc.view(-1)
+        return None, g_inputs, g_context, gw1, gb1, gwc, gbc, gw2, gb2, gw3, gb3, g_raw, gbeta
