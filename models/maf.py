@@ -288,6 +288,8 @@ class _TrainingLogProb(torch.autograd.Function):
     - the MADE: the linear layers' usual products, ReLU as a mask on the activations, weight gradients
       multiplied by the autoregressive masks.
 
+    With ``made="cathode"``: ``u = (x + t)·exp(s)`` with log-det ``Σ s`` (so ``∂s = ∂u u + g``, ``∂t = ∂u e^s``),
+    the conditional's term ``Wc c`` without ReLU or bias, the biased variance (N for N − 1) and ``γ = exp(log γ)``.
     Not twice differentiable (nothing in radar needs it)."""
 
     @staticmethod
