@@ -3,8 +3,9 @@
 Three comparisons, each on the same data with the same architecture, optimiser settings and batch size:
 
 - the CATHODE flow (MAF 15 × 128 on four features conditioned on m_JJ): radar's
-  :class:`radar.models.flows.ConditionalFlow` (its own MAF engine, :mod:`radar.models.maf`) against the
-  training loop of HEPML-AnomalyDetection/CATHODE re-implemented here from a reading of that code (the
+  :class:`radar.models.flows.ConditionalFlow` (its own MAF engine, :mod:`radar.models.maf`, with
+  CATHODE's own MADE and batch norm, ``made="cathode"``; ``--also-made nflows`` adds radar's default
+  form, whose scale and conditional layer differ) against the training loop of HEPML-AnomalyDetection/CATHODE re-implemented here from a reading of that code (the
   files are cited at :func:`reference_flow_loop`); with ``--compile`` also radar's compiled training step
   (steady-state seconds per epoch and the one-off compilation time);
 - the CWoLa classifier (MLP 64-64-64): :class:`radar.models.classifiers.MLPClassifier` against CATHODE's
@@ -230,7 +231,11 @@ def reference_flow_loop(
             batch_means = [
                 -model.log_probs(data.to(device), cond.to(device)).mean().item() for data, cond in val_loader
             ]
-        val = float(np.mean(batch_means))
+        # the reference reports the mean of its batch means (float(np.mean(batch_means))), which weighs
+        # the short last batch's events up; radar's loss is the mean over events, so the comparison uses
+        # the same estimator for both: the batch means weighted by their sizes
+        sizes = [min(10 * batch, len(z_val) - i) for i in range(0, len(z_val), 10 * batch)]
+        val = float(np.average(batch_means, weights=sizes))
     return clock.per_epoch(epochs), val
 
 
@@ -247,13 +252,16 @@ def radar_flow(
     device: str,
     compile=False,
     engine="auto",
+    made="cathode",
 ):
     """radar's CATHODE flow (the same architecture and optimiser settings as the reference: MAF 15 × 128,
-    Adam lr, weight decay 1e-6), through :class:`ConditionalFlow` with its preprocessing and validation."""
+    Adam lr, weight decay 1e-6; ``made="cathode"``: CATHODE's own MADE and batch norm), through
+    :class:`ConditionalFlow` with its preprocessing and validation."""
     flow = ConditionalFlow(
         x.shape[1],
         compile=compile,
         engine=engine,
+        made=made if engine != "nflows" else "nflows",
         weight_decay=1e-6,
         batch_size=batch,
         epochs=epochs,
@@ -441,6 +449,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
+        "--made",
+        default="cathode",
+        choices=("cathode", "nflows"),
+        help="radar's MADE in the flow comparison: CATHODE's own (the reference's architecture; default) or "
+        "radar's default nflows form",
+    )
+    parser.add_argument(
+        "--also-made",
+        nargs="*",
+        default=[],
+        choices=("cathode", "nflows"),
+        help="also time these MADE variants against the same reference run",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (keep modest on shared machines)"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -536,11 +558,17 @@ def main(argv: list[str] | None = None) -> int:
             common = dict(batch=batch, epochs=args.epochs, lr=lr, seed=args.seed)
             ref, (t_radar, nll_radar, failed, _) = interleaved(
                 partial(reference_flow_loop, z, c, z_val, c_val, device=device, **common),
-                partial(radar_flow, x, m, x_val, m_val, device=args.device, **common),
+                partial(radar_flow, x, m, x_val, m_val, device=args.device, made=args.made, **common),
             )
             if failed:
                 print(f"  ({failed} radar flow trainings hit a non-finite loss and were restarted)")
-            report("flow MAF 15x128", batch, lr, ref, (t_radar, nll_radar), "NLL")
+            report(f"flow MAF 15x128 ({args.made} MADE)", batch, lr, ref, (t_radar, nll_radar), "NLL")
+            for other in args.also_made:
+                # radar's other MADE variants, each against the same reference run
+                t_other, nll_other, _, _ = radar_flow(
+                    x, m, x_val, m_val, device=args.device, made=other, **common
+                )
+                report(f"flow MAF 15x128 ({other} MADE)", batch, lr, ref, (t_other, nll_other), "NLL")
             if args.nflows:
                 # radar's flow before its own engine: the same ConditionalFlow on nflows' transforms
                 t_nf, nll_nf, _, _ = radar_flow(
