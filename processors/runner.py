@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,19 @@ class _Dataset:
     kinds: dict[Path, str]
     lazy: dict[str, dict]
     extra_metadata: Mapping[str, Any] | None = None
+    hashes: dict[Path, Future] = dataclasses.field(default_factory=dict)
+
+
+def _hash_in_background(paths: Sequence[Path]) -> dict[Path, Future]:
+    """The inputs' SHA-256 (for the provenance) on a thread of this process while the events are being
+    clustered, not after: file reads and hashlib release the GIL, so on a cluster the client hashes while
+    the workers work, and in-process the hashing fills the gaps of the clustering (≈ 10 ms per 1000 LHCO
+    raw events, measured 0.04 s of 1.0 s per 4000 events when it ran after the clustering)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radar-sha256")
+    try:
+        return {path: pool.submit(file_sha256, path) for path in paths}
+    finally:
+        pool.shutdown(wait=False)  # the submitted hashes still run; the thread ends after them
 
 
 def _prepare(
@@ -146,7 +160,7 @@ def _prepare(
     output = Path(output)
     _check_writable(output)
     kinds = check_inputs(paths, processor.root_layout)
-    return _Dataset(paths, output, processor, kinds, {}, extra_metadata)
+    return _Dataset(paths, output, processor, kinds, {}, extra_metadata, _hash_in_background(paths))
 
 
 def _check_writable(output: Path) -> None:
@@ -222,7 +236,9 @@ def _finish(dataset: _Dataset, computed: dict, write_histograms: bool, started: 
         )
     elapsed = time.perf_counter() - started
     provenance = {
-        "inputs": {str(p): {"kind": dataset.kinds[p], "sha256": file_sha256(p)} for p in dataset.paths},
+        "inputs": {
+            str(p): {"kind": dataset.kinds[p], "sha256": dataset.hashes[p].result()} for p in dataset.paths
+        },
         "jet_config": dataclasses.asdict(dataset.processor.jets),
         "cutflow": cutflow,
         "versions": package_versions(),

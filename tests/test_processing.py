@@ -600,7 +600,8 @@ def test_bad_root_particles_are_named_not_crashed_on(tmp_path, tiny_events, chan
 
 def test_relative_inputs_are_made_absolute_before_they_reach_the_workers(tmp_path, lhco_tiny, monkeypatch):
     """Workers of a --scheduler cluster have their own working directory: a relative input path used to be
-    resolved there (and blamed as a corrupt file)."""
+    resolved there (and blamed as a corrupt file). The provenance names the absolute path and its SHA-256."""
+    import hashlib
     import json
 
     shutil.copy(lhco_tiny, tmp_path / "tiny.h5")
@@ -608,6 +609,9 @@ def test_relative_inputs_are_made_absolute_before_they_reach_the_workers(tmp_pat
     process_files(["tiny.h5"], "out.parquet", workers=0, chunk_size=500)
     provenance = json.loads((tmp_path / "out.cutflow.json").read_text())
     assert list(provenance["inputs"]) == [str(tmp_path / "tiny.h5")]
+    # the hash made on a background thread while the events were clustered is the file's
+    expected = hashlib.sha256((tmp_path / "tiny.h5").read_bytes()).hexdigest()
+    assert provenance["inputs"][str(tmp_path / "tiny.h5")]["sha256"] == expected
 
 
 def test_outputs_fail_in_the_first_second_and_empty_or_doubled_inputs_are_named(tmp_path, lhco_tiny):
