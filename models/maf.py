@@ -114,7 +114,6 @@ class MaskedAutoregressiveFlow(nn.Module):
             )
         d, h, b, c = n_features, hidden, n_blocks, context_features
         self.n_features, self.hidden, self.n_blocks, self.eps = d, h, b, float(eps)
-        self.made = made
         self.cathode = made == "cathode"
         masks = [made_masks(d, h, reverse=k % 2 == 1) for k in range(b)]
         for i, name in enumerate(("mask1", "mask2", "mask3")):
@@ -245,7 +244,7 @@ class MaskedAutoregressiveFlow(nn.Module):
             context = context.reshape(len(inputs), -1)
             return _TrainingLogProb.apply(self, inputs, context, *(getattr(self, n) for n in _PARAMETERS))
         u, logdet = self(inputs, context)
-        return logdet - 0.5 * (u * u).sum(1) - 0.5 * self.n_features * math.log(2.0 * math.pi)
+        return logdet - 0.5 * (u * u).sum(1) - 0.5 * self.n_features * _LOG_2PI
 
     def transform_to_noise(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self(inputs, context)[0]
@@ -302,14 +301,11 @@ class _TrainingLogProb(torch.autograd.Function):
         cathode = flow.cathode
         w1m, w2m, w3m = w1 * flow.mask1, w2 * flow.mask2, w3 * flow.mask3
         wc_k = wc.view(nb, h, -1)
-        gamma = norm_raw.exp() if cathode else torch.nn.functional.softplus(norm_raw) + eps
+        gamma = flow._norm_scale()
         saved, cond, logdet = [], [], None
         x = inputs.t().contiguous()
-        for k in range(nb):
-            if cathode:
-                cond.append(torch.mm(context, wc_k[k].t()))
-            else:  # kept for its ReLU mask
-                cond.append(torch.addmm(bc[k * h : (k + 1) * h], context, wc_k[k].t()).relu_())
+        for k in range(nb):  # the conditional's term is kept for its ReLU mask
+            cond.append(flow._conditional(context, wc_k[k], None if cathode else bc[k * h : (k + 1) * h]))
             h1 = torch.addmm(cond[k], x.t(), w1m[k].t()).add_(b1[k]).relu_()
             h2 = torch.addmm(b2[k], h1, w2m[k].t()).relu_()
             out = torch.addmm(b3[k][:, None], w3m[k], h2.t())  # (2D, N): scales, shifts
@@ -346,7 +342,8 @@ class _TrainingLogProb(torch.autograd.Function):
         new = functools.partial(torch.empty, dtype=g.dtype, device=g.device)
         gw1_t, gw2, gw3 = new(nb, w1m.shape[2], h), torch.empty_like(w2m), torch.empty_like(w3m)
         gwc_t = new(nb, wc_k.shape[2], h)
-        gb1, gb2, gbc, gb3 = new(nb, h), new(nb, h), new(nb, h), new(w3m.shape[:2])
+        gb1, gb2, gb3 = new(nb, h), new(nb, h), new(w3m.shape[:2])
+        gbc = None if cathode else new(nb, h)
         ggamma, gbeta = torch.empty_like(gamma), torch.empty_like(gamma)
         g_context = torch.zeros_like(context.t()) if ctx.needs_input_grad[2] else None
         gy = -g_row * y_last
@@ -386,5 +383,5 @@ class _TrainingLogProb(torch.autograd.Function):
         g_context = g_context.t() if g_context is not None else None
         g_raw = ggamma * gamma if cathode else ggamma * torch.sigmoid(norm_raw)
         gwc = gwc_t.transpose(1, 2).reshape(nb * h, -1)
-        gbc = None if cathode else gbc.view(-1)
+        gbc = None if gbc is None else gbc.view(-1)
         return None, g_inputs, g_context, gw1, gb1, gwc, gbc, gw2, gb2, gw3, gb3, g_raw, gbeta
