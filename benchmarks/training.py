@@ -5,8 +5,9 @@ Three comparisons, each on the same data with the same architecture, optimiser s
 - the CATHODE flow (MAF 15 × 128 on four features conditioned on m_JJ): radar's
   :class:`radar.models.flows.ConditionalFlow` (its own MAF engine, :mod:`radar.models.maf`, with
   CATHODE's own MADE and batch norm, ``made="cathode"``; ``--also-made nflows`` adds radar's default
-  form, whose scale and conditional layer differ) against the training loop of HEPML-AnomalyDetection/CATHODE re-implemented here from a reading of that code (the
-  files are cited at :func:`reference_flow_loop`); with ``--compile`` also radar's compiled training step
+  form, whose scale and conditional layer differ) against the training loop of
+  HEPML-AnomalyDetection/CATHODE re-implemented here from a reading of that code (the files are cited at
+  :func:`reference_flow_loop`); with ``--compile`` also radar's compiled training step
   (steady-state seconds per epoch and the one-off compilation time);
 - the CWoLa classifier (MLP 64-64-64): :class:`radar.models.classifiers.MLPClassifier` against CATHODE's
   classifier loop (re-implemented likewise, :func:`reference_classifier_loop`);
@@ -209,6 +210,7 @@ def reference_flow_loop(
         TensorDataset(as_t(z_val), as_t(c_val).reshape(len(z_val), -1)), batch_size=10 * batch, shuffle=False
     )
     norms = [module for module in model.modules() if isinstance(module, _RefBatchNorm)]
+    val_sizes = [min(10 * batch, len(z_val) - i) for i in range(0, len(z_val), 10 * batch)]
     val = math.nan
     for _ in range(epochs):
         model.train()
@@ -234,8 +236,7 @@ def reference_flow_loop(
         # the reference reports the mean of its batch means (float(np.mean(batch_means))), which weighs
         # the short last batch's events up; radar's loss is the mean over events, so the comparison uses
         # the same estimator for both: the batch means weighted by their sizes
-        sizes = [min(10 * batch, len(z_val) - i) for i in range(0, len(z_val), 10 * batch)]
-        val = float(np.average(batch_means, weights=sizes))
+        val = float(np.average(batch_means, weights=val_sizes))
     return clock.per_epoch(epochs), val
 
 
