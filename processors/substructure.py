@@ -69,14 +69,14 @@ def _kernel():
     @numba.njit(cache=True, error_model="numpy")
     def cluster_axes(jpx, jpy, jpz, je, y, phi, axes_y, axes_phi):
         """kt-cluster the n pseudojets (momenta, rapidity y, φ: all modified in place) down to one, writing
-        the rapidity and φ of the jets left
-        when 3, 2 and 1 remain into axes_*[N - 1, :N]. The live jets are kept in slots 0 … na-1 (a
-        merged-away jet's slot takes the last live jet), so every scan shrinks with the clustering."""
+        the rapidity and φ of the jets left when 3, 2 and 1 remain into axes_*[N - 1, :N]. The live jets are
+        kept in slots 0 … na-1 (a merged-away jet's slot takes the last live jet), so every scan shrinks with
+        the clustering. After a merge, one pass over the live jets updates their neighbours, finds the merged
+        jet's neighbour and the next pair (first index wins every tie, as a separate scan would)."""
         n = len(jpx)
         kt2 = jpx * jpx + jpy * jpy
         nn = np.empty(n, dtype=np.int64)
         nn_d = np.empty(n)
-        need = np.zeros(n, dtype=np.bool_)
         scratch = np.empty(n)
         to_i = np.empty(n)
         for k in range(n):
@@ -85,13 +85,13 @@ def _kernel():
         if na <= 3:
             for k in range(na):
                 axes_y[na - 1, k], axes_phi[na - 1, k] = y[k], phi[k]
+        # the smallest d_ij: a jet and its geometric nearest neighbour
+        i, d_min = 0, kt2[0] * nn_d[0]
+        for k in range(1, na):
+            d = kt2[k] * nn_d[k]
+            if d < d_min:
+                i, d_min = k, d
         while na > 1:
-            # the smallest d_ij: a jet and its geometric nearest neighbour
-            i, d_min = 0, kt2[0] * nn_d[0]
-            for k in range(1, na):
-                d = kt2[k] * nn_d[k]
-                if d < d_min:
-                    i, d_min = k, d
             j = nn[i]
             # E-scheme merge into i
             jpx[i] += jpx[j]
@@ -100,37 +100,46 @@ def _kernel():
             je[i] += je[j]
             kt2[i] = jpx[i] * jpx[i] + jpy[i] * jpy[i]
             y[i], phi[i] = rap_phi(jpx[i], jpy[i], jpz[i], je[i])
-            # j leaves: the last live jet moves into its slot (one pass marks the jets that pointed at i
-            # or j and re-points those that pointed at the last slot)
+            # j leaves: the last live jet moves into its slot
             last = na - 1
-            for k in range(na):
-                target = nn[k]
-                need[k] = target == i or target == j
-                if target == last:
-                    nn[k] = j
+            merged = i
             if j != last:
                 jpx[j], jpy[j], jpz[j], je[j] = jpx[last], jpy[last], jpz[last], je[last]
                 kt2[j], y[j], phi[j] = kt2[last], y[last], phi[last]
-                nn[j], nn_d[j], need[j] = nn[last], nn_d[last], need[last]
+                nn[j], nn_d[j] = nn[last], nn_d[last]
                 if i == last:
                     i = j
             na = last
-            # neighbours: jets that pointed at i or j look again; the others may prefer the new i
             distances(i, na, y, phi, to_i)
+            best_k, best_d = -1, np.inf  # the next pair among the jets other than i
+            nb, nb_d = 0, np.inf  # i's nearest neighbour
             for k in range(na):
                 if k == i:
                     continue
-                if need[k]:
-                    nn[k], nn_d[k] = nearest(k, na, y, phi, scratch)
-                elif to_i[k] < nn_d[k]:
-                    nn[k], nn_d[k] = i, to_i[k]
+                target = nn[k]
+                if target == merged or target == j:
+                    # its neighbour moved or left: the new i when strictly closer than the old neighbour
+                    # (nn_d[k] is at most the distance to every unchanged jet), else a full scan
+                    if to_i[k] < nn_d[k]:
+                        nn[k], nn_d[k] = i, to_i[k]
+                    else:
+                        nn[k], nn_d[k] = nearest(k, na, y, phi, scratch)
+                else:
+                    if target == last:
+                        nn[k] = j
+                    if to_i[k] < nn_d[k]:
+                        nn[k], nn_d[k] = i, to_i[k]
+                if to_i[k] < nb_d:
+                    nb, nb_d = k, to_i[k]
+                d = kt2[k] * nn_d[k]
+                if d < best_d:
+                    best_k, best_d = k, d
             if na > 1:
-                to_i[i] = np.inf
-                best, best_d = 0, to_i[0]
-                for m in range(1, na):
-                    if to_i[m] < best_d:
-                        best, best_d = m, to_i[m]
-                nn[i], nn_d[i] = best, best_d
+                nn[i], nn_d[i] = nb, nb_d
+                d = kt2[i] * nn_d[i]
+                if d < best_d or (d == best_d and i < best_k):
+                    best_k, best_d = i, d
+                i = best_k
             if na <= 3:
                 for k in range(na):
                     axes_y[na - 1, k], axes_phi[na - 1, k] = y[k], phi[k]

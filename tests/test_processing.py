@@ -694,6 +694,35 @@ def test_one_pass_nsubjettiness_equals_the_fastjet_reclustering(tiny_events):
     np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-14)
 
 
+def test_one_pass_nsubjettiness_equals_fastjet_on_busy_random_jets():
+    """Jets of 1–250 particles (two or three hard prongs in a soft spray, so merges into the hard
+    pseudojets re-point many neighbours): the one-pass τ equals fastjet's exclusive-kt reclustering."""
+    from radar.processors.jets import JetConfig, _tau_columnar, _tau_one_pass
+
+    rng = np.random.default_rng(7)
+    events = []
+    for _ in range(60):
+        jets = []
+        for n in rng.integers(1, 250, size=2):
+            prongs = rng.integers(1, 4)
+            centre = rng.normal(0.0, 0.3, size=(prongs, 2))
+            which = rng.integers(0, prongs, size=n)
+            y = centre[which, 0] + rng.normal(0.0, rng.choice([0.02, 0.3]), size=n)
+            phi = np.mod(1.0 + centre[which, 1] + rng.normal(0.0, 0.2, size=n), 2 * np.pi)
+            pt = rng.pareto(1.5, size=n) + 0.5
+            pt[: min(n, prongs)] *= 100.0
+            jets.append(
+                {"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(y), "E": pt * np.cosh(y)}
+            )
+        events.append(jets)
+    columns = ak.Array(events)  # events × jets × {px: particles, ...}
+    constituents = ak.zip({f: columns[f] for f in ("px", "py", "pz", "E")}, with_name="Momentum4D")
+    config = JetConfig()
+    np.testing.assert_allclose(
+        _tau_one_pass(constituents, config), _tau_columnar(constituents, config), rtol=1e-12, atol=1e-14
+    )
+
+
 def test_one_pass_nsubjettiness_on_hand_made_jets():
     from radar.processors.substructure import kt_nsubjettiness
 
