@@ -105,6 +105,7 @@ def load_nonresonant_config(path: str | Path) -> NonresonantConfig:
     import yaml
 
     from radar.analysis.nonresonant import METHODS, ContextRegions
+    from radar.analysis.regions import check_cuts
 
     path = Path(path)
     if not path.exists():
@@ -128,6 +129,7 @@ def load_nonresonant_config(path: str | Path) -> NonresonantConfig:
         ContextRegions(dict(cfg.regions))
     except ValueError as error:
         raise ValueError(f"{path}: regions: {error}") from None
+    check_cuts(dict(cfg.range), f"{path}: range")  # the same check as the regions' own cuts
     if cfg.input.mc is None:
         needs_mc = sorted(set(cfg.methods) - {"generate", "ideal", "supervised"})
         if needs_mc:
@@ -139,9 +141,6 @@ def load_nonresonant_config(path: str | Path) -> NonresonantConfig:
             raise ValueError(
                 f"{path}: simulation_transform needs input.mc (there is no simulation to transform)"
             )
-    for name, (lo, hi) in cfg.range.items():
-        if (lo is None and hi is None) or (lo is not None and hi is not None and not lo < hi):
-            raise ValueError(f"{path}: range: {name} needs lo < hi (null: open), got [{lo}, {hi}]")
     if any(n > 0 for n in cfg.injections) and cfg.input.signal is None:
         raise ValueError(f"{path}: injections {cfg.injections} need input.signal (the signal pool)")
     return cfg
@@ -175,13 +174,9 @@ def read_table(path: Path, needed: list[str], what: str):
     return table
 
 
-def in_range(table, cuts: dict):
-    """The events of ``table`` inside every ``(lo, hi)`` cut (``None``: open), as the regions' cuts."""
-    if not cuts:
-        return table
-    from radar.analysis.nonresonant import ContextRegions
-
-    return table[ContextRegions(dict(cuts)).signal_region(table)].reset_index(drop=True)
+def in_range(table, regions):
+    """The events of ``table`` inside the analysed range of ``regions`` (a ``ContextRegions``)."""
+    return table if not regions.range else table[regions.range_mask(table)].reset_index(drop=True)
 
 
 def prepare_samples(cfg: NonresonantConfig, tables: dict, injection: int) -> dict:
@@ -248,8 +243,9 @@ def run_nonresonant(cfg: NonresonantConfig, output: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     regions = ContextRegions(dict(cfg.regions))
     needed = sorted(set(cfg.features) | set(regions.context) | set(cfg.classify_on or []) | set(cfg.range))
+    analysed = ContextRegions(dict(cfg.regions), range=dict(cfg.range))
     tables = {
-        key: in_range(read_table(cfg.path(getattr(cfg.input, key)), needed, f"input.{key}"), cfg.range)
+        key: in_range(read_table(cfg.path(getattr(cfg.input, key)), needed, f"input.{key}"), analysed)
         if getattr(cfg.input, key)
         else None
         for key in ("data", "mc", "signal", "truth")

@@ -146,7 +146,9 @@ def _cut_mask(table: pd.DataFrame, cuts: Cuts, what: str) -> np.ndarray:
     return mask
 
 
-def _check_cuts(cuts: Cuts, what: str) -> Cuts:
+def check_cuts(cuts: Cuts, what: str) -> Cuts:
+    """``cuts`` with float edges; a ValueError naming ``what`` and the column for a cut without edges or with
+    lo >= hi."""
     out = {}
     for name, edges in cuts.items():
         lo, hi = (None if v is None else float(v) for v in edges)
@@ -171,8 +173,8 @@ class ContextRegions:
     def __post_init__(self) -> None:
         if not self.cuts:
             raise ValueError("ContextRegions: give at least one cut, e.g. {'met': (75, None)}")
-        object.__setattr__(self, "cuts", _check_cuts(self.cuts, "ContextRegions"))
-        object.__setattr__(self, "range", _check_cuts(self.range or {}, "ContextRegions range") or None)
+        object.__setattr__(self, "cuts", check_cuts(self.cuts, "ContextRegions"))
+        object.__setattr__(self, "range", check_cuts(self.range or {}, "ContextRegions range") or None)
 
     @property
     def context(self) -> list[str]:

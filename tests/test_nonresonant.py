@@ -218,7 +218,7 @@ def test_radar_nonresonant_runs_a_config_resumes_and_refuses_bad_ones(tmp_path, 
         no_mc.replace("methods: [reweight, ideal]", "methods: [generate]") + "range: {m1: [3, 1]}\n"
     )
     assert main(["nonresonant", str(bad)]) != 0
-    assert "range: m1 needs lo < hi" in " ".join(capsys.readouterr().err.split())
+    assert "range: the cut on 'm1' needs lo < hi" in " ".join(capsys.readouterr().err.split())
 
 
 def test_make_toy_writes_inputs_and_a_valid_config(tmp_path):
@@ -325,3 +325,15 @@ def test_cut_excess_adds_the_spread_of_independently_trained_templates():
     assert with_fit["sigma_fit"] == pytest.approx(10_000 * np.std(fractions, ddof=1))
     assert with_fit["n_exp"] == plain["n_exp"] and abs(with_fit["z"]) < abs(plain["z"])
     assert "sigma_fit" not in cut_excess(data, template, w, 0.1, np.zeros(len(template)))
+
+
+def test_nonresonant_analysed_range_keeps_the_events_inside_every_cut():
+    """`range:` of a nonresonant config: events outside any (lo, hi) cut leave every table (lo <= x < hi,
+    null open), as the regions' own cuts; no range keeps the table as it is."""
+    from radar.analysis.cli_nonresonant import in_range
+    from radar.analysis.nonresonant import ContextRegions
+
+    table = pd.DataFrame({"m1": [0.5, 1.0, 2.0, 3.0, 4.0], "m2": [9.0, 1.0, 1.0, 1.0, 1.0]})
+    kept = in_range(table, ContextRegions({"m1": (2.5, None)}, range={"m1": (1.0, 3.0), "m2": (None, 5.0)}))
+    assert kept["m1"].tolist() == [1.0, 2.0] and kept.index.tolist() == [0, 1]
+    assert in_range(table, ContextRegions({"m1": (2.5, None)})) is table
