@@ -154,9 +154,8 @@ def _cut_excess(
     classifier g) against what fold g's held-out template events, scored by the same classifier g (which
     never saw them), predict. ``n_flows`` bootstrap flows add the spread of their predictions."""
     from radar.analysis.nonresonant import cut_excess
-    from radar.analysis.units import _data_folds
 
-    data_groups = _data_folds(ctx, None, rows1)[rows1]
+    data_groups = out.folds[rows1]  # the folds the classifiers were trained and scored on
     template_groups = np.concatenate([np.full(len(t), f) for f, (t, _) in enumerate(held)])
     w = np.concatenate([h[1] for h in held])
     members = None

@@ -39,6 +39,9 @@ class MethodOutput:
     #: held-out events by classifier f, else fold f's template by classifier f+1 (:func:`_classify_per_fold`);
     #: not written, for a method's own checks
     template_scores: np.ndarray | None = None
+    #: the fold of every data event (classifier f scored fold f), where the scores are out of fold; for a
+    #: method's own checks
+    folds: np.ndarray | None = None
 
 
 @dataclass
@@ -429,6 +432,7 @@ def _classify_per_fold(
         extra={"n_class0": n0, "n_class1": len(rows1), "template_folds": k},
         diagnostic_scores=fold_mean,
         template_scores=np.concatenate(auc_s[:k]),
+        folds=folds,
     )
 
 
