@@ -171,6 +171,19 @@ def peak_rss_subprocess(path: Path, chunk_size: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_model() -> str:
+    """The processor's model name (the ratios depend on it: the loop is Python, the extraction compiled)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -215,9 +228,11 @@ def main() -> None:
         "seconds_1_worker": t1,
         "seconds_2_workers": t2,
         "repeats": args.repeats,
+        "cpu": cpu_model(),
         "seconds_per_run": runs,
         "peak_rss_mib": {str(args.events): rss_small, str(args.large): rss_large},
     }
+    print(f"    cpu: {results['cpu']}")
     print(f"(a) full extraction, 1 core     : {results['full_events_per_s_per_core']:8.0f} events/s")
     print(f"    bare anti-kt clustering     : {results['bare_clustering_events_per_s']:8.0f} events/s")
     print(f"    per-event classic loop      : {results['per_event_loop_events_per_s']:8.0f} events/s")
