@@ -150,6 +150,8 @@ class AutoencoderSettings:
     buffer_size: int = 10_000
     replay_ratio: float = 0.95
     energy_l2: float = 0.05  # gamma of the (E(negative)/T)^2 regulariser: holds E(negative) near T/(2 gamma)
+    # images only: Gaussian smoothing of each jet image (sigma in pixels; 0: none), for training and scoring
+    smooth: float = 0.0
     # chunked sources (an ImageFile): events read per chunk, most validation events kept in memory
     chunk_size: int = 20_000
     val_max: int = 5_000
@@ -182,6 +184,11 @@ class Autoencoder:
             # images: one overall scale so that a typical pixel is O(1) (sums are 1 per jet)
             self.scale_ = float(X.shape[-1] * X.shape[-2])
         if X.ndim == 4:
+            if self.settings.smooth > 0:
+                from scipy.ndimage import gaussian_filter
+
+                sigma = self.settings.smooth
+                X = gaussian_filter(X, sigma=(0.0, 0.0, sigma, sigma), mode="constant").astype(np.float32)
             X = X * self.scale_
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
