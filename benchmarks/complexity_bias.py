@@ -69,7 +69,7 @@ def run(
                     top = np.argsort(scores)[::-1][:n_worst]
                     events = np.concatenate([normal, odd])[top]
                     worst[model] = {
-                        "images": events,
+                        "images": ae.seen(events),  # smoothed where the model smooths its inputs
                         "reconstructions": ae.reconstruct(events),
                         "labels": [("QCD", signal)[int(v)] for v in y[top]],
                         "energies": scores[top],
@@ -94,8 +94,8 @@ def run(
 
 
 def worst_figure(worst: dict[str, dict], out: Path) -> Path:
-    """The worst-reconstructed held-out events of the models trained on QCD: both jets, input and
-    reconstruction, log10 of the pT fraction."""
+    """The worst-reconstructed held-out events of the models trained on QCD: both jets, the model's input
+    (smoothed images where it smooths them) and its reconstruction, log10 of the pT fraction."""
     import matplotlib
 
     matplotlib.use("Agg")

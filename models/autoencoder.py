@@ -150,6 +150,9 @@ class AutoencoderSettings:
     buffer_size: int = 10_000
     replay_ratio: float = 0.95
     energy_l2: float = 0.05  # gamma of the (E(negative)/T)^2 regulariser: holds E(negative) near T/(2 gamma)
+    # NAE: the model kept is an exponential moving average of the negative phase's weights (decay per
+    # step; 0: the last step's weights), which damps the epoch-to-epoch swings of the negative phase
+    ema: float = 0.0
     # images only: Gaussian smoothing of each jet image (sigma in pixels; 0: none), for training and scoring
     smooth: float = 0.0
     # chunked sources (an ImageFile): events read per chunk, most validation events kept in memory
@@ -216,6 +219,7 @@ class Autoencoder:
         self.model = _AE(tuple(val.shape[1:]), s.latent, spherical=spherical).to(device)
         optimiser = torch.optim.Adam(self.model.parameters(), lr=s.lr)
         self._buffer = None
+        self._ema = None
         total = s.epochs + (s.pretrain_epochs if s.nae else 0)
         best, best_state = math.inf, None
         for epoch in range(total):
@@ -242,6 +246,8 @@ class Autoencoder:
                 )
         if best_state is not None:
             self.model.load_state_dict(best_state)
+        if self._ema is not None:
+            self.model.load_state_dict(self._ema)
         log.info(
             "%s trained: %d events, %d epochs, validation energy %.4g",
             "NAE" if s.nae else "AE",
@@ -272,7 +278,21 @@ class Autoencoder:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if nae_phase and s.ema > 0:
+            self._update_ema(s.ema)
         return float(loss.detach())
+
+    def _update_ema(self, decay: float) -> None:
+        state = self.model.state_dict()
+        if self._ema is None:
+            self._ema = {k: v.detach().clone() for k, v in state.items()}
+            return
+        with torch.no_grad():
+            for k, v in state.items():
+                if v.is_floating_point():
+                    self._ema[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
+                else:
+                    self._ema[k].copy_(v)
 
     def _stream(self, source, generator: torch.Generator) -> tuple[torch.Tensor, _Streamed]:
         """Validation events (at most ``val_max``) and the training chunks of a chunked source; feature
@@ -357,6 +377,14 @@ class Autoencoder:
     def score(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         out = self._batched(X, batch_size, "score", lambda model, x: model.energy(x))
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def seen(self, X: np.ndarray) -> np.ndarray:
+        """``X`` as the model sees it, in ``X``'s own units: images smoothed when ``smooth`` > 0 (what
+        :meth:`reconstruct` reconstructs), anything else unchanged."""
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 4 or self.settings.smooth <= 0:
+            return X
+        return self._prepare(X).numpy() / self.scale_
 
     def reconstruct(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The autoencoder's reconstruction of ``X``, in ``X``'s own units (images: pT fractions; rows:

@@ -108,6 +108,41 @@ def test_nae_flags_the_simpler_anomaly_the_autoencoder_misses():
         assert auc(y, np.r_[nae.score(normal), nae.score(simple)]) > 0.6
 
 
+def test_nae_keeps_the_moving_average_of_its_negative_phase_weights():
+    """``ema=d``: the NAE ends with the exponential moving average (decay d per step) of its
+    negative-phase weights, computed alongside the same training (the live weights are unchanged by it);
+    the pretraining is not averaged."""
+    import torch
+
+    from radar.models.autoencoder import Autoencoder
+
+    rows = np.random.default_rng(3).normal(size=(400, 5))
+    settings = {"latent": 2, "epochs": 3, "pretrain_epochs": 2, "batch_size": 100, "nae": True, "seed": 4}
+    averages = []
+
+    class Recorder(Autoencoder):
+        def _update_ema(self, decay):
+            averages.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            super()._update_ema(decay)
+
+    last = Autoencoder(**settings).fit(rows)
+    averaged = Recorder(ema=0.5, **settings).fit(rows)
+    steps = 3 * 4  # 3 negative-phase epochs of 360 training rows at batch 100
+    assert len(averages) == steps
+    expected = {k: v.clone() for k, v in averages[0].items()}
+    for state in averages[1:]:
+        for k in expected:
+            expected[k] = 0.5 * expected[k] + 0.5 * state[k]
+    for k, v in averaged.model.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+    # the live weights of the same training are the last step's: those of the run without an average
+    for k, v in last.model.state_dict().items():
+        torch.testing.assert_close(averages[-1][k], v)
+    assert not torch.equal(
+        averaged.model.state_dict()["decoder.0.weight"], last.model.state_dict()["decoder.0.weight"]
+    )
+
+
 def test_autoencoder_on_images_trains_and_refuses_bad_inputs():
     from radar.models.autoencoder import Autoencoder
 
@@ -136,6 +171,7 @@ def test_autoencoder_smooths_each_jet_image_before_training_and_scoring():
     assert centre[6, 6] == pytest.approx(1 / (2 * np.pi), rel=0.05)  # a unit 2-d Gaussian's peak
     assert centre[6, 7] == pytest.approx(centre[6, 5]) and centre[6, 7] < centre[6, 6]
     assert prepared[0, 1, 6, 6] == pytest.approx(1 / 144, rel=1e-3)  # nothing leaks between the jets
+    np.testing.assert_allclose(ae.seen(images), prepared, rtol=1e-6)  # what the model sees, in image units
     plain = Autoencoder(epochs=1, latent=2)._prepare(images, fit=True).numpy() / 144
     np.testing.assert_allclose(plain, images)
     ae.fit(images)
