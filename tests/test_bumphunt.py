@@ -47,6 +47,24 @@ def test_fit_recovers_generated_parameters():
     assert fit.gof_pvalue > 1e-3
 
 
+def test_poisson_deviance_keeps_its_precision_near_a_perfect_fit():
+    """2 (mu - n + n ln(n / mu)) per bin against a 50-digit reference, for mu within 10⁻⁸–10⁻⁶ of n: the
+    direct form loses most digits there (the numerical Hessian of an exact dijet4 fit came out indefinite)."""
+    from decimal import Decimal, getcontext
+
+    from radar.analysis.bumphunt.fit import _deviance_terms
+
+    getcontext().prec = 50
+    counts = np.array([1e5, 37.0, 5e4, 0.0, 2.0])
+    mu = counts * (1.0 + np.array([1e-7, -3e-6, 2e-8, 0.0, 0.5]))
+    mu[3] = 0.3
+    reference = [
+        2 * (Decimal(m) - Decimal(c) + (Decimal(c) * (Decimal(c) / Decimal(m)).ln() if c > 0 else 0))
+        for c, m in zip(counts, mu, strict=True)
+    ]
+    np.testing.assert_allclose(_deviance_terms(counts, mu), [float(r) for r in reference], rtol=1e-6)
+
+
 def test_four_parameter_function_chosen_only_when_needed():
     four = (1.0, 8.0, 12.0, 3.0)  # a strongly curved spectrum a 3-parameter function cannot follow
     fit4 = bh.fit_sidebands(_expected(500_000, four), EDGES, bh._sr_bins(EDGES, SR))
