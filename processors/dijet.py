@@ -157,6 +157,17 @@ def features_to_frame(features: ak.Array | processor.dict_accumulator) -> pd.Dat
     return conform(pd.DataFrame(columns))
 
 
+def chunk_outputs(processor: DijetProcessor, events: ak.Array) -> dict:
+    """One eager chunk of events through ``processor``, as plain objects that merge across chunks:
+    ``features`` (feature-table DataFrame), ``cutflow`` (counts) and ``mjj`` (the histogram)."""
+    out = processor.process(events)
+    return {
+        "features": features_to_frame(out["features"]),
+        "cutflow": {k: int(v) for k, v in out["cutflow"].items()},
+        "mjj": out["mjj"],
+    }
+
+
 def extract_features(
     particles: ak.Array, label: np.ndarray | None = None, *, config: JetConfig | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -168,5 +179,5 @@ def extract_features(
     n = len(particles)
     labels = np.full(n, -1.0) if label is None else np.asarray(label, dtype=np.float64)
     events = ak.zip({"particles": particles, "label": labels, "event": np.arange(n)}, depth_limit=1)
-    out = DijetProcessor(jets=config or JetConfig()).process(events)
-    return features_to_frame(out["features"]), {k: int(v) for k, v in out["cutflow"].items()}
+    out = chunk_outputs(DijetProcessor(jets=config or JetConfig()), events)
+    return out["features"], out["cutflow"]

@@ -184,8 +184,9 @@ def event_spans(n_events: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_size, n_events)) for s in range(0, n_events, chunk_size)]
 
 
-def lhco_raw_events(path: str | Path, chunk_size: int = 10_000) -> dak.Array:
-    """Lazily read a raw LHCO HDF5 file as dask-awkward events, one partition per ``chunk_size`` events."""
+def lhco_raw_chunks(path: str | Path, chunk_size: int = 10_000) -> tuple[LHCORawChunk, list[tuple[int, int]]]:
+    """A raw LHCO HDF5 file as a picklable chunk reader and its event spans (``[start, stop)``, at most
+    ``chunk_size`` events each); the file is checked and what was found logged."""
     info = inspect_lhco_raw(path)
     spans = event_spans(info.n_events, chunk_size)
     log.info(
@@ -197,9 +198,15 @@ def lhco_raw_events(path: str | Path, chunk_size: int = 10_000) -> dak.Array:
         len(spans),
         chunk_size,
     )
+    return LHCORawChunk(info), spans
+
+
+def lhco_raw_events(path: str | Path, chunk_size: int = 10_000) -> dak.Array:
+    """Lazily read a raw LHCO HDF5 file as dask-awkward events, one partition per ``chunk_size`` events."""
+    read, spans = lhco_raw_chunks(path, chunk_size)
     meta = ak.Array(_empty_events().layout.to_typetracer(forget_length=True))
     return dak.from_map(
-        LHCORawChunk(info),
+        read,
         spans,
         label=f"lhco-raw-{Path(path).stem}",
         meta=meta,
