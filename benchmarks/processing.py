@@ -5,8 +5,8 @@ Prints:
   (b) the ratio to bare fastjet anti-kt clustering of the same events (the floor; target >= 0.6);
   (c) the ratio to a per-event loop over fastjet's classic one-event interface computing the same
       features, as the LHCO example scripts do (target >= 5), with the full extraction timed on ``--events``
-      and on ``--large`` events (the loop has no per-run cost; the columnar run builds and optimises its
-      Dask graph and writes its outputs once per run, ≈ 0.07 s, 6 % of a 4000-event run);
+      and on ``--large`` events (the loop has no per-run cost; the columnar run checks its inputs, makes its
+      Dask tasks and writes its outputs once per run, ≈ 0.025 s);
   (d) the speed-up from 1 to 2 Dask worker processes (target >= 1.7 on an otherwise idle machine);
   peak RSS of the full extraction for two input sizes (memory must stay flat).
 
