@@ -100,7 +100,10 @@ class MLPClassifier:
         progress: bool = False,
         weight_decay: float = 0.0,
         batched_folds: bool = True,
+        precision: str = "fp32",
     ):
+        from radar.models.training import check_precision
+
         self.hidden = tuple(int(h) for h in hidden)
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -115,6 +118,8 @@ class MLPClassifier:
         #: k-fold callers (CWoLa units) train their k fold models as ONE batched ensemble
         #: (:func:`radar.models.ensemble.fit_mlp_ensemble`); False: k sequential fits
         self.batched_folds = bool(batched_folds)
+        #: training precision (:data:`radar.models.training.PRECISIONS`); scores are always float32
+        self.precision = check_precision(precision)
         self.states_: list[dict] = []
         self.history_: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
 
@@ -176,6 +181,7 @@ class MLPClassifier:
             weight_decay=self.weight_decay,
             what="MLP classifier",
             progress=self.progress,
+            precision=self.precision,
         )
         by_epoch = dict(zip(result.history["best_epochs"], result.members))
         self._finish(
@@ -258,6 +264,7 @@ class MLPClassifier:
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "weight_decay": self.weight_decay,
+            "precision": self.precision,
         }
 
     def save(self, path: str | Path) -> Path:

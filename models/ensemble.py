@@ -25,12 +25,23 @@ import numpy as np
 import torch
 
 from radar.models.classifiers import MLPClassifier
+from radar.models.training import training_autocast
 
 log = logging.getLogger(__name__)
 
 __all__ = ["fit_mlp_ensemble"]
 
-_SHARED = ("hidden", "epochs", "batch_size", "lr", "patience", "n_best_epochs", "weight_decay", "device")
+_SHARED = (
+    "hidden",
+    "epochs",
+    "batch_size",
+    "lr",
+    "patience",
+    "n_best_epochs",
+    "weight_decay",
+    "device",
+    "precision",
+)
 
 
 def fit_mlp_ensemble(
@@ -54,6 +65,12 @@ def fit_mlp_ensemble(
                 )
     k = len(classifiers)
     device = resolve_device(first.device)
+    if first.precision == "fp16":  # this loop's own Adam step has no loss scaling
+        raise ValueError(
+            "precision 'fp16' is not available for the batched fold ensemble; use 'bf16', or "
+            "batched_folds: false (k sequential trainings)"
+        )
+    autocast = training_autocast(first.precision, device)
     prepared = [clf._prepare(X, y, w) for clf, (X, y, w) in zip(classifiers, datasets)]
     n_train = [len(p[0]) for p in prepared]
     n_features = prepared[0][0].shape[1]
@@ -154,7 +171,8 @@ def fit_mlp_ensemble(
         for step in range(n_steps):
             sl = slice(step * batch, (step + 1) * batch)
             stepping = takes[:, step : step + 1]  # (k, 1)
-            logits = forward(flat, x_epoch[:, sl])
+            with autocast:
+                logits = forward(flat, x_epoch[:, sl]).float()
             bce = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, y_epoch[:, sl], reduction="none"
             )

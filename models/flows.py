@@ -51,7 +51,7 @@ import torch
 
 from radar.models.device import resolve_device
 from radar.models.preprocessing import MassScaler, Preprocessor
-from radar.models.training import compiled_or_eager, loop_settings, train_model
+from radar.models.training import check_precision, compiled_or_eager, loop_settings, train_model
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class ConditionalFlow:
         engine: str = "auto",
         compile: bool = False,
         made: str = "nflows",
+        precision: str = "fp32",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown flow kind {kind!r}; expected one of {KINDS}")
@@ -185,6 +186,7 @@ class ConditionalFlow:
             raise ValueError(f"unknown MADE variant made={made!r}; expected one of {MADES}")
         if made != "nflows" and engine != "radar":
             raise ValueError(f"made={made!r} needs the radar engine (kind 'maf'), not engine {engine!r}")
+        check_precision(precision)
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be true or false, got {compile!r}")
         if not 0.0 < val_fraction < 1.0:
@@ -216,6 +218,7 @@ class ConditionalFlow:
             engine=engine,
             compile=compile,
             made=made,
+            precision=precision,
         )
         if self.config["context_features"] < 1:
             raise ValueError(f"context_features must be >= 1, got {context_features}")

@@ -234,12 +234,14 @@ class MaskedAutoregressiveFlow(nn.Module):
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """log p(z | c), shape (N,). In training with gradients on, one autograd node with a written-out
-        backward pass (:class:`_TrainingLogProb`); otherwise the module's forward pass."""
+        backward pass (:class:`_TrainingLogProb`); otherwise (and under mixed precision, which the written-out
+        pass does not follow) the module's forward pass."""
         if (
             self.training
             and torch.is_grad_enabled()
             and len(inputs) > 1
             and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled(inputs.device.type)
         ):
             context = context.reshape(len(inputs), -1)
             return _TrainingLogProb.apply(self, inputs, context, *(getattr(self, n) for n in _PARAMETERS))

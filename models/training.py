@@ -60,9 +60,12 @@ keep_freed_memory()
 __all__ = [
     "TrainResult",
     "TrainingDiverged",
+    "PRECISIONS",
+    "check_precision",
     "compiled_or_eager",
     "loop_settings",
     "make_adamw",
+    "training_autocast",
     "train_model",
 ]
 
@@ -82,7 +85,35 @@ LOOP_KEYS = (
     "grad_clip",
     "divergence",
     "progress",
+    "precision",
 )
+
+#: the training precisions: ``fp32`` (default); ``bf16`` / ``fp16``: mixed precision (``torch.autocast``) for
+#: the training batches only, validation losses (early stopping, the best epochs) always in float32.
+#: ``fp16`` needs a CUDA device (and scales the loss, ``torch.amp.GradScaler``); ``bf16`` runs anywhere but
+#: is only fast where the hardware has bfloat16 arithmetic (recent GPUs; on a CPU without it, slower).
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` checked against :data:`PRECISIONS` (a ValueError naming the choices otherwise)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    return precision
+
+
+def training_autocast(precision: str, device: torch.device):
+    """The context a training batch runs in: mixed precision, or nothing for ``fp32``."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision 'fp16' needs a CUDA device, the model is on {device.type!r}; use 'bf16' or 'fp32'"
+        )
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class _CompiledOrEager:
@@ -174,6 +205,7 @@ def train_model(
     divergence: float | None = None,
     what: str = "model",
     progress: bool = False,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Mini-batch AdamW training with early stopping, best-epoch ensemble and restarts on failure.
 
@@ -185,7 +217,9 @@ def train_model(
     than ``divergence`` above its first value; it is logged and restarted with seed ``seed + 7919 k``
     (at most ``max_restarts`` times), counted in ``n_failed``; ``n_trainings`` counts all attempts.
     RuntimeError when every attempt fails. The ``n_best`` epochs of lowest validation loss are returned.
+    ``precision``: see :data:`PRECISIONS`.
     """
+    check_precision(precision)
     n_failed = 0
     for attempt in range(max_restarts + 1):
         attempt_seed = seed + 7919 * attempt
@@ -206,6 +240,7 @@ def train_model(
                 divergence=divergence,
                 what=what,
                 progress=progress,
+                precision=precision,
             )
             return TrainResult(members, history, n_failed, attempt + 1)
         except TrainingDiverged as error:
@@ -240,6 +275,7 @@ def _train_once(
     divergence,
     what,
     progress,
+    precision="fp32",
 ):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -248,6 +284,10 @@ def _train_once(
     # a module may ask for its own parameter groups (e.g. R-ANODE's signal fraction with a larger lr)
     groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": params}]
     optimizer = make_adamw(groups, lr=lr, weight_decay=weight_decay)
+    device = params[0].device if params else torch.device("cpu")
+    autocast = training_autocast(precision, device)  # checked before the first epoch
+    # fp16's narrow range: the loss is scaled up before backward and the gradients back before the step
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     generator = torch.Generator().manual_seed(seed)
     min_batch = max(2, batch_size // 8)
     history: dict[str, Any] = {
@@ -271,12 +311,21 @@ def _train_once(
             idx = order[start : start + batch_size]
             if len(idx) < min_batch and start > 0:
                 continue  # a tiny remainder batch gives noisy batch statistics: skip it
-            loss = batch_loss(model, idx)
+            with autocast:
+                loss = batch_loss(model, idx).float()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             part = loss.detach() * len(idx)
             total = part if total is None else total + part
             seen += len(idx)

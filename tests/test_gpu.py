@@ -85,6 +85,27 @@ def test_classifier_and_fold_ensemble_train_on_cuda():
         assert np.isfinite(p).all() and p[y == 1].mean() > p[y == 0].mean()
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_flow_and_classifier_train_on_cuda(precision):
+    """fp16 (with its scaled loss) and bf16 on CUDA: finite losses, float32 weights, the float32 fit kept."""
+    from radar.models.classifiers import MLPClassifier
+    from radar.models.flows import ConditionalFlow
+
+    rng = np.random.default_rng(0)
+    m = rng.uniform(3000.0, 4000.0, 3000)
+    x = np.column_stack([m / 40.0 + rng.normal(0, 5, 3000), rng.beta(3, 3, 3000)])
+    settings = dict(n_blocks=3, hidden=32, epochs=3, lr=1e-3, device="cuda", seed=0)
+    exact = ConditionalFlow(2, **settings).fit(x, m)
+    mixed = ConditionalFlow(2, precision=precision, **settings).fit(x, m)
+    assert all(_on_cuda(member) for member in mixed.members)
+    assert abs(mixed.history["val_loss"][-1] - exact.history["val_loss"][-1]) < 0.02
+    X, y, _ = (rng.normal(size=(2000, 3)), (rng.random(2000) < 0.5).astype(float), None)
+    X[y == 1, 0] += 1.0
+    fp32 = MLPClassifier(epochs=3, device="cuda").fit(X, y)
+    clf = MLPClassifier(epochs=3, device="cuda", precision=precision).fit(X, y)
+    assert abs(clf.history_["val_loss"][-1] - fp32.history_["val_loss"][-1]) < 0.01
+
+
 def _with_device(cls, kwargs: dict) -> dict:
     out = dict(kwargs)
     if "device" in inspect.signature(cls.__init__).parameters:
