@@ -254,6 +254,7 @@ def radar_flow(
     compile=False,
     engine="auto",
     made="cathode",
+    precision="fp32",
 ):
     """radar's CATHODE flow (the same architecture and optimiser settings as the reference: MAF 15 × 128,
     Adam lr, weight decay 1e-6; ``made="cathode"``: CATHODE's own MADE and batch norm), through
@@ -271,6 +272,7 @@ def radar_flow(
         device=device,
         patience=epochs + 1,
         n_best_epochs=1,
+        precision=precision,
     )
     clock = Clock(flow.device)
     flow.fit(x, m, x_val, m_val)
@@ -334,11 +336,20 @@ def reference_classifier_loop(
     return clock.per_epoch(epochs), val_loss
 
 
-def radar_classifier(X, y, X_val, y_val, *, batch: int, epochs: int, lr: float, seed: int, device: str):
+def radar_classifier(
+    X, y, X_val, y_val, *, batch: int, epochs: int, lr: float, seed: int, device: str, precision: str = "fp32"
+):
     from radar.models.classifiers import MLPClassifier
 
     clf = MLPClassifier(
-        epochs=epochs, batch_size=batch, lr=lr, seed=seed, device=device, patience=epochs + 1, n_best_epochs=1
+        epochs=epochs,
+        batch_size=batch,
+        lr=lr,
+        seed=seed,
+        device=device,
+        patience=epochs + 1,
+        n_best_epochs=1,
+        precision=precision,
     )
     clock = Clock(resolve_device(device))
     clf.fit(X, y, X_val=X_val, y_val=y_val)
