@@ -240,6 +240,20 @@ def reference_flow_loop(
     return clock.per_epoch(epochs), val
 
 
+def _timed(batch: int, epochs: int, lr: float, seed: int, device: str, precision: str) -> dict:
+    """The settings of a timed radar training: every epoch runs (no early stop), the last one is kept."""
+    return dict(
+        batch_size=batch,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        device=device,
+        patience=epochs + 1,
+        n_best_epochs=1,
+        precision=precision,
+    )
+
+
 def radar_flow(
     x,
     m,
@@ -265,14 +279,7 @@ def radar_flow(
         engine=engine,
         made=made if engine != "nflows" else "nflows",
         weight_decay=1e-6,
-        batch_size=batch,
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        device=device,
-        patience=epochs + 1,
-        n_best_epochs=1,
-        precision=precision,
+        **_timed(batch, epochs, lr, seed, device, precision),
     )
     clock = Clock(flow.device)
     flow.fit(x, m, x_val, m_val)
@@ -341,16 +348,7 @@ def radar_classifier(
 ):
     from radar.models.classifiers import MLPClassifier
 
-    clf = MLPClassifier(
-        epochs=epochs,
-        batch_size=batch,
-        lr=lr,
-        seed=seed,
-        device=device,
-        patience=epochs + 1,
-        n_best_epochs=1,
-        precision=precision,
-    )
+    clf = MLPClassifier(**_timed(batch, epochs, lr, seed, device, precision))
     clock = Clock(resolve_device(device))
     clf.fit(X, y, X_val=X_val, y_val=y_val)
     return clock.per_epoch(epochs), clf.history_["val_loss"][-1], tuple(clf.hidden)
