@@ -9,7 +9,7 @@ real LHCO R&D background (peer reclustering, first 100k events). Every dataset i
 
 For every background-only dataset and each of two SRs — the nominal 3.3-3.7 TeV and the window next to
 the trigger turn-on (the lowest SR that the fit range from the data allows: fit start + 300 GeV) —
-``radar search`` trains ``--methods`` (HGB classifier, one seed), and the bump hunt runs at
+``radar search`` trains ``--methods`` (``--classifier``: HGB by default, one seed), and the bump hunt runs at
 ``--working-points``:
 
 - **after** (radar now): the scores (every event out of fold), the fit range from the data
@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Closure of the trained chain (benchmarks/null_chain.py)\n\n"
         f"{args.datasets} background-only {'smooth-marginal ' if args.smooth else ''}surrogate datasets of {n_draw} events ({args.events} in 2.7–6.5 TeV, "
         f"{mjj_range[0]:.0f}–{mjj_range[1]:.0f} GeV drawn); SRs {NOMINAL_SR} and {turn_on_sr} (next to the "
-        f"turn-on: the fit from the data starts at {start:.0f} GeV); methods {methods}, HGB, flow {flow}. "
+        f"turn-on: the fit from the data starts at {start:.0f} GeV); methods {methods}, classifier {json.loads(args.classifier)}, flow {flow}. "
         f"Median unit wall time: "
         + ", ".join(f"{m} {np.nanmedian(s):.0f} s" for m, s in seconds.items())
         + f". This invocation: {wall:.0f} s.\n\n"
