@@ -157,15 +157,19 @@ def features_to_frame(features: ak.Array | processor.dict_accumulator) -> pd.Dat
     return conform(pd.DataFrame(columns))
 
 
-def chunk_outputs(processor: DijetProcessor, events: ak.Array) -> dict:
-    """One eager chunk of events through ``processor``, as plain objects that merge across chunks:
-    ``features`` (feature-table DataFrame), ``cutflow`` (counts) and ``mjj`` (the histogram)."""
-    out = processor.process(events)
+def plain_outputs(out: dict) -> dict:
+    """The processor's outputs, computed, as plain objects that merge across chunks and files: ``features``
+    (feature-table DataFrame), ``cutflow`` (counts) and ``mjj`` (the histogram)."""
     return {
         "features": features_to_frame(out["features"]),
         "cutflow": {k: int(v) for k, v in out["cutflow"].items()},
         "mjj": out["mjj"],
     }
+
+
+def chunk_outputs(processor: DijetProcessor, events: ak.Array) -> dict:
+    """One eager chunk of events through ``processor``, as :func:`plain_outputs`."""
+    return plain_outputs(processor.process(events))
 
 
 def extract_features(

@@ -32,7 +32,7 @@ import dask
 import pandas as pd
 
 from radar.processors.cluster import dask_client, default_workers  # noqa: F401  (default_workers: public here)
-from radar.processors.dijet import DijetProcessor, chunk_outputs, features_to_frame, mjj_histogram
+from radar.processors.dijet import DijetProcessor, chunk_outputs, mjj_histogram, plain_outputs
 from radar.processors.features import conform, from_lhco_feature_hdf5, write_feature_table
 from radar.processors.io import atomic_output, file_sha256, package_versions, write_json
 from radar.processors.jets import STATUS_NAMES, JetConfig
@@ -235,14 +235,7 @@ def _compute_all(datasets: Sequence[_Dataset], client) -> list[dict]:
     what = Path(next(iter(lazy))[1]).name if len(lazy) == 1 else f"{len(lazy)} files"
     computed = _compute_with_progress(lazy, client, f"clustering {what}")
     for key, result in computed.items():  # every file's outputs as plain objects
-        if isinstance(result, list):
-            computed[key] = _merge_chunks(result)
-        else:
-            computed[key] = {
-                "features": features_to_frame(result["features"]),
-                "cutflow": {k: int(v) for k, v in result["cutflow"].items()},
-                "mjj": result["mjj"],
-            }
+        computed[key] = _merge_chunks(result) if isinstance(result, list) else plain_outputs(result)
     return [{path: computed[(k, path)] for path in d.lazy} for k, d in enumerate(datasets)]
 
 
